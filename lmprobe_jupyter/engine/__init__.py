@@ -1,0 +1,1 @@
+"""The engine: probes on language-model activations. Never imports IPython or widgets."""

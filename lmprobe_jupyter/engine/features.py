@@ -1,0 +1,103 @@
+"""Feature preparation between extraction and the classifier.
+
+Multi-layer inputs are concatenated along the hidden axis; :class:`LayerNormalizer` keeps a
+high-magnitude layer from dominating (``normalize_layers``), then optional ``preprocessing``
+(standard scaling and/or PCA) runs before the classifier. All learned state is plain numpy
+arrays so it can be saved without pickle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+PREPROCESSING = ("standard", "pca", "standard+pca")
+
+
+class LayerNormalizer(TransformerMixin, BaseEstimator):
+    """Normalize a concatenation of ``n_layers`` equal-width blocks.
+
+    Parameters
+    ----------
+    mode : True, "per_neuron", "per_layer" or False
+        True/"per_neuron": standardize each feature. "per_layer": subtract each layer's
+        per-feature mean and divide by one scalar std per layer. False: identity.
+    n_layers : int
+    """
+
+    def __init__(self, mode=True, n_layers: int = 1):
+        self.mode = mode
+        self.n_layers = n_layers
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, dtype=np.float64)
+        d = X.shape[1]
+        if d % self.n_layers:
+            raise ValueError(f"{d} features cannot split into {self.n_layers} equal layers")
+        self.mean_ = X.mean(0)
+        if self.mode is False:
+            self.mean_ = np.zeros(d)
+            self.scale_ = np.ones(d)
+        elif self.mode == "per_layer":
+            width = d // self.n_layers
+            centred = X - self.mean_
+            scale = np.empty(d)
+            for i in range(self.n_layers):
+                block = centred[:, i * width : (i + 1) * width]
+                scale[i * width : (i + 1) * width] = np.sqrt((block**2).mean()) or 1.0
+            self.scale_ = scale
+        elif self.mode in (True, "per_neuron"):
+            std = X.std(0)
+            self.scale_ = np.where(std > 1e-12, std, 1.0)
+        else:
+            raise ValueError(
+                f"normalize_layers={self.mode!r} is not one of True, 'per_layer', False"
+            )
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "scale_")
+        return (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+
+
+def validate_preprocessing(preprocessing, pca_components) -> None:
+    if preprocessing is not None and preprocessing not in PREPROCESSING:
+        raise ValueError(
+            f"preprocessing={preprocessing!r} is not one of None, "
+            f"{', '.join(map(repr, PREPROCESSING))}"
+        )
+    if pca_components is not None and (not isinstance(pca_components, int) or pca_components < 1):
+        raise ValueError(f"pca_components={pca_components!r} must be a positive int or None")
+
+
+def validate_normalize(mode) -> None:
+    if mode not in (True, False, "per_layer", "per_neuron"):
+        raise ValueError(f"normalize_layers={mode!r} is not one of True, 'per_layer', False")
+
+
+def build_steps(
+    n_layers: int, normalize_layers, preprocessing, pca_components, n_samples: int, random_state
+) -> list:
+    """Pipeline steps placed before the classifier."""
+    steps = []
+    if n_layers > 1 and normalize_layers is not False:
+        steps.append(("normalize", LayerNormalizer(mode=normalize_layers, n_layers=n_layers)))
+    if preprocessing in ("standard", "standard+pca"):
+        from sklearn.preprocessing import StandardScaler
+
+        steps.append(("standard", StandardScaler()))
+    if preprocessing in ("pca", "standard+pca"):
+        from sklearn.decomposition import PCA
+
+        k = pca_components or 50
+        k = max(1, min(k, n_samples - 1 if n_samples > 1 else 1))
+        steps.append(("pca", PCA(n_components=k, random_state=random_state)))
+    return steps
+
+
+def concat_layers(acts: dict[int, np.ndarray], layers: list[int]) -> np.ndarray:
+    """Concatenate per-layer (n, hidden) arrays in ``layers`` order -> (n, len(layers)*hidden)."""
+    if len(layers) == 1:
+        return acts[layers[0]]
+    return np.concatenate([acts[layer] for layer in layers], axis=1)
