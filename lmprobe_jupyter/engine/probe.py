@@ -728,6 +728,59 @@ class Probe:
 
         return show_tokens(self.token_scores(texts), threshold=threshold)
 
+    # ------------------------------------------------------------------ layer analysis
+    @classmethod
+    def sweep_layers(cls, model=None, positive_prompts=None, negative_prompts=None, **kwargs):
+        """Train one probe per layer from a single extraction; see :mod:`.sweep`."""
+        from .sweep import sweep_layers
+
+        return sweep_layers(cls, model, positive_prompts, negative_prompts, **kwargs)
+
+    def compute_layer_importance(self, metric: str = "l2") -> np.ndarray:
+        """Per-layer importance of a multi-layer probe, normalized to sum to 1."""
+        from .layer_selection import compute_layer_importance
+
+        return compute_layer_importance(self, metric=metric)
+
+    def plot_layer_importance(self, metric: str = "l2", ax=None):
+        """Bar chart of :meth:`compute_layer_importance` (needs the ``plot`` extra)."""
+        from .layer_selection import plot_layer_importance
+
+        return plot_layer_importance(self, metric=metric, ax=ax)
+
+    # ------------------------------------------------------------------ monitoring
+    def calibrate(self, benign_prompts, fpr: float = 0.01, **kwargs) -> Probe:
+        """Set the decision threshold so at most ``fpr`` of benign prompts are flagged."""
+        from .monitoring import calibrate
+
+        return calibrate(self, benign_prompts, fpr=fpr, **kwargs)
+
+    def flag(self, prompts, **kwargs) -> np.ndarray:
+        """Boolean per prompt: is its score over the calibrated threshold?"""
+        from .monitoring import flag
+
+        return flag(self, prompts, **kwargs)
+
+    def monitor(self, prompt, **kwargs):
+        """Generate from ``prompt`` while scoring every new token; see :mod:`.monitoring`."""
+        from .monitoring import monitor
+
+        return monitor(self, prompt, **kwargs)
+
+    # ------------------------------------------------------------------ sharing
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:
+        """Upload this probe and a model card to the HuggingFace Hub; returns the URL."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+    @classmethod
+    def from_hub(cls, repo_id: str, **kwargs) -> Probe:
+        """Download a probe pushed with :meth:`push_to_hub`."""
+        from .hub import from_hub
+
+        return from_hub(repo_id, **kwargs)
+
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
         """Save to ``path`` (safe format; a ``.pkl`` path uses pickle)."""
