@@ -1,33 +1,1189 @@
-"""Activation cache (placeholder in-memory version; replaced by the on-disk store of issue 3)."""
+"""The activation cache: every pooled (or per-token) activation computed once is kept.
+
+Entries are keyed by (model key, prompt text, layer, pooling key); the model key is
+``LoadedModel.key`` (name plus a weights fingerprint), so two different local models never
+share entries. A refit, a layer sweep or a re-score of the same prompts reads the cache
+instead of running the model.
+
+On-disk layout (``$LMPROBE_CACHE_DIR/activations`` or ``~/.cache/lmprobe/activations``)::
+
+    index-v1.sqlite            sqlite index (WAL mode): groups, shards, entries
+    shards/<group>/<uuid>.safetensors
+                               immutable shard files, one folder per (model, layer, pooling)
+
+Why this layout
+---------------
+- **Append-only, immutable shards.** One ``store()`` call writes one shard holding all
+  its arrays, so thousands of prompts never become thousands of tiny files, and no file
+  is ever rewritten on insert. A shard is written to a temporary name, fsync-ed and
+  ``os.replace``-d into place, so no reader, and no writer that is killed half-way, ever
+  leaves a partial shard visible. Shards are valid safetensors files whose header
+  records the group and a CRC32 per array, so they can be checked, shipped to S3 as they
+  are, and the index can be rebuilt from them.
+- **Compaction keeps the file count low.** Small shards of a group are merged in
+  size tiers (8 shards of a tier become one of the next), so a long session of small
+  stores leaves O(log n) files per group and each byte is rewritten O(log n) times.
+- **A sqlite index.** One ``SELECT ... WHERE key IN (...)`` finds 1,000 entries at once;
+  the data is then read with one ``mmap`` per shard. Transactions (``BEGIN IMMEDIATE``)
+  make every index change atomic and serialise writers across processes, and WAL mode
+  lets readers run while a writer commits. A shard becomes visible only when its index
+  rows commit, after its file is complete on disk.
+- **Checksums on read.** Each array's CRC32 (kept in the index and in the shard header)
+  is checked when it is read; a truncated or corrupted shard is dropped with a
+  :class:`CacheWarning` and its entries read as misses, so the caller recomputes them.
+- **LRU by shard.** A logical clock records when each shard was last read or written;
+  ``set_cache_limit`` evicts the least recently used shards until the total fits. The
+  shard just written is never evicted, so the cache exceeds the limit by at most one
+  shard.
+- **Storage dtype.** Arrays are stored as float32, float16 or bfloat16
+  (``set_cache_dtype``); lookups always return float32.
+- **S3 mirror.** With ``set_cache_backend("s3://bucket/prefix")`` every shard is also
+  uploaded (write-through) and kept locally; a lookup that misses locally lists the
+  group's shards on S3 and ingests the new ones. An unreachable bucket gives one warning
+  and the cache carries on locally.
+
+The index must live on a local disk (sqlite's WAL mode needs shared memory; network
+filesystems are not supported for the local store; share through S3 instead).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import html
+import math
+import mmap
+import os
+import sqlite3
+import threading
+import time
+import warnings
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
 
+from . import _shard
+from ._shard import DTYPES, ShardError
 
+__all__ = [
+    "ActivationCache",
+    "CacheInfo",
+    "CacheWarning",
+    "ModelCacheInfo",
+    "cache_info",
+    "clear_cache",
+    "get_cache",
+    "reset_cache",
+    "set_cache_backend",
+    "set_cache_dtype",
+    "set_cache_enabled",
+    "set_cache_limit",
+]
+
+INDEX_NAME = "index-v1.sqlite"
+_GB = 10**9
+_SQL_CHUNK = 900  # bound parameters per statement (well under sqlite's limit)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS groups(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model_key TEXT NOT NULL, layer INTEGER NOT NULL, pooling TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    UNIQUE(model_key, layer, pooling));
+CREATE TABLE IF NOT EXISTS shards(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id INTEGER NOT NULL, path TEXT NOT NULL UNIQUE, nbytes INTEGER NOT NULL,
+    last_access INTEGER NOT NULL, remote INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS shards_group ON shards(group_id);
+CREATE INDEX IF NOT EXISTS shards_lru ON shards(last_access);
+CREATE TABLE IF NOT EXISTS entries(
+    key BLOB PRIMARY KEY, group_id INTEGER NOT NULL, shard_id INTEGER NOT NULL,
+    pos INTEGER NOT NULL, nbytes INTEGER NOT NULL, dtype TEXT NOT NULL,
+    shape TEXT NOT NULL, crc INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_shard ON entries(shard_id);
+CREATE INDEX IF NOT EXISTS entries_group ON entries(group_id);
+CREATE TABLE IF NOT EXISTS remote_seen(path TEXT PRIMARY KEY);
+"""
+
+_NEXT_CLOCK = "(SELECT COALESCE(MAX(last_access), 0) + 1 FROM shards)"
+
+
+class CacheWarning(UserWarning):
+    """The activation cache hit a problem it worked around (damaged shard, S3 offline)."""
+
+
+def default_cache_dir() -> Path:
+    """Local activation store: ``$LMPROBE_CACHE_DIR/activations`` or ``~/.cache/lmprobe/...``."""
+    env = os.environ.get("LMPROBE_CACHE_DIR")
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "lmprobe"
+    return root / "activations"
+
+
+def _group_id_text(model_key: str, layer: int, pooling: str) -> str:
+    return f"{model_key}\x00{int(layer)}\x00{pooling}"
+
+
+def group_hash(model_key: str, layer: int, pooling: str) -> str:
+    """Folder name of a (model, layer, pooling) group: 16 hex digits."""
+    text = _group_id_text(model_key, layer, pooling).encode()
+    return hashlib.blake2b(text, digest_size=8).hexdigest()
+
+
+def entry_keys(model_key: str, layer: int, pooling: str, prompts: list[str]) -> list[bytes]:
+    """16-byte key of each (model, layer, pooling, prompt) entry."""
+    base = hashlib.blake2b(digest_size=16)
+    base.update(_group_id_text(model_key, layer, pooling).encode())
+    base.update(b"\x00")
+    out = []
+    for p in prompts:
+        h = base.copy()
+        h.update(str(p).encode("utf-8", "surrogatepass"))
+        out.append(h.digest())
+    return out
+
+
+def _check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"cache dtype={dtype!r} is not one of {list(DTYPES)}")
+    return dtype
+
+
+def _fmt_bytes(n: int | float | None) -> str:
+    if n is None:
+        return "none"
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- info
+@dataclass
+class ModelCacheInfo:
+    """Cache contents for one model key."""
+
+    model: str
+    entries: int
+    bytes: int
+    data_bytes: int = 0
+    layers: list[int] = field(default_factory=list)
+    poolings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CacheInfo:
+    """What :func:`cache_info` returns: size, contents per model, hit/miss counts.
+
+    Attributes
+    ----------
+    path : str
+        Local store directory.
+    backend : str
+        ``"local"`` or the S3 URL with its status.
+    dtype : str
+        Storage dtype of new entries.
+    enabled : bool
+    limit_bytes : int or None
+        LRU limit (None: unlimited).
+    entries : int
+        Cached arrays.
+    bytes : int
+        Bytes of shard files on disk (what the limit counts).
+    data_bytes : int
+        Bytes of live array data (``bytes`` minus headers and superseded copies).
+    shards : int
+        Shard files.
+    hits, misses : int
+        Lookups answered / not answered by the cache in this process.
+    models : dict of str to ModelCacheInfo
+    """
+
+    path: str
+    backend: str
+    dtype: str
+    enabled: bool
+    limit_bytes: int | None
+    entries: int
+    bytes: int
+    data_bytes: int
+    shards: int
+    hits: int
+    misses: int
+    models: dict[str, ModelCacheInfo] = field(default_factory=dict)
+
+    @property
+    def hit_rate(self) -> float:
+        """Fraction of looked-up entries found (nan before any lookup)."""
+        total = self.hits + self.misses
+        return self.hits / total if total else float("nan")
+
+    def _summary(self) -> list[tuple[str, str]]:
+        rate = "n/a" if math.isnan(self.hit_rate) else f"{self.hit_rate:.0%}"
+        return [
+            ("path", self.path),
+            ("backend", self.backend),
+            ("enabled", str(self.enabled)),
+            ("dtype", self.dtype),
+            ("entries", f"{self.entries:,}"),
+            ("size", f"{_fmt_bytes(self.bytes)} in {self.shards:,} shards"),
+            ("limit", _fmt_bytes(self.limit_bytes)),
+            ("hits / misses", f"{self.hits:,} / {self.misses:,} ({rate})"),
+        ]
+
+    @staticmethod
+    def _layers_text(layers: list[int]) -> str:
+        if len(layers) > 8:
+            return f"{layers[0]}..{layers[-1]} ({len(layers)})"
+        return ", ".join(map(str, layers))
+
+    def __repr__(self) -> str:
+        width = max(len(k) for k, _ in self._summary())
+        lines = ["CacheInfo"] + [f"  {k:<{width}}  {v}" for k, v in self._summary()]
+        if self.models:
+            lines.append("  per model:")
+            for m in self.models.values():
+                lines.append(
+                    f"    {m.model}: {m.entries:,} entries, {_fmt_bytes(m.bytes)}, "
+                    f"layers [{self._layers_text(m.layers)}], pooling {', '.join(m.poolings)}"
+                )
+        return "\n".join(lines)
+
+    __str__ = __repr__
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{esc(k)}</th><td style='text-align:left'>"
+            f"{esc(v)}</td></tr>"
+            for k, v in self._summary()
+        )
+        out = [
+            f"<table class='lmprobe-cache-info'><caption>Activation cache</caption>{rows}</table>"
+        ]
+        if self.models:
+            body = "".join(
+                "<tr>"
+                f"<td style='text-align:left'>{esc(m.model)}</td><td>{m.entries:,}</td>"
+                f"<td>{esc(_fmt_bytes(m.bytes))}</td>"
+                f"<td>{esc(self._layers_text(m.layers))}</td>"
+                f"<td>{esc(', '.join(m.poolings))}</td></tr>"
+                for m in self.models.values()
+            )
+            out.append(
+                "<table class='lmprobe-cache-models'><thead><tr><th>model</th><th>entries</th>"
+                f"<th>size</th><th>layers</th><th>pooling</th></tr></thead><tbody>{body}"
+                "</tbody></table>"
+            )
+        return "\n".join(out)
+
+
+# ------------------------------------------------------------------------- cache
 class ActivationCache:
-    def __init__(self) -> None:
-        self.enabled = True
-        self._mem: dict[tuple[str, str, int, str], np.ndarray] = {}
+    """On-disk activation store (see the module docstring for the layout).
 
-    def lookup(self, model_key: str, prompts: list[str], layer: int, pooling: str):
-        return [self._mem.get((model_key, p, layer, pooling)) for p in prompts]
+    Parameters
+    ----------
+    path : path-like
+        Local store directory (created on first use).
+    dtype : {"float32", "float16", "bfloat16"}, default "float32"
+        Storage dtype of new entries; lookups always return float32.
+    limit_bytes : int, optional
+        LRU size limit in bytes (None: unlimited).
+    remote : S3Remote, optional
+        S3 mirror (write-through, read on local miss).
+    enabled : bool, default True
+        When False, lookups return all misses and stores do nothing.
+    """
 
-    def store(self, model_key, prompts, layer, pooling, arrays) -> None:
-        for p, a in zip(prompts, arrays):
-            self._mem[(model_key, p, layer, pooling)] = np.asarray(a, dtype=np.float32)
+    #: Shards smaller than this are tier 0 for compaction.
+    TIER_BASE = 256 * 1024
+    #: This many shards of one tier (in one group) are merged into one.
+    COMPACT_FANIN = 8
+    #: Shards at least this large are never merged again.
+    SHARD_MAX = 64 * 2**20
+    #: Stray files older than this (seconds) are removed by the cleanup at open.
+    ORPHAN_AGE = 3600.0
+    #: Seconds between two listings of one group on S3 (per process).
+    remote_sync_interval = 10.0
+    #: A shard's access time is recorded at most once per this many seconds per process.
+    touch_interval = 1.0
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        dtype: str = "float32",
+        limit_bytes: int | None = None,
+        remote=None,
+        enabled: bool = True,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        self.dtype = _check_dtype(dtype)
+        self.limit_bytes = limit_bytes
+        self.remote = remote
+        self.enabled = bool(enabled)
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None
+        self._groups: dict[tuple[str, int, str], tuple[int, str]] = {}
+        self._touched: dict[int, float] = {}
+        self._last_sync: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        remote = f", remote={self.remote.url!r}" if self.remote is not None else ""
+        return f"ActivationCache({str(self.path)!r}, dtype={self.dtype!r}{remote})"
+
+    # ------------------------------------------------------------ connection
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            # a connection inherited through fork must not be used; open a fresh one
+            self._conn, self._groups, self._touched = None, {}, {}
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self._conn = self._open()
+            except sqlite3.DatabaseError as exc:
+                self._quarantine_index(exc)
+                self._conn = self._open()
+            self._pid = os.getpid()
+            self._remove_orphans()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path / INDEX_NAME, timeout=60, isolation_level=None, check_same_thread=False
+        )
+        try:
+            for attempt in range(50):
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:  # another process is switching it
+                    if "locked" not in str(exc) or attempt == 49:
+                        raise
+                    time.sleep(0.05)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("SELECT v FROM meta WHERE k='created'").fetchone() is None:
+                    self._rebuild(conn)
+                    conn.execute("INSERT INTO meta VALUES ('created', ?)", (str(time.time()),))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _quarantine_index(self, exc: BaseException) -> None:
+        stamp = int(time.time())
+        for suffix in ("", "-wal", "-shm"):
+            p = self.path / (INDEX_NAME + suffix)
+            if p.exists():
+                os.replace(p, self.path / f"{INDEX_NAME}{suffix}.corrupt-{stamp}")
+        warnings.warn(
+            f"activation cache index {self.path / INDEX_NAME} is unreadable ({exc}); "
+            "moved it aside and rebuilt the index from the shard files",
+            CacheWarning,
+            stacklevel=4,
+        )
+
+    def _rebuild(self, conn: sqlite3.Connection) -> None:
+        """Index every shard file found on disk (new or lost index). Runs in a transaction."""
+        root = self.path / "shards"
+        if not root.is_dir():
+            return
+        bad = 0
+        for p in sorted(root.glob(f"*/*{_shard.SUFFIX}")):
+            try:
+                meta, entries = _shard.read_header(p)
+                gid, _ = self._group_in(
+                    conn, meta["model_key"], int(meta["layer"]), meta["pooling"]
+                )
+            except (ShardError, KeyError, ValueError):
+                p.unlink(missing_ok=True)
+                bad += 1
+                continue
+            self._insert_shard(conn, gid, p.relative_to(self.path).as_posix(), entries, p)
+        if bad:
+            warnings.warn(
+                f"dropped {bad} unreadable shard file(s) while rebuilding the cache index",
+                CacheWarning,
+                stacklevel=5,
+            )
+
+    def _remove_orphans(self) -> None:
+        """Delete temp files and unindexed shards left by killed writers (old ones only)."""
+        root = self.path / "shards"
+        if not root.is_dir():
+            return
+        known = {r[0] for r in self._conn.execute("SELECT path FROM shards")}
+        cutoff = time.time() - self.ORPHAN_AGE
+        for p in root.glob("*/*"):
+            try:
+                rel = p.relative_to(self.path).as_posix()
+                if rel not in known and p.is_file() and p.stat().st_mtime < cutoff:
+                    p.unlink()
+            except OSError:
+                pass
+
+    @contextlib.contextmanager
+    def _write(self):
+        """A write transaction; BEGIN IMMEDIATE serialises writers across processes."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the index connection (reopened on next use)."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    # ---------------------------------------------------------------- groups
+    def _group_in(self, db, model_key: str, layer: int, pooling: str) -> tuple[int, str]:
+        ident = (model_key, int(layer), pooling)
+        got = self._groups.get(ident)
+        if got is not None:
+            return got
+        ghash = group_hash(*ident)
+        db.execute(
+            "INSERT OR IGNORE INTO groups(model_key, layer, pooling, hash) VALUES (?,?,?,?)",
+            (*ident, ghash),
+        )
+        (gid,) = db.execute(
+            "SELECT id FROM groups WHERE model_key=? AND layer=? AND pooling=?", ident
+        ).fetchone()
+        self._groups[ident] = (gid, ghash)
+        return gid, ghash
+
+    def _group(self, model_key: str, layer: int, pooling: str) -> tuple[int, str]:
+        ident = (model_key, int(layer), pooling)
+        got = self._groups.get(ident)
+        if got is not None:
+            return got
+        with self._write() as db:
+            return self._group_in(db, *ident)
+
+    @staticmethod
+    def _insert_shard(db, gid: int, rel: str, entries, path: Path, remote: bool = False):
+        """Register a shard file and its entries; returns the shard id or None if all dup."""
+        size = path.stat().st_size
+        cur = db.execute(
+            "INSERT INTO shards(group_id, path, nbytes, last_access, remote) "
+            f"VALUES (?, ?, ?, {_NEXT_CLOCK}, ?)",
+            (gid, rel, size, int(remote)),
+        )
+        sid = cur.lastrowid
+        db.executemany(
+            "INSERT OR IGNORE INTO entries(key, group_id, shard_id, pos, nbytes, dtype, shape, crc)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (
+                    bytes.fromhex(e.name),
+                    gid,
+                    sid,
+                    e.offset,
+                    e.nbytes,
+                    e.code,
+                    ",".join(map(str, e.shape)),
+                    e.crc,
+                )
+                for e in entries
+            ],
+        )
+        if remote:
+            db.execute("INSERT OR IGNORE INTO remote_seen(path) VALUES (?)", (rel,))
+        live = db.execute("SELECT COUNT(*) FROM entries WHERE shard_id=?", (sid,)).fetchone()[0]
+        if live == 0:  # another process stored the same prompts first
+            db.execute("DELETE FROM shards WHERE id=?", (sid,))
+            return None
+        return sid
+
+    # ---------------------------------------------------------------- lookup
+    def _rows(self, keys: list[bytes]) -> dict[bytes, tuple]:
+        db = self._db()
+        out = {}
+        for i in range(0, len(keys), _SQL_CHUNK):
+            chunk = keys[i : i + _SQL_CHUNK]
+            q = ",".join("?" * len(chunk))
+            for row in db.execute(
+                "SELECT e.key, s.id, s.path, e.pos, e.nbytes, e.dtype, e.shape, e.crc "
+                f"FROM entries e JOIN shards s ON s.id = e.shard_id WHERE e.key IN ({q})",
+                chunk,
+            ):
+                out[row[0]] = row[1:]
+        return out
+
+    def _read_shard(self, rel: str, items: list[tuple]) -> dict[bytes, np.ndarray]:
+        """Decode entries (key, pos, nbytes, dtype, shape, crc) of one shard, checking CRCs."""
+        out = {}
+        with open(self.path / rel, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            end = max(pos + nb for _, pos, nb, _, _, _ in items)
+            if end > size:
+                raise ShardError(f"truncated: {size} bytes, an entry ends at byte {end}")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                for key, pos, nb, code, shape, crc in items:
+                    raw = mm[pos : pos + nb]
+                    if zlib.crc32(raw) != crc:
+                        raise ShardError("checksum mismatch")
+                    dims = tuple(int(d) for d in shape.split(",")) if shape else ()
+                    out[key] = _shard.decode(raw, code, dims)
+        return out
+
+    def _read(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        pending = keys
+        for attempt in range(2):
+            rows = self._rows(pending)
+            by_shard: dict[tuple[int, str], list[tuple]] = defaultdict(list)
+            for key, (sid, rel, pos, nb, code, shape, crc) in rows.items():
+                by_shard[(sid, rel)].append((key, pos, nb, code, shape, crc))
+            missing_files: list[bytes] = []
+            read_sids = []
+            for (sid, rel), items in by_shard.items():
+                try:
+                    found.update(self._read_shard(rel, items))
+                    read_sids.append(sid)
+                except FileNotFoundError:
+                    if attempt == 0:  # merged or evicted by another process: ask again
+                        missing_files.extend(k for k, *_ in items)
+                    else:
+                        self._drop_shard(sid, rel, "its file is missing")
+                except (ShardError, ValueError, OSError) as exc:
+                    self._drop_shard(sid, rel, str(exc))
+            self._touch(read_sids)
+            if not missing_files:
+                break
+            pending = missing_files
+        return found
+
+    def _touch(self, sids: list[int]) -> None:
+        now = time.monotonic()
+        stale = [s for s in sids if now - self._touched.get(s, -math.inf) >= self.touch_interval]
+        if not stale:
+            return
+        with self._write() as db:
+            q = ",".join("?" * len(stale))
+            db.execute(f"UPDATE shards SET last_access={_NEXT_CLOCK} WHERE id IN ({q})", stale)
+        for s in stale:
+            self._touched[s] = now
+
+    def _drop_shard(self, sid: int, rel: str, reason: str) -> None:
+        with self._write() as db:
+            n = db.execute("SELECT COUNT(*) FROM entries WHERE shard_id=?", (sid,)).fetchone()[0]
+            db.execute("DELETE FROM entries WHERE shard_id=?", (sid,))
+            db.execute("DELETE FROM shards WHERE id=?", (sid,))
+            # a healthy copy may still be on S3: let the next sync fetch it again
+            db.execute("DELETE FROM remote_seen WHERE path=?", (rel,))
+        with contextlib.suppress(OSError):
+            (self.path / rel).unlink()
+        warnings.warn(
+            f"activation cache shard {rel} is damaged ({reason}); dropped it and its "
+            f"{n} entries, which will be recomputed",
+            CacheWarning,
+            stacklevel=5,
+        )
+
+    def lookup(
+        self, model_key: str, prompts: list[str], layer: int, pooling: str
+    ) -> list[np.ndarray | None]:
+        """Cached arrays for ``prompts`` (float32; None where not cached).
+
+        Parameters
+        ----------
+        model_key : str
+            ``LoadedModel.key``.
+        prompts : list of str
+        layer : int
+        pooling : str
+            Pooling key (``pooling.pooling_key``), e.g. ``"mean"`` or ``"tokens"``.
+
+        Returns
+        -------
+        list of ndarray or None
+            One float32 array per prompt, shaped as stored (``(hidden,)`` for pooled,
+            ``(seq, hidden)`` for per-token entries).
+        """
+        prompts = list(prompts)
+        out: list[np.ndarray | None] = [None] * len(prompts)
+        if not self.enabled or not prompts:
+            return out
+        with self._lock:
+            keys = entry_keys(model_key, layer, pooling, prompts)
+            unique = list(dict.fromkeys(keys))
+            found = self._read(unique)
+            if len(found) < len(unique) and self.remote is not None and self.remote.online:
+                gid, ghash = self._group(model_key, layer, pooling)
+                if self._sync_group(gid, ghash):
+                    found.update(self._read([k for k in unique if k not in found]))
+            given = set()
+            for i, k in enumerate(keys):
+                a = found.get(k)
+                if a is not None:
+                    out[i] = a.copy() if k in given else a
+                    given.add(k)
+            hits = sum(a is not None for a in out)
+            self.hits += hits
+            self.misses += len(out) - hits
+        return out
+
+    def contains(self, model_key: str, prompts: list[str], layer: int, pooling: str) -> list[bool]:
+        """Whether each prompt has an index entry (no data is read or verified)."""
+        prompts = list(prompts)
+        if not self.enabled or not prompts:
+            return [False] * len(prompts)
+        with self._lock:
+            keys = entry_keys(model_key, layer, pooling, prompts)
+            rows = self._rows(list(dict.fromkeys(keys)))
+        return [k in rows for k in keys]
+
+    # ----------------------------------------------------------------- store
+    def store(
+        self,
+        model_key: str,
+        prompts: list[str],
+        layer: int,
+        pooling: str,
+        arrays: list[np.ndarray],
+    ) -> None:
+        """Cache one array per prompt (any shape; stored in the cache dtype).
+
+        Prompts already cached are skipped. All new arrays go into one new shard.
+        """
+        prompts, arrays = list(prompts), list(arrays)
+        if len(prompts) != len(arrays):
+            raise ValueError(f"store() got {len(prompts)} prompts but {len(arrays)} arrays")
+        if not self.enabled or not prompts:
+            return
+        with self._lock:
+            gid, ghash = self._group(model_key, layer, pooling)
+            todo = dict(zip(entry_keys(model_key, layer, pooling, prompts), arrays))
+            have = self._rows(list(todo))
+            items = []
+            for key, a in todo.items():
+                if key in have:
+                    continue
+                a = np.asarray(a, dtype=np.float32)
+                code, raw = _shard.encode(a, self.dtype)
+                items.append((key.hex(), code, a.shape, raw))
+            if not items:
+                return
+            rel = f"shards/{ghash}/{_shard.new_name()}{_shard.SUFFIX}"
+            meta = {"model_key": model_key, "layer": int(layer), "pooling": pooling}
+            entries = _shard.write_shard(self.path / rel, meta, items)
+            try:
+                with self._write() as db:
+                    sid = self._insert_shard(db, gid, rel, entries, self.path / rel)
+            except BaseException:
+                (self.path / rel).unlink(missing_ok=True)
+                raise
+            if sid is None:
+                (self.path / rel).unlink(missing_ok=True)
+                return
+            self._touched[sid] = time.monotonic()
+            self._upload(sid, rel)
+            self._maybe_compact(gid)
+            self._enforce_limit()
+
+    # ------------------------------------------------------------ compaction
+    def _tier(self, nbytes: int) -> int:
+        if nbytes < self.TIER_BASE:
+            return 0
+        return 1 + int(math.log(nbytes / self.TIER_BASE, self.COMPACT_FANIN))
+
+    def _maybe_compact(self, gid: int) -> None:
+        rows = (
+            self._db()
+            .execute(
+                "SELECT id, path, nbytes, remote FROM shards WHERE group_id=? AND nbytes<? "
+                "ORDER BY id",
+                (gid, self.SHARD_MAX),
+            )
+            .fetchall()
+        )
+        tiers: dict[int, list[tuple]] = defaultdict(list)
+        for row in rows:
+            tiers[self._tier(row[2])].append(row)
+        for tier in sorted(tiers):
+            members = tiers[tier]
+            if len(members) < self.COMPACT_FANIN:
+                continue
+            chosen, total = [], 0
+            for row in members:
+                if chosen and total + row[2] > self.SHARD_MAX:
+                    break
+                chosen.append(row)
+                total += row[2]
+            if len(chosen) >= 2 and self._compact(gid, chosen):
+                self._maybe_compact(gid)  # the merged shard may complete the next tier
+            return
+
+    def _compact(self, gid: int, sources: list[tuple]) -> bool:
+        """Merge ``sources`` (id, path, nbytes, remote) into one shard; True if done."""
+        db = self._db()
+        sids = [r[0] for r in sources]
+        q = ",".join("?" * len(sids))
+        model_key, layer, pooling, ghash = db.execute(
+            "SELECT model_key, layer, pooling, hash FROM groups WHERE id=?", (gid,)
+        ).fetchone()
+        live = db.execute(
+            "SELECT key, shard_id, pos, nbytes, dtype, shape, crc FROM entries "
+            f"WHERE shard_id IN ({q}) ORDER BY shard_id, pos",
+            sids,
+        ).fetchall()
+        paths = {r[0]: r[1] for r in sources}
+        items, moved = [], []
+        handles: dict[int, object] = {}
+        sid = sids[0]
+        try:
+            for key, sid, pos, nb, code, shape, crc in live:
+                f = handles.get(sid)
+                if f is None:
+                    f = handles[sid] = open(self.path / paths[sid], "rb")
+                f.seek(pos)
+                raw = f.read(nb)
+                if len(raw) != nb or zlib.crc32(raw) != crc:
+                    raise ShardError("checksum mismatch" if len(raw) == nb else "truncated")
+                dims = tuple(int(d) for d in shape.split(",")) if shape else ()
+                items.append((key.hex(), code, dims, raw))
+                moved.append((key, sid))
+        except FileNotFoundError:
+            return False  # another process merged or evicted them meanwhile
+        except (ShardError, OSError) as exc:
+            error = exc
+        else:
+            error = None
+        finally:
+            for h in handles.values():
+                h.close()
+        if error is not None:
+            self._drop_shard(sid, paths[sid], str(error))
+            return False
+        if not items:
+            return False
+        rel = f"shards/{ghash}/{_shard.new_name()}{_shard.SUFFIX}"
+        meta = {"model_key": model_key, "layer": layer, "pooling": pooling}
+        entries = _shard.write_shard(self.path / rel, meta, items)
+        size = (self.path / rel).stat().st_size
+        committed = False
+        try:
+            with self._write() as db:
+                still = db.execute(f"SELECT COUNT(*) FROM shards WHERE id IN ({q})", sids)
+                if still.fetchone()[0] == len(sids):
+                    cur = db.execute(
+                        "INSERT INTO shards(group_id, path, nbytes, last_access) VALUES "
+                        f"(?, ?, ?, (SELECT MAX(last_access) FROM shards WHERE id IN ({q})))",
+                        (gid, rel, size, *sids),
+                    )
+                    new = cur.lastrowid
+                    db.executemany(
+                        "UPDATE entries SET shard_id=?, pos=? WHERE key=? AND shard_id=?",
+                        [(new, e.offset, key, sid) for e, (key, sid) in zip(entries, moved)],
+                    )
+                    db.execute(f"DELETE FROM entries WHERE shard_id IN ({q})", sids)
+                    db.execute(f"DELETE FROM shards WHERE id IN ({q})", sids)
+                    committed = True
+        finally:
+            if not committed:
+                (self.path / rel).unlink(missing_ok=True)
+        if not committed:
+            return False
+        for r in sources:
+            with contextlib.suppress(OSError):
+                (self.path / r[1]).unlink()
+        if self._upload(new, rel):
+            self.remote.delete([r[1] for r in sources if r[3]])
+        return True
+
+    # -------------------------------------------------------------- eviction
+    def _enforce_limit(self) -> None:
+        if self.limit_bytes is None:
+            return
+        victims = []
+        with self._write() as db:
+            total = db.execute("SELECT COALESCE(SUM(nbytes), 0) FROM shards").fetchone()[0]
+            if total <= self.limit_bytes:
+                return
+            rows = db.execute(
+                "SELECT id, path, nbytes FROM shards ORDER BY last_access, id"
+            ).fetchall()
+            for sid, rel, nb in rows[:-1]:  # the most recently used shard always stays
+                if total <= self.limit_bytes:
+                    break
+                db.execute("DELETE FROM entries WHERE shard_id=?", (sid,))
+                db.execute("DELETE FROM shards WHERE id=?", (sid,))
+                db.execute("DELETE FROM remote_seen WHERE path=?", (rel,))
+                total -= nb
+                victims.append(rel)
+        for rel in victims:
+            with contextlib.suppress(OSError):
+                (self.path / rel).unlink()
+
+    def set_limit(self, limit_bytes: int | None) -> None:
+        """Change the LRU limit and evict at once if the cache is over it."""
+        with self._lock:
+            self.limit_bytes = limit_bytes
+            self._enforce_limit()
+
+    # ---------------------------------------------------------------- remote
+    def _upload(self, sid: int, rel: str) -> bool:
+        if self.remote is None or not self.remote.online:
+            return False
+        if not self.remote.put(rel, self.path / rel):
+            return False
+        with self._write() as db:
+            db.execute("UPDATE shards SET remote=1 WHERE id=?", (sid,))
+            db.execute("INSERT OR IGNORE INTO remote_seen(path) VALUES (?)", (rel,))
+        return True
+
+    def _sync_group(self, gid: int, ghash: str) -> bool:
+        """Ingest the group's shards that are on S3 but not here; True if any were added."""
+        now = time.monotonic()
+        if now - self._last_sync.get(ghash, -math.inf) < self.remote_sync_interval:
+            return False
+        self._last_sync[ghash] = now
+        rels = self.remote.list(f"shards/{ghash}/")
+        if not rels:
+            return False
+        db = self._db()
+        known = set()
+        for i in range(0, len(rels), _SQL_CHUNK):
+            chunk = rels[i : i + _SQL_CHUNK]
+            q = ",".join("?" * len(chunk))
+            known.update(
+                r[0] for r in db.execute(f"SELECT path FROM remote_seen WHERE path IN ({q})", chunk)
+            )
+            known.update(
+                r[0] for r in db.execute(f"SELECT path FROM shards WHERE path IN ({q})", chunk)
+            )
+        added = False
+        for rel in rels:
+            if rel in known or not rel.endswith(_shard.SUFFIX):
+                continue
+            dest = self.path / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.parent / f"{_shard.TMP_PREFIX}{_shard.new_name()}"
+            if not self.remote.get(rel, tmp):
+                tmp.unlink(missing_ok=True)
+                if not self.remote.online:
+                    break
+                continue
+            try:
+                meta, entries = _shard.read_header(tmp)
+                _shard.verify(tmp, entries)
+                if group_hash(meta["model_key"], int(meta["layer"]), meta["pooling"]) != ghash:
+                    raise ShardError("its header names another group")
+            except (ShardError, KeyError, ValueError) as exc:
+                tmp.unlink(missing_ok=True)
+                with self._write() as db:
+                    db.execute("INSERT OR IGNORE INTO remote_seen(path) VALUES (?)", (rel,))
+                warnings.warn(
+                    f"skipped damaged shard {rel} from {self.remote.url} ({exc})",
+                    CacheWarning,
+                    stacklevel=5,
+                )
+                continue
+            os.replace(tmp, dest)
+            with self._write() as db:
+                sid = self._insert_shard(db, gid, rel, entries, dest, remote=True)
+            if sid is None:
+                dest.unlink(missing_ok=True)
+            else:
+                added = True
+        if added:
+            self._enforce_limit()
+        return added
+
+    # ------------------------------------------------------------ management
+    def clear(self, model: str | None = None, *, remote: bool = False) -> int:
+        """Remove all entries, or those of one model; returns the number removed.
+
+        ``model`` is a model key (``name@fingerprint``) or a name (all its fingerprints).
+        With ``remote=True`` the S3 copies are deleted too (shared with other machines!).
+        """
+        with self._lock:
+            with self._write() as db:
+                if model is None:
+                    groups = db.execute("SELECT id, hash FROM groups").fetchall()
+                else:
+                    prefix = f"{model}@"
+                    groups = db.execute(
+                        "SELECT id, hash FROM groups WHERE model_key=? "
+                        "OR substr(model_key, 1, ?)=?",
+                        (model, len(prefix), prefix),
+                    ).fetchall()
+                removed, paths = 0, []
+                for gid, _ in groups:
+                    removed += db.execute(
+                        "SELECT COUNT(*) FROM entries WHERE group_id=?", (gid,)
+                    ).fetchone()[0]
+                    paths += [
+                        r[0] for r in db.execute("SELECT path FROM shards WHERE group_id=?", (gid,))
+                    ]
+                    db.execute("DELETE FROM entries WHERE group_id=?", (gid,))
+                    db.execute("DELETE FROM shards WHERE group_id=?", (gid,))
+                for rel in paths:
+                    db.execute("DELETE FROM remote_seen WHERE path=?", (rel,))
+            for rel in paths:
+                with contextlib.suppress(OSError):
+                    (self.path / rel).unlink()
+            for _, ghash in groups:
+                with contextlib.suppress(OSError):
+                    (self.path / "shards" / ghash).rmdir()  # only if now empty
+            if remote and self.remote is not None:
+                prefixes = ["shards/"] if model is None else [f"shards/{h}/" for _, h in groups]
+                for pre in prefixes:
+                    rels = self.remote.list(pre)
+                    if rels:
+                        self.remote.delete(rels)
+                if model is None:
+                    with self._write() as db:
+                        db.execute("DELETE FROM remote_seen")
+            self._last_sync.clear()
+            return removed
+
+    def info(self) -> CacheInfo:
+        """Sizes, per-model contents and this process's hit/miss counts."""
+        with self._lock:
+            db = self._db()
+            models: dict[str, ModelCacheInfo] = {}
+            for mk, n, nb in db.execute(
+                "SELECT g.model_key, COUNT(*), SUM(e.nbytes) FROM entries e "
+                "JOIN groups g ON g.id = e.group_id GROUP BY g.model_key ORDER BY g.model_key"
+            ):
+                models[mk] = ModelCacheInfo(model=mk, entries=n, bytes=0, data_bytes=nb)
+            for mk, nb in db.execute(
+                "SELECT g.model_key, SUM(s.nbytes) FROM shards s "
+                "JOIN groups g ON g.id = s.group_id GROUP BY g.model_key"
+            ):
+                if mk in models:
+                    models[mk].bytes = nb
+            for mk, layer, pooling in db.execute(
+                "SELECT DISTINCT g.model_key, g.layer, g.pooling FROM groups g "
+                "WHERE EXISTS (SELECT 1 FROM shards s WHERE s.group_id = g.id) "
+                "ORDER BY g.layer"
+            ):
+                if mk in models:
+                    if layer not in models[mk].layers:
+                        models[mk].layers.append(layer)
+                    if pooling not in models[mk].poolings:
+                        models[mk].poolings.append(pooling)
+            entries, data = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM entries"
+            ).fetchone()
+            shards, size = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM shards"
+            ).fetchone()
+            backend = "local" if self.remote is None else f"s3 {self.remote.status()}"
+            return CacheInfo(
+                path=str(self.path),
+                backend=backend,
+                dtype=self.dtype,
+                enabled=self.enabled,
+                limit_bytes=self.limit_bytes,
+                entries=entries,
+                bytes=size,
+                data_bytes=data,
+                shards=shards,
+                hits=self.hits,
+                misses=self.misses,
+                models=models,
+            )
 
 
+# ------------------------------------------------------------ process-wide cache
+_DEFAULT_SETTINGS: dict[str, object] = {
+    "backend": None,
+    "endpoint_url": None,
+    "local_dir": None,
+    "dtype": None,
+    "limit_bytes": ...,  # Ellipsis: not set, fall back to $LMPROBE_CACHE_LIMIT_GB
+    "enabled": True,
+}
+_settings: dict[str, object] = dict(_DEFAULT_SETTINGS)
 _CACHE: ActivationCache | None = None
+_GLOBAL_LOCK = threading.RLock()
+
+
+def _build() -> ActivationCache:
+    backend = _settings["backend"]
+    remote = None
+    if backend is None:
+        path = default_cache_dir()
+    elif str(backend).startswith("s3://"):
+        from ._s3 import S3Remote
+
+        path = Path(_settings["local_dir"]) if _settings["local_dir"] else default_cache_dir()
+        remote = S3Remote(str(backend), _settings["endpoint_url"], warning_category=CacheWarning)
+    else:
+        path = Path(backend)
+    dtype = _settings["dtype"] or os.environ.get("LMPROBE_CACHE_DTYPE") or "float32"
+    limit = _settings["limit_bytes"]
+    if limit is ...:
+        env = os.environ.get("LMPROBE_CACHE_LIMIT_GB")
+        limit = int(float(env) * _GB) if env else None
+    cache = ActivationCache(
+        path,
+        dtype=_check_dtype(str(dtype)),
+        limit_bytes=limit,
+        remote=remote,
+        enabled=bool(_settings["enabled"]),
+    )
+    if remote is not None:
+        remote.check()
+    return cache
 
 
 def get_cache() -> ActivationCache:
+    """The process-wide activation cache (created on first use from the current settings)."""
     global _CACHE
-    if _CACHE is None:
-        _CACHE = ActivationCache()
-    return _CACHE
+    with _GLOBAL_LOCK:
+        if _CACHE is None:
+            _CACHE = _build()
+        return _CACHE
 
 
 def reset_cache() -> None:
+    """Forget the process-wide cache and all ``set_cache_*`` settings (tests use this).
+
+    The next :func:`get_cache` re-reads ``$LMPROBE_CACHE_DIR``. Nothing on disk changes.
+    """
+    global _CACHE, _settings
+    with _GLOBAL_LOCK:
+        if _CACHE is not None:
+            _CACHE.close()
+        _CACHE = None
+        _settings = dict(_DEFAULT_SETTINGS)
+
+
+def set_cache_backend(
+    path_or_url: str | os.PathLike | None = None,
+    *,
+    endpoint_url: str | None = None,
+    local_dir: str | os.PathLike | None = None,
+) -> None:
+    """Choose where activations are cached.
+
+    Parameters
+    ----------
+    path_or_url : str or path-like, optional
+        A local directory (used as the store itself), ``"s3://bucket/prefix"`` to share a
+        cache across machines, or None for the default
+        (``$LMPROBE_CACHE_DIR/activations``, else ``~/.cache/lmprobe/activations``).
+    endpoint_url : str, optional
+        S3-compatible endpoint (MinIO, moto, ...); default ``$AWS_ENDPOINT_URL``.
+    local_dir : path-like, optional
+        Where an S3 backend keeps its local copies (default: the default local store).
+
+    Notes
+    -----
+    With S3, shards are written locally and uploaded (write-through); a local miss looks
+    on S3. If the bucket cannot be reached, one :class:`CacheWarning` is issued and the
+    cache works locally; call this function again to retry.
+    """
     global _CACHE
-    _CACHE = None
+    if path_or_url is not None:
+        text = os.fspath(path_or_url)
+        if text.startswith("s3://"):
+            from ._s3 import parse_s3_url
+
+            parse_s3_url(text)
+        elif "://" in text:
+            raise ValueError(
+                f"cache backend {text!r} is neither a local directory nor an 's3://' URL"
+            )
+        elif Path(text).expanduser().is_file():
+            raise ValueError(f"cache backend {text!r} is a file, not a directory")
+        else:
+            text = str(Path(text).expanduser())
+        path_or_url = text
+    elif endpoint_url is not None or local_dir is not None:
+        raise ValueError("endpoint_url= and local_dir= only apply to an 's3://' backend")
+    with _GLOBAL_LOCK:
+        if _CACHE is not None:
+            _CACHE.close()
+        _settings.update(backend=path_or_url, endpoint_url=endpoint_url, local_dir=local_dir)
+        _CACHE = None
+        get_cache()  # checks an S3 bucket now, so an unreachable one warns here
+
+
+def set_cache_dtype(dtype: str) -> None:
+    """Storage dtype of new entries: ``"float32"`` (default), ``"float16"`` or ``"bfloat16"``.
+
+    float16/bfloat16 halve the disk use; lookups always return float32. Entries already
+    cached keep their dtype.
+    """
+    _check_dtype(dtype)
+    with _GLOBAL_LOCK:
+        _settings["dtype"] = dtype
+        if _CACHE is not None:
+            _CACHE.dtype = dtype
+
+
+def set_cache_limit(gb: float | None) -> None:
+    """Limit the local cache to ``gb`` gigabytes (10**9 bytes), evicting LRU shards.
+
+    None removes the limit. The cache may exceed the limit by at most one shard (the
+    one just written is never evicted).
+    """
+    if gb is not None:
+        if isinstance(gb, bool) or not isinstance(gb, (int, float)) or not gb >= 0:
+            raise ValueError(f"cache limit gb={gb!r} must be a number >= 0 or None")
+    limit = None if gb is None else int(gb * _GB)
+    with _GLOBAL_LOCK:
+        _settings["limit_bytes"] = limit
+        get_cache().set_limit(limit)
+
+
+def set_cache_enabled(enabled: bool) -> None:
+    """Turn the activation cache on or off for this process."""
+    with _GLOBAL_LOCK:
+        _settings["enabled"] = bool(enabled)
+        if _CACHE is not None:
+            _CACHE.enabled = bool(enabled)
+
+
+def clear_cache(model: str | None = None, *, remote: bool = False) -> int:
+    """Delete cached activations: all of them, or one model's.
+
+    Parameters
+    ----------
+    model : str or LoadedModel, optional
+        A model key (``name@fingerprint``), a model name (every fingerprint of it) or a
+        loaded model. None clears everything.
+    remote : bool, default False
+        Also delete the S3 copies (they are shared with other machines).
+
+    Returns
+    -------
+    int
+        Number of entries removed locally.
+    """
+    if model is not None and not isinstance(model, str):
+        model = getattr(model, "key", None) or getattr(model, "name", None)
+        if not isinstance(model, str):
+            raise TypeError("clear_cache(model=...) takes a model name, key or LoadedModel")
+    return get_cache().clear(model, remote=remote)
+
+
+def cache_info() -> CacheInfo:
+    """Entries, bytes, per-model breakdown and hit/miss counts of the activation cache."""
+    return get_cache().info()
