@@ -146,3 +146,14 @@ def embed(
         show_progress_bar=False,
     )
     return np.asarray(vectors, dtype=np.float32)
+
+
+def embeddings_available(name: str | None = None) -> str | None:
+    """None when the embedding baseline can run, else the reason it cannot."""
+    if importlib.util.find_spec("sentence_transformers") is None:
+        return f"sentence-transformers is not installed (`{_INSTALL_HINT}`)"
+    try:
+        resolve_embedding_model(name)
+    except ImportError as exc:
+        return str(exc)
+    return None

@@ -198,7 +198,8 @@ def test_lexical_baselines_beat_chance(method):
     metrics = b.evaluate(test_prompts, test_labels)
     assert metrics["accuracy"] == pytest.approx(acc)
     assert metrics["auroc"] >= 0.9
-    assert set(metrics) == {"accuracy", "f1", "precision", "recall", "auroc"}
+    assert set(metrics) == {"accuracy", "f1", "precision", "recall", "auroc", "n"}
+    assert metrics["n"] == len(test_prompts)
 
 
 def test_shuffled_labels_is_near_chance_on_held_out_data():
