@@ -1,0 +1,508 @@
+"""Activation cache: keys, dtypes, LRU limit, compaction, faults, several processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmprobe_jupyter.engine import cache as C
+from lmprobe_jupyter.engine.cache import ActivationCache, CacheWarning
+
+HIDDEN = 64
+
+
+def vec(prompt: str, layer: int = 0, n: int = HIDDEN) -> np.ndarray:
+    """A deterministic activation for a prompt (so any process can check values)."""
+    seed = int.from_bytes(C.entry_keys("check", layer, "p", [prompt])[0][:4], "little")
+    return np.random.default_rng(seed).standard_normal(n).astype(np.float32)
+
+
+def shard_files(root: Path) -> list[Path]:
+    return sorted((root / "shards").glob("*/*.safetensors"))
+
+
+# ---------------------------------------------------------------- basics and keys
+def test_default_dir_is_read_from_env_at_get_cache_time(cache_dir, tmp_path, monkeypatch):
+    assert C.get_cache().path == cache_dir / "activations"
+    other = tmp_path / "elsewhere"
+    monkeypatch.setenv("LMPROBE_CACHE_DIR", str(other))
+    assert C.get_cache().path == cache_dir / "activations"  # the singleton keeps its dir
+    C.reset_cache()
+    assert C.get_cache().path == other / "activations"
+
+
+def test_roundtrip_exact_float32_and_misses_are_none():
+    c = C.get_cache()
+    prompts = [f"prompt {i}" for i in range(20)]
+    arrays = [vec(p) for p in prompts]
+    c.store("m@1", prompts, 3, "mean", arrays)
+    got = c.lookup("m@1", ["unknown"] + prompts + [prompts[0]], 3, "mean")
+    assert got[0] is None
+    for a, b in zip(got[1:], arrays + [arrays[0]]):
+        assert a.dtype == np.float32 and a.flags.writeable
+        np.testing.assert_array_equal(a, b)
+    assert got[1] is not got[-1]  # a duplicate prompt gets its own copy
+    info = C.cache_info()
+    assert (info.entries, info.hits, info.misses) == (20, 21, 1)
+
+
+def test_variable_shaped_per_token_entries():
+    c = C.get_cache()
+    arrays = [np.arange(n * 8, dtype=np.float32).reshape(n, 8) for n in (1, 5, 17)]
+    c.store("m@1", ["a", "bb", "ccc"], 2, "tokens", arrays)
+    got = c.lookup("m@1", ["ccc", "a", "bb"], 2, "tokens")
+    assert [g.shape for g in got] == [(17, 8), (1, 8), (5, 8)]
+    np.testing.assert_array_equal(got[0], arrays[2])
+
+
+@pytest.mark.parametrize(
+    "other",
+    [("m@2", 3, "mean"), ("other@1", 3, "mean"), ("m@1", 4, "mean"), ("m@1", 3, "last_token")],
+    ids=["fingerprint", "model", "layer", "pooling"],
+)
+def test_keys_differ_for_models_layers_poolings(other):
+    c = C.get_cache()
+    c.store("m@1", ["p"], 3, "mean", [np.ones(4)])
+    assert c.lookup(*other[:1], ["p"], *other[1:]) == [None]
+    c.store(other[0], ["p"], other[1], other[2], [np.full(4, 2.0)])
+    np.testing.assert_array_equal(c.lookup("m@1", ["p"], 3, "mean")[0], np.ones(4))
+    np.testing.assert_array_equal(c.lookup(other[0], ["p"], other[1], other[2])[0], 2.0)
+    assert (
+        len(
+            {
+                C.entry_keys("m@1", 3, "mean", ["p"])[0],
+                C.entry_keys(*other[:1], other[1], other[2], ["p"])[0],
+            }
+        )
+        == 2
+    )
+
+
+def test_store_skips_prompts_already_cached():
+    c = C.get_cache()
+    c.store("m", ["a", "b"], 0, "mean", [np.ones(4), np.ones(4)])
+    c.store("m", ["a", "b"], 0, "mean", [np.zeros(4), np.zeros(4)])
+    assert C.cache_info().shards == 1
+    np.testing.assert_array_equal(c.lookup("m", ["a"], 0, "mean")[0], np.ones(4))
+
+
+def test_store_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="2 prompts but 1 arrays"):
+        C.get_cache().store("m", ["a", "b"], 0, "mean", [np.ones(3)])
+
+
+def test_disabled_cache_neither_stores_nor_hits():
+    C.set_cache_enabled(False)
+    c = C.get_cache()
+    c.store("m", ["a"], 0, "mean", [np.ones(3)])
+    assert c.lookup("m", ["a"], 0, "mean") == [None]
+    C.set_cache_enabled(True)
+    assert c.lookup("m", ["a"], 0, "mean") == [None] and C.cache_info().entries == 0
+
+
+# ---------------------------------------------------------------- dtypes
+@pytest.mark.parametrize("dtype,tol", [("float16", 1e-3), ("bfloat16", 8e-3)], ids=str)
+def test_half_precision_halves_bytes_and_returns_float32(tmp_path, dtype, tol):
+    prompts = [f"p{i}" for i in range(200)]
+    arrays = [vec(p, n=576) for p in prompts]
+    full = ActivationCache(tmp_path / "f32")
+    half = ActivationCache(tmp_path / dtype, dtype=dtype)
+    full.store("m", prompts, 0, "mean", arrays)
+    half.store("m", prompts, 0, "mean", arrays)
+    f, h = full.info(), half.info()
+    assert h.data_bytes * 2 == f.data_bytes == 200 * 576 * 4
+    assert h.bytes / f.bytes < 0.55  # headers included
+    got = half.lookup("m", prompts, 0, "mean")
+    for g, a in zip(got, arrays):
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(g, a, rtol=tol, atol=tol)
+
+
+def test_set_cache_dtype_applies_to_new_entries_only():
+    c = C.get_cache()
+    c.store("m", ["old"], 0, "mean", [np.full(100, 1 / 3)])
+    C.set_cache_dtype("float16")
+    c.store("m", ["new"], 0, "mean", [np.full(100, 1 / 3)])
+    old, new = c.lookup("m", ["old", "new"], 0, "mean")
+    assert old[0] == np.float32(1 / 3) and new[0] == np.float32(np.float16(1 / 3))
+    assert C.cache_info().dtype == "float16"
+
+
+def test_bad_settings_name_the_valid_choices(tmp_path):
+    with pytest.raises(ValueError, match=r"'float8'.*'float32', 'float16', 'bfloat16'"):
+        C.set_cache_dtype("float8")
+    with pytest.raises(ValueError, match="gb=-1"):
+        C.set_cache_limit(-1)
+    with pytest.raises(ValueError, match="neither a local directory nor an 's3://' URL"):
+        C.set_cache_backend("http://example.com/x")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        C.set_cache_backend(tmp_path / "f")
+
+
+def test_local_backend_directory(tmp_path):
+    C.set_cache_backend(tmp_path / "mine")
+    C.get_cache().store("m", ["a"], 0, "mean", [np.ones(2)])
+    assert C.cache_info().path == str(tmp_path / "mine")
+    assert len(shard_files(tmp_path / "mine")) == 1
+    C.set_cache_backend(None)
+    assert C.get_cache().lookup("m", ["a"], 0, "mean") == [None]
+
+
+# ---------------------------------------------------------------- LRU limit
+def test_limit_evicts_least_recently_used_shard(tmp_path):
+    c = ActivationCache(tmp_path / "c")
+    c.touch_interval = 0.0
+    # one store per layer: separate groups, so compaction never merges them
+    for layer, name in enumerate("ABC"):
+        c.store("m", [f"{name}{i}" for i in range(10)], layer, "mean", [np.ones(256)] * 10)
+    size = c.info().bytes // 3
+    c.lookup("m", ["A0"], 0, "mean")  # A is now more recent than B and C
+    c.set_limit(2 * size + size // 2)  # room for two shards
+    assert c.lookup("m", ["B0"], 1, "mean") == [None]  # B was least recently used
+    assert c.lookup("m", ["A0"], 0, "mean")[0] is not None
+    assert c.lookup("m", ["C0"], 2, "mean")[0] is not None
+    c.store("m", [f"D{i}" for i in range(10)], 3, "mean", [np.ones(256)] * 10)
+    # A was read before C in the lines above, so now A is the least recently used
+    assert c.lookup("m", ["A0"], 0, "mean") == [None]
+    assert c.lookup("m", ["C0"], 2, "mean")[0] is not None
+    assert c.lookup("m", ["D0"], 3, "mean")[0] is not None
+    assert c.info().bytes <= 2 * size + size // 2
+
+
+def test_limit_never_exceeded_by_more_than_one_shard(cache_dir):
+    C.set_cache_limit(0.0002)  # 200 kB
+    limit = 200_000
+    c = C.get_cache()
+    rng = np.random.default_rng(0)
+    biggest = 0
+    for i in range(60):
+        n = int(rng.integers(1, 40))
+        layer = int(rng.integers(0, 4))
+        c.store("m", [f"{i}-{j}" for j in range(n)], layer, "mean", [np.ones(300)] * n)
+        if i % 3 == 0:
+            c.lookup("m", [f"{i // 2}-0"], layer, "mean")
+        sizes = [p.stat().st_size for p in shard_files(c.path)]
+        biggest = max([biggest, *sizes])
+        info = c.info()
+        assert info.bytes == sum(sizes)
+        assert info.bytes <= limit + max(sizes)
+    assert biggest < limit and info.bytes <= limit
+
+
+def test_a_single_shard_bigger_than_the_limit_stays_until_the_next_store():
+    C.set_cache_limit(0.00001)  # 10 kB
+    c = C.get_cache()
+    c.store("m", ["big"], 0, "mean", [np.ones(10_000)])
+    assert c.lookup("m", ["big"], 0, "mean")[0] is not None
+    c.store("m", ["next"], 1, "mean", [np.ones(10)])
+    assert c.lookup("m", ["big"], 0, "mean") == [None]
+
+
+# ---------------------------------------------------------------- compaction
+def test_many_small_stores_are_compacted_into_few_files(tmp_path):
+    c = ActivationCache(tmp_path / "c")
+    for i in range(100):
+        c.store(
+            "m", [f"p{i}-{j}" for j in range(3)], 0, "mean", [vec(f"p{i}-{j}") for j in range(3)]
+        )
+    files = shard_files(c.path)
+    assert len(files) < 2 * c.COMPACT_FANIN
+    info = c.info()
+    assert info.entries == 300 and info.shards == len(files)
+    prompts = [f"p{i}-{j}" for i in range(100) for j in range(3)]
+    for p, g in zip(prompts, c.lookup("m", prompts, 0, "mean")):
+        np.testing.assert_array_equal(g, vec(p))
+
+
+def test_reader_retries_when_another_process_merges_its_shards(tmp_path):
+    reader, writer = ActivationCache(tmp_path / "c"), ActivationCache(tmp_path / "c")
+    for i in range(7):
+        writer.store("m", [f"p{i}"], 0, "mean", [vec(f"p{i}")])
+    real_rows = reader._rows
+    calls = []
+
+    def rows_then_compact(keys):
+        out = real_rows(keys)
+        if not calls:  # after the reader found the old shards, merge them away
+            writer.store("m", ["p7"], 0, "mean", [vec("p7")])
+        calls.append(len(out))
+        return out
+
+    reader._rows = rows_then_compact
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = reader.lookup("m", [f"p{i}" for i in range(7)], 0, "mean")
+    assert len(shard_files(tmp_path / "c")) == 1 and calls == [7, 7]
+    for i, g in enumerate(got):
+        np.testing.assert_array_equal(g, vec(f"p{i}"))
+
+
+# ---------------------------------------------------------------- damaged files
+def _corrupt(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 7)
+
+
+@pytest.mark.parametrize(
+    "damage,reason",
+    [(_corrupt, "checksum mismatch"), (_truncate, "truncated"), (Path.unlink, "missing")],
+    ids=["corrupted", "truncated", "deleted"],
+)
+def test_damaged_shard_is_dropped_with_a_warning_and_recomputable(damage, reason):
+    c = C.get_cache()
+    c.store("m", ["a", "b"], 0, "mean", [vec("a"), vec("b")])
+    c.store("m", ["c"], 1, "mean", [vec("c")])
+    (victim,) = [p for p in shard_files(c.path) if p.parent.name == C.group_hash("m", 0, "mean")]
+    damage(victim)
+    with pytest.warns(CacheWarning, match=reason):
+        assert c.lookup("m", ["a", "b"], 0, "mean") == [None, None]
+    assert not victim.exists() and C.cache_info().entries == 1
+    np.testing.assert_array_equal(c.lookup("m", ["c"], 1, "mean")[0], vec("c"))
+    c.store("m", ["a", "b"], 0, "mean", [vec("a"), vec("b")])  # the caller recomputes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(c.lookup("m", ["b"], 0, "mean")[0], vec("b"))
+
+
+def test_unreadable_index_is_rebuilt_from_the_shards(tmp_path):
+    c = ActivationCache(tmp_path / "c")
+    c.store("m", ["a", "b"], 0, "mean", [vec("a"), vec("b")])
+    c.store("m2", ["a"], 5, "tokens", [np.ones((3, 4))])
+    c.close()
+    for p in tmp_path.glob("c/index-v1.sqlite*"):
+        p.write_bytes(b"this is not a database" * 100)
+    fresh = ActivationCache(tmp_path / "c")
+    with pytest.warns(CacheWarning, match="rebuilt the index"):
+        got = fresh.lookup("m", ["a", "b"], 0, "mean")
+    np.testing.assert_array_equal(got[1], vec("b"))
+    assert fresh.lookup("m2", ["a"], 5, "tokens")[0].shape == (3, 4)
+    assert fresh.info().entries == 3
+
+
+def test_deleted_index_is_rebuilt_silently(tmp_path):
+    c = ActivationCache(tmp_path / "c")
+    c.store("m", ["a"], 0, "mean", [vec("a")])
+    c.close()
+    for p in tmp_path.glob("c/index-v1.sqlite*"):
+        p.unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(
+            ActivationCache(tmp_path / "c").lookup("m", ["a"], 0, "mean")[0], vec("a")
+        )
+
+
+def test_leftovers_of_a_killed_writer_are_invisible_and_cleaned(tmp_path):
+    c = ActivationCache(tmp_path / "c")
+    c.store("m", ["a"], 0, "mean", [vec("a")])
+    folder = shard_files(c.path)[0].parent
+    # a shard written but never indexed, and a half-written temp file
+    from lmprobe_jupyter.engine import _shard
+
+    meta = {"model_key": "m", "layer": 0, "pooling": "mean"}
+    key = C.entry_keys("m", 0, "mean", ["b"])[0].hex()
+    _shard.write_shard(folder / "orphan.safetensors", meta, [(key, "F32", (2,), b"\0" * 8)])
+    (folder / ".tmp-deadbeef").write_bytes(b"partial")
+    assert c.lookup("m", ["b"], 0, "mean") == [None]
+    old = time.time() - 2 * ActivationCache.ORPHAN_AGE
+    for p in folder.iterdir():
+        os.utime(p, (old, old))
+    ActivationCache(tmp_path / "c").info()  # opening cleans old leftovers
+    assert [p.name for p in folder.iterdir()] == [shard_files(c.path)[0].name]
+    assert len(list(folder.iterdir())) == 1
+
+
+# ---------------------------------------------------------------- several processes
+def _writer(root: str, worker: int, n_batches: int) -> None:
+    c = ActivationCache(root, dtype="float16" if worker % 2 else "float32")
+    for b in range(n_batches):
+        # every worker also writes prompts shared with the others
+        prompts = [f"w{worker}-b{b}-{j}" for j in range(4)] + [f"shared-b{b}"]
+        for layer in (0, 1):
+            c.store("m@1", prompts, layer, "mean", [vec(p, layer) for p in prompts])
+        if b % 5 == 0:
+            c.lookup("m@1", prompts, 0, "mean")
+
+
+def _endless_writer(root: str) -> None:
+    c = ActivationCache(root)
+    i = 0
+    while True:
+        prompts = [f"k{i}-{j}" for j in range(50)]
+        c.store("m", prompts, 0, "mean", [vec(p, n=2048) for p in prompts])
+        i += 1
+
+
+def test_concurrent_processes_lose_and_corrupt_nothing(tmp_path):
+    root = str(tmp_path / "shared")
+    ctx = mp.get_context("spawn")
+    n_workers, n_batches = 4, 30
+    procs = [ctx.Process(target=_writer, args=(root, w, n_batches)) for w in range(n_workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0] * n_workers
+    c = ActivationCache(root)
+    expected = [
+        f"w{w}-b{b}-{j}" for w in range(n_workers) for b in range(n_batches) for j in range(4)
+    ]
+    expected += [f"shared-b{b}" for b in range(n_batches)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for layer in (0, 1):
+            got = c.lookup("m@1", expected, layer, "mean")
+            for p, g in zip(expected, got):
+                assert g is not None, p
+                np.testing.assert_allclose(g, vec(p, layer), rtol=1e-3, atol=1e-3)
+    info = c.info()
+    assert info.entries == 2 * len(expected)
+    indexed = {r[0] for r in c._db().execute("SELECT path FROM shards")}
+    on_disk = {p.relative_to(c.path).as_posix() for p in shard_files(c.path)}
+    assert indexed == on_disk  # nothing orphaned, nothing missing
+    assert len(on_disk) < 2 * 2 * c.COMPACT_FANIN  # compaction kept the file count low
+    assert c._db().execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_killed_writer_leaves_nothing_half_written_visible(tmp_path):
+    root = tmp_path / "killed"
+    ctx = mp.get_context("spawn")
+    proc = ctx.Process(target=_endless_writer, args=(str(root),))
+    proc.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and len(shard_files(root)) < 3:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    assert proc.exitcode == -signal.SIGKILL
+    c = ActivationCache(root)
+    rows = c._db().execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+    assert rows >= 100
+    prompts = [f"k{i}-{j}" for i in range(rows // 50 + 5) for j in range(50)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no damaged shard may be visible
+        got = c.lookup("m", prompts, 0, "mean")
+    hits = [(p, g) for p, g in zip(prompts, got) if g is not None]
+    assert len(hits) == rows
+    for p, g in hits:
+        np.testing.assert_array_equal(g, vec(p, n=2048))
+    assert sqlite3.connect(root / C.INDEX_NAME).execute("PRAGMA integrity_check").fetchone() == (
+        "ok",
+    )
+
+
+# ---------------------------------------------------------------- management and info
+def test_clear_one_model_by_name_or_key_then_everything():
+    c = C.get_cache()
+    c.store("gpt@aaa", ["a"], 0, "mean", [np.ones(2)])
+    c.store("gpt@bbb", ["a"], 0, "mean", [np.ones(2)])
+    c.store("gpt-2@aaa", ["a"], 0, "mean", [np.ones(2)])
+    c.store("llama@ccc", ["a", "b"], 1, "mean", [np.ones(2)] * 2)
+    assert C.clear_cache("gpt@aaa") == 1
+    assert C.clear_cache("gpt") == 1  # gpt@bbb only, not gpt-2
+    assert set(C.cache_info().models) == {"gpt-2@aaa", "llama@ccc"}
+    assert C.clear_cache() == 3
+    info = C.cache_info()
+    assert (info.entries, info.bytes, info.shards) == (0, 0, 0)
+    assert shard_files(c.path) == []
+
+
+def test_cache_info_breakdown_and_reprs():
+    c = C.get_cache()
+    c.store("m@1", ["a", "b"], 3, "mean", [np.ones(10)] * 2)
+    c.store("m@1", ["a"], 7, "last_token", [np.ones(10)])
+    c.store("<other>@2", ["a"], 0, "mean", [np.ones(10)])
+    c.lookup("m@1", ["a", "zzz"], 3, "mean")
+    info = C.cache_info()
+    assert (info.entries, info.data_bytes, info.hits, info.misses) == (4, 160, 1, 1)
+    m = info.models["m@1"]
+    assert (m.entries, m.data_bytes, m.layers, m.poolings) == (
+        3,
+        120,
+        [3, 7],
+        ["mean", "last_token"],
+    )
+    assert m.bytes == sum(
+        p.stat().st_size
+        for p in shard_files(c.path)
+        if p.parent.name in {C.group_hash("m@1", 3, "mean"), C.group_hash("m@1", 7, "last_token")}
+    )
+    text = repr(info)
+    assert "entries        4" in text and "1 / 1 (50%)" in text
+    assert "m@1: 3 entries" in text and "layers [3, 7]" in text
+    html = info._repr_html_()
+    assert "<table" in html and "&lt;other&gt;@2" in html and "<td>3</td>" in html
+
+
+# ---------------------------------------------------------------- through the extractor
+@pytest.fixture
+def tiny(tiny_model_path):
+    from lmprobe_jupyter.engine.models import load_model
+
+    return load_model(tiny_model_path, device="cpu")
+
+
+PROMPTS = ["Hello there", "The cat sat on the mat.", "A third, longer prompt about dogs", "Hi"]
+
+
+def test_cache_hits_run_no_forward_pass(tiny):
+    from lmprobe_jupyter.engine.extraction import Extractor
+
+    first = Extractor(tiny, batch_size=2).pooled(PROMPTS, [1, 3], "mean")
+    calls = Extractor.forward_calls
+    again = Extractor(tiny, batch_size=3).pooled(PROMPTS[::-1], [3, 1], "mean")
+    assert Extractor.forward_calls == calls
+    np.testing.assert_array_equal(again[3], first[3][::-1])
+    Extractor(tiny).pooled(PROMPTS, [1], "last_token")  # another pooling: computed
+    assert Extractor.forward_calls > calls
+    assert C.cache_info().models[tiny.key].layers == [1, 3]
+
+
+def test_corrupted_shard_is_recomputed_through_the_extractor(tiny):
+    from lmprobe_jupyter.engine.extraction import Extractor
+
+    ref = Extractor(tiny).pooled(PROMPTS, [2], "mean")[2]
+    for p in shard_files(C.get_cache().path):
+        _corrupt(p)
+    calls = Extractor.forward_calls
+    with pytest.warns(CacheWarning, match="damaged"):
+        got = Extractor(tiny).pooled(PROMPTS, [2], "mean")[2]
+    assert Extractor.forward_calls > calls
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    calls = Extractor.forward_calls
+    Extractor(tiny).pooled(PROMPTS, [2], "mean")
+    assert Extractor.forward_calls == calls  # the recomputed values were cached again
+
+
+def test_probe_warmup_then_predict_hits_the_cache(tiny_model_path):
+    from lmprobe_jupyter.engine.extraction import Extractor
+    from lmprobe_jupyter.engine.probe import Probe
+
+    probe = Probe(model=tiny_model_path, layers=[1, 2], device="cpu", random_state=0)
+    probe.fit(["good day", "lovely weather", "nice work"], ["bad day", "awful rain", "poor work"])
+    tests = [f"test prompt number {i}" for i in range(6)]
+    probe.warmup(tests, batch_size=4)
+    calls = Extractor.forward_calls
+    first = probe.predict_proba(tests)
+    assert Extractor.forward_calls == calls
+    C.set_cache_dtype("float16")
+    refit = Probe(model=tiny_model_path, layers=[1, 2], device="cpu", random_state=0)
+    refit.fit(["good day", "lovely weather", "nice work"], ["bad day", "awful rain", "poor work"])
+    assert Extractor.forward_calls == calls  # a refit of the same prompts recomputes nothing
+    np.testing.assert_allclose(refit.predict_proba(tests), first)
