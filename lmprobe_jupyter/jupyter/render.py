@@ -201,7 +201,8 @@ def normalize_token_texts(texts: object) -> list[dict[str, Any]]:
 
     - ``(tokens, scores)`` pairs, as returned by ``Probe.token_scores``;
     - lists of ``(token, score)`` pairs;
-    - dicts with ``"tokens"`` and ``"scores"`` (``"max"`` is recomputed if missing).
+    - dicts with ``"tokens"`` and ``"scores"`` (``"max"`` is recomputed);
+    - objects with ``tokens`` and ``scores`` attributes (the engine's ``TokenScores``).
 
     Parameters
     ----------
@@ -225,6 +226,8 @@ def normalize_token_texts(texts: object) -> list[dict[str, Any]]:
             tokens, scores = entry.get("tokens"), entry.get("scores")
             if tokens is None or scores is None:
                 raise ValueError(f"text {i} needs both 'tokens' and 'scores', got {sorted(entry)}")
+        elif hasattr(entry, "tokens") and hasattr(entry, "scores"):
+            tokens, scores = entry.tokens, entry.scores
         elif (
             len(entry) == 2  # type: ignore[arg-type]
             and not isinstance(entry[0], str)  # type: ignore[index]
@@ -842,13 +845,15 @@ def render_probe_card(summary: Mapping[str, object], uid: str | None = None) -> 
 
 def _human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
+        if abs(n) < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024.0
+        n /= 1000.0
     return f"{n:.1f} TB"  # pragma: no cover
 
 
 def _cache_value(key: str, value: object) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, int | float) and not isinstance(value, bool) and "bytes" in key:
         return _human_bytes(float(value))
     if isinstance(value, float):

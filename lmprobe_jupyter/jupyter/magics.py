@@ -1,0 +1,398 @@
+"""The ``%probe_*`` magics: probing as a notebook conversation.
+
+Each magic parses its arguments (:mod:`._args`), makes one engine call, binds the
+result to a user variable and returns something displayable (a widget or an
+:class:`~.views.HTMLView`). User mistakes raise ``UsageError``: one line, no
+traceback. Registered by ``%load_ext lmprobe_jupyter``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Unicode
+from traitlets.config import Configurable
+
+from . import _args
+from .views import cache_view, evaluation_view, probe_card, probe_summary
+
+__all__ = ["DEFAULT_MODEL", "ProbeMagics"]
+
+#: Same value as ``engine.models.DEFAULT_MODEL`` (kept literal so loading the
+#: extension imports no torch); a test checks they agree.
+DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+# Engine errors that describe a user's mistake (bad option value, one class only, an
+# unfitted probe, an unknown model path): shown as one-line UsageErrors.
+_USER_ERRORS = (ValueError, TypeError, LookupError, FileNotFoundError)
+
+
+@contextlib.contextmanager
+def _user_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except UsageError:
+        raise
+    except _USER_ERRORS as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise UsageError(f"{what}: {msg}") from None
+
+
+def _out_name(name: str | None) -> str | None:
+    if name is not None and not name.isidentifier():
+        raise UsageError(f"-o/--out expects a variable name, got {name!r}")
+    return name
+
+
+def _labels_for(positive: Sequence[str], negative: Sequence[str]) -> list[int]:
+    return [1] * len(positive) + [0] * len(negative)
+
+
+@magics_class
+class ProbeMagics(Magics, Configurable):
+    """Magics that fit, sweep, compare and inspect probes.
+
+    ``%config ProbeMagics.model = "..."`` sets the model used when ``--model`` is not
+    given (default: the bundled SmolLM2-135M-Instruct).
+    """
+
+    model = Unicode(
+        DEFAULT_MODEL, help="Model used by the %probe_* magics when --model is not given."
+    ).tag(config=True)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def _ns(self) -> dict[str, Any]:
+        return self.shell.user_ns
+
+    def _bind(self, name: str | None, value: Any) -> None:
+        if name:
+            self._ns[name] = value
+
+    def _probe(self, name: str) -> Any:
+        probe = _args.user_object(self._ns, name, "PROBE")
+        if not hasattr(probe, "token_scores") or not hasattr(probe, "evaluate"):
+            raise UsageError(f"{name} is a {type(probe).__name__}, not a Probe")
+        if not hasattr(probe, "pipeline_") and not hasattr(probe, "classifier_"):
+            raise UsageError(f"probe {name} is not fitted yet; fit it first (%%probe_fit {name})")
+        return probe
+
+    def _contrastive(
+        self, args: Any, cell: str | None, required: bool = True
+    ) -> tuple[list[str], list[str]] | None:
+        """Positive and negative prompts from ``+``/``-`` cell lines or --positive/--negative."""
+        pos_var, neg_var = getattr(args, "positive", None), getattr(args, "negative", None)
+        if (pos_var is None) != (neg_var is None):
+            raise UsageError("give both --positive VAR and --negative VAR")
+        if pos_var is not None:
+            if cell is not None and cell.strip():
+                raise UsageError("give prompts either in the cell or with --positive/--negative")
+            return (
+                _args.user_list(self._ns, pos_var, "--positive"),
+                _args.user_list(self._ns, neg_var, "--negative"),
+            )
+        if cell is None or not cell.strip():
+            if not required:
+                return None
+            raise UsageError(
+                "no prompts: write '+ ...' and '- ...' lines in the cell, or pass "
+                "--positive VAR --negative VAR"
+            )
+        positive, negative = _args.parse_labeled_lines(cell)
+        if not positive or not negative:
+            missing = "positive ('+ ...')" if not positive else "negative ('- ...')"
+            raise UsageError(f"no {missing} prompts: a probe needs examples of both classes")
+        return positive, negative
+
+    def _test_set(self, args: Any, required: bool) -> tuple[list[str], list[Any]] | None:
+        test_var, labels_var = getattr(args, "test", None), getattr(args, "labels", None)
+        if test_var is None and labels_var is None:
+            if required:
+                raise UsageError("give the held-out set with --test VAR --labels VAR")
+            return None
+        if test_var is None or labels_var is None:
+            raise UsageError("give both --test VAR and --labels VAR")
+        test = _args.user_list(self._ns, test_var, "--test")
+        labels = _args.user_list(self._ns, labels_var, "--labels", strings=False)
+        if len(test) != len(labels):
+            raise UsageError(
+                f"--test {test_var} has {len(test)} prompts but --labels {labels_var} has "
+                f"{len(labels)} labels"
+            )
+        return test, labels
+
+    # ------------------------------------------------------------------ %%probe_fit
+    @magic_arguments()
+    @argument("name", help="variable the fitted probe is bound to")
+    @argument("--positive", metavar="VAR", help="list of positive prompts (instead of the cell)")
+    @argument("--negative", metavar="VAR", help="list of negative prompts")
+    @argument("--prompts", metavar="VAR", help="list of prompts, with --labels")
+    @argument("--labels", metavar="VAR", help="their labels (ints, strings or floats)")
+    @argument("--cv", type=int, default=5, help="folds of the cross-validated accuracy (0: skip)")
+    @_args.probe_options()
+    @line_cell_magic
+    def probe_fit(self, line: str, cell: str | None = None) -> Any:
+        """Fit a probe and bind it to NAME.
+
+        In the cell, lines starting ``+ `` are positive prompts and ``- `` negative ones;
+        blank lines and ``#`` comments are ignored. Every Probe option is a flag, e.g.
+        ``--layers 15``, ``--layers 14,15,16``, ``--pooling mean``, ``--classifier ridge``.
+        Shows a card: model, layers, pooling, classifier, counts, training and
+        cross-validated accuracy, fit time and cache hits.
+        """
+        args = parse_argstring(self.probe_fit, line)
+        if not args.name.isidentifier():
+            raise UsageError(f"NAME must be a variable name, got {args.name!r}")
+        kwargs = _args.probe_kwargs(args, self.model)
+        if args.prompts is not None or args.labels is not None:
+            if args.prompts is None or args.labels is None:
+                raise UsageError("give both --prompts VAR and --labels VAR")
+            if args.positive is not None or (cell is not None and cell.strip()):
+                raise UsageError(
+                    "give prompts one way: cell lines, --positive/--negative, or --prompts/--labels"
+                )
+            prompts = _args.user_list(self._ns, args.prompts, "--prompts")
+            labels = _args.user_list(self._ns, args.labels, "--labels", strings=False)
+            positive = negative = None
+            fit_args: tuple[Any, Any] = (prompts, labels)
+        else:
+            positive, negative = self._contrastive(args, cell)  # type: ignore[misc]
+            prompts, labels = positive + negative, _labels_for(positive, negative)
+            fit_args = (positive, negative)
+
+        from ..engine.probe import Probe
+
+        with _user_errors("probe_fit"):
+            probe = Probe(**kwargs).fit(*fit_args)
+            # both reuse the activations just extracted (cache hits, no forward pass)
+            train = probe.score(prompts, labels)
+            cv = probe.cross_validate(args.cv) if args.cv >= 2 else None
+        self._bind(args.name, probe)
+        summary = probe_summary(
+            probe,
+            args.name,
+            n_positive=None if positive is None else len(positive),
+            n_negative=None if negative is None else len(negative),
+            train_accuracy=train,
+            cv_accuracy=cv,
+        )
+        if getattr(probe, "task", "classification") == "regression":
+            summary["train_r2"] = summary.pop("train_accuracy")
+            summary["cv_r2"] = summary.pop("cv_accuracy")
+        return probe_card(summary)
+
+    # ------------------------------------------------------------------ %probe_sweep
+    @magic_arguments()
+    @argument("--positive", metavar="VAR", help="list of positive prompts (or '+ ' cell lines)")
+    @argument("--negative", metavar="VAR", help="list of negative prompts (or '- ' cell lines)")
+    @argument("--test", metavar="VAR", help="held-out prompts")
+    @argument("--labels", metavar="VAR", help="held-out labels")
+    @argument("-o", "--out", metavar="VAR", default="sweep", help="variable for the result")
+    @_args.probe_options()
+    @line_cell_magic
+    def probe_sweep(self, line: str, cell: str | None = None) -> Any:
+        """Train one probe per layer and show the score curve (``--layers all`` by default).
+
+        Binds the sweep result to ``-o`` (default ``sweep``) and shows the sweep-curve
+        widget: cross-validated training score, and the test score when ``--test`` and
+        ``--labels`` are given; clicking a layer sets the widget's ``selected_layer``.
+        """
+        args = parse_argstring(self.probe_sweep, line)
+        out = _out_name(args.out)
+        positive, negative = self._contrastive(args, cell)  # type: ignore[misc]
+        test = self._test_set(args, required=False)
+        kwargs = _args.probe_kwargs(args, self.model)
+        kwargs.setdefault("layers", "all")
+
+        from ..engine.probe import Probe
+
+        with _user_errors("probe_sweep"):
+            result = Probe.sweep_layers(
+                positive_prompts=positive, negative_prompts=negative, **kwargs
+            )
+            widget = _sweep_widget(result, test)
+        self._bind(out, result)
+        return widget
+
+    # ------------------------------------------------------------------ %probe_battery
+    @magic_arguments()
+    @argument("probe", metavar="PROBE", help="fitted probe variable")
+    @argument("--positive", metavar="VAR", help="list of positive training prompts")
+    @argument("--negative", metavar="VAR", help="list of negative training prompts")
+    @argument("--test", metavar="VAR", help="held-out prompts")
+    @argument("--labels", metavar="VAR", help="held-out labels")
+    @argument("--include", help="comma list of baselines, e.g. bow,tfidf,random_direction")
+    @argument("-o", "--out", metavar="VAR", default="battery", help="variable for the results")
+    @line_cell_magic
+    def probe_battery(self, line: str, cell: str | None = None) -> Any:
+        """Run the baseline battery on the probe's data; show it against the probe's score.
+
+        Training prompts come from ``--positive/--negative`` or ``+``/``-`` cell lines;
+        the held-out set from ``--test/--labels``. Activation baselines use the probe's
+        model and layers. Binds the results to ``-o`` (default ``battery``).
+        """
+        args = parse_argstring(self.probe_battery, line)
+        out = _out_name(args.out)
+        probe = self._probe(args.probe)
+        positive, negative = self._contrastive(args, cell)  # type: ignore[misc]
+        test, labels = self._test_set(args, required=True)  # type: ignore[misc]
+        include = _args.parse_value(args.include) if args.include else None
+        if isinstance(include, str):
+            include = [include]
+
+        from ..engine.baselines import BaselineBattery
+
+        with _user_errors("probe_battery"):
+            battery = BaselineBattery(
+                model=probe.model_name,
+                layers=list(probe.layers_),
+                include=include,
+                random_state=probe.random_state,
+            )
+            results = battery.fit(positive, negative, test, labels)
+            widget = _battery_widget(results, probe, args.probe, test, labels)
+        self._bind(out, results)
+        return widget
+
+    # ------------------------------------------------------------------ %probe_tokens
+    @magic_arguments()
+    @argument("probe", metavar="PROBE", help="fitted probe variable")
+    @argument("text", nargs="*", help="the text to score (line form); the cell: one text per line")
+    @argument("--texts", metavar="VAR", help="list of texts from the namespace")
+    @argument("--threshold", type=float, default=None, help="marker threshold (default: 0.5)")
+    @argument("-o", "--out", metavar="VAR", default=None, help="variable for the token scores")
+    @line_cell_magic
+    def probe_tokens(self, line: str, cell: str | None = None) -> Any:
+        """Per-token score highlights of texts under a fitted probe.
+
+        ``%probe_tokens PROBE some text`` scores one text; in ``%%probe_tokens PROBE``
+        each non-blank cell line is a text; ``--texts VAR`` takes a list. The widget
+        colours tokens blue (low) to red (high) and marks those over the threshold.
+        """
+        args = parse_argstring(self.probe_tokens, line)
+        out = _out_name(args.out)
+        probe = self._probe(args.probe)
+        texts: list[str] = []
+        if args.text:
+            texts.append(" ".join(args.text))
+        if cell is not None:
+            texts.extend(t for t in cell.splitlines() if t.strip())
+        if args.texts is not None:
+            texts.extend(_args.user_list(self._ns, args.texts, "--texts"))
+        if not texts:
+            raise UsageError("no texts: write them after PROBE, in the cell, or pass --texts VAR")
+        threshold = args.threshold
+        if threshold is None:
+            threshold = float(getattr(probe, "threshold_", None) or 0.5)
+
+        from .widgets import show_tokens
+
+        with _user_errors("probe_tokens"):
+            scores = probe.token_scores(texts)
+        self._bind(out, scores)
+        return show_tokens(scores, threshold=threshold)
+
+    # ------------------------------------------------------------------ %probe_eval
+    @magic_arguments()
+    @argument("probe", metavar="PROBE", help="fitted probe variable")
+    @argument("--test", metavar="VAR", help="held-out prompts")
+    @argument("--labels", metavar="VAR", help="held-out labels")
+    @argument("-o", "--out", metavar="VAR", default=None, help="variable for the metrics dict")
+    @line_magic
+    def probe_eval(self, line: str) -> Any:
+        """Metrics of a fitted probe on a held-out set: a table plus the ROC curve."""
+        args = parse_argstring(self.probe_eval, line)
+        out = _out_name(args.out)
+        probe = self._probe(args.probe)
+        test, labels = self._test_set(args, required=True)  # type: ignore[misc]
+        with _user_errors("probe_eval"):
+            metrics = probe.evaluate(test, labels)
+            roc = _roc_points(probe, test, labels)
+        self._bind(out, metrics)
+        return evaluation_view(metrics, roc=roc, title=f"{args.probe} on {args.test}")
+
+    # ------------------------------------------------------------------ %probe_cache
+    @magic_arguments()
+    @argument("--clear", action="store_true", help="delete cached activations first")
+    @argument("--model", default=None, help="with --clear: only this model's entries")
+    @line_magic
+    def probe_cache(self, line: str) -> Any:
+        """The activation cache's state as a table (``--clear`` empties it first)."""
+        args = parse_argstring(self.probe_cache, line)
+        if args.model is not None and not args.clear:
+            raise UsageError("--model only applies with --clear")
+        from ..engine.cache import cache_info, clear_cache
+
+        with _user_errors("probe_cache"):
+            if args.clear:
+                clear_cache(model=args.model)
+            info = cache_info()
+        return cache_view(info)
+
+
+# ---------------------------------------------------------------------- adapters
+# Turn engine results into the widgets' summaries. They read public attributes only.
+
+
+def _sweep_widget(result: Any, test: tuple[list[str], list[Any]] | None) -> Any:
+    """Sweep-curve widget of a ``sweep_layers`` result (train CV, plus test if given)."""
+    from .widgets import show_sweep
+
+    if hasattr(result, "show"):
+        return result.show(*test) if test is not None else result.show()
+    layers = sorted(result.probes)
+    train = getattr(result, "cv_scores_", None)
+    train_scores = [train.get(layer) for layer in layers] if train else None
+    test_scores = None
+    if test is not None:
+        scores = result.score(*test)
+        test_scores = [scores.get(layer) for layer in layers]
+    if train_scores is None and test_scores is None:
+        raise ValueError("the sweep has no cross-validated scores; give --test and --labels")
+    return show_sweep(layers, train_scores, test_scores)
+
+
+def _battery_widget(results: Any, probe: Any, probe_name: str, test: list, labels: list) -> Any:
+    """Battery widget of baseline results with the probe's own test score as reference."""
+    from .widgets import show_battery
+
+    score = probe.score(test, labels)
+    if hasattr(results, "show"):
+        return results.show(probe_score=score, probe_name=probe_name)
+    rows = list(getattr(results, "results", results))
+    rows.append(
+        {
+            "name": f"probe {probe_name}",
+            "score": score,
+            "fit_s": getattr(probe, "fit_seconds_", None),
+            "is_probe": True,
+        }
+    )
+    return show_battery(rows)
+
+
+def _roc_points(probe: Any, prompts: list[str], labels: list[Any]) -> dict[str, list] | None:
+    """ROC curve points for a binary classification probe, else None."""
+    import numpy as np
+
+    if getattr(probe, "task", "classification") != "classification":
+        return None
+    classes = getattr(probe, "classes_", None)
+    if classes is None or len(classes) != 2:
+        return None
+    y = np.asarray(labels)
+    if len(np.unique(y)) < 2:
+        return None
+    proba = probe.predict_proba(prompts)
+    proba = np.ma.getdata(proba)
+    if proba.ndim != 2 or proba.shape[1] != 2:
+        return None
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(y == classes[1], proba[:, 1])
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}

@@ -1,0 +1,150 @@
+"""Displayable result objects for the magics: a probe card, evaluation, cache table.
+
+Each is a plain object with ``_repr_html_`` (self-contained HTML from
+:mod:`.render`) and a readable text ``repr``, so it shows in a notebook, in an
+exported notebook, and in a terminal IPython alike. Building one reads only
+public engine attributes and never runs a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import render
+
+__all__ = ["HTMLView", "cache_view", "evaluation_view", "probe_card", "probe_summary"]
+
+
+class HTMLView:
+    """A rich output: ``html`` for notebooks, ``text`` for terminals, ``data`` for code.
+
+    Parameters
+    ----------
+    html : str
+        Self-contained HTML.
+    text : str
+        Plain-text rendering.
+    data : object, optional
+        The summary the view was built from (a dict), for programmatic use.
+    """
+
+    def __init__(self, html: str, text: str, data: Any = None) -> None:
+        self.html = html
+        self.text = text
+        self.data = data
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _text_table(title: str, rows: Sequence[tuple[str, object]]) -> str:
+    width = max((len(k) for k, _ in rows), default=0)
+    return "\n".join([title, *(f"  {k:<{width}}  {v}" for k, v in rows)])
+
+
+def _classifier_name(classifier: object) -> str:
+    return classifier if isinstance(classifier, str) else type(classifier).__name__
+
+
+def _pooling_text(probe: Any) -> str:
+    train = getattr(probe, "train_pooling_", probe.pooling)
+    infer = getattr(probe, "inference_pooling_", probe.pooling)
+    name = lambda p: p if isinstance(p, str) else getattr(p, "__name__", "callable")  # noqa: E731
+    if name(train) == name(infer):
+        return name(train)
+    return f"{name(train)} (train), {name(infer)} (inference)"
+
+
+def probe_summary(
+    probe: Any,
+    name: str | None = None,
+    n_positive: int | None = None,
+    n_negative: int | None = None,
+    train_accuracy: float | None = None,
+    cv_accuracy: float | None = None,
+) -> dict[str, Any]:
+    """The facts a probe card shows, read from a fitted probe's public attributes.
+
+    Parameters
+    ----------
+    probe : Probe
+        A fitted probe.
+    name : str, optional
+        The variable it is bound to.
+    n_positive, n_negative : int, optional
+        Class counts of contrastive training data.
+    train_accuracy, cv_accuracy : float, optional
+        Scores measured by the caller.
+
+    Returns
+    -------
+    dict
+        Keys understood by :func:`render.render_probe_card`.
+    """
+    summary: dict[str, Any] = {}
+    if name:
+        summary["name"] = name
+    summary["model"] = getattr(probe, "model_name", None) or probe.model
+    summary["layers"] = list(getattr(probe, "layers_", None) or [])
+    summary["pooling"] = _pooling_text(probe)
+    summary["classifier"] = _classifier_name(probe.classifier)
+    if n_positive is not None and n_negative is not None:
+        summary["n_positive"] = n_positive
+        summary["n_negative"] = n_negative
+    else:
+        summary["n_samples"] = getattr(probe, "n_train_", None)
+    summary["train_accuracy"] = train_accuracy
+    summary["cv_accuracy"] = None if cv_accuracy is None or math.isnan(cv_accuracy) else cv_accuracy
+    summary["fit_time_s"] = getattr(probe, "fit_seconds_", None)
+    hits = getattr(probe, "train_cache_hits_", None)
+    n = getattr(probe, "n_train_", None)
+    if hits is not None and n is not None:
+        summary["cache_hits"] = f"{hits} of {n} prompts"
+    return summary
+
+
+def probe_card(summary: Mapping[str, Any]) -> HTMLView:
+    """A probe summary card from :func:`probe_summary`'s dict."""
+    labels = dict(render._CARD_FIELDS)
+    rows = [(labels.get(k, k), render._card_value(k, v)) for k, v in summary.items() if k != "name"]
+    title = f"probe {summary['name']}" if summary.get("name") else "probe"
+    return HTMLView(render.render_probe_card(summary), _text_table(title, rows), dict(summary))
+
+
+def evaluation_view(
+    metrics: Mapping[str, Any],
+    roc: Mapping[str, Sequence[float]] | None = None,
+    title: str = "evaluation",
+) -> HTMLView:
+    """Metrics table (plus ROC curve when ``roc={"fpr": ..., "tpr": ...}`` is given)."""
+    rows = [(k, render._fmt(v, 4) if isinstance(v, float) else str(v)) for k, v in metrics.items()]
+    return HTMLView(
+        render.render_metrics(metrics, roc=roc, title=title),
+        _text_table(title, rows),
+        dict(metrics),
+    )
+
+
+def cache_info_dict(info: Any) -> dict[str, Any]:
+    """``cache_info()``'s result (a dataclass or mapping) as a plain dict."""
+    if dataclasses.is_dataclass(info) and not isinstance(info, type):
+        data = dataclasses.asdict(info)
+        rate = getattr(info, "hit_rate", None)
+        if rate is not None:
+            data["hit_rate"] = rate
+        return data
+    if isinstance(info, Mapping):
+        return dict(info)
+    raise TypeError(f"cache info must be a dataclass or a mapping, got {type(info).__name__}")
+
+
+def cache_view(info: Any) -> HTMLView:
+    """The activation cache's state as a table."""
+    data = cache_info_dict(info)
+    return HTMLView(render.render_cache_info(data), repr(info), data)
