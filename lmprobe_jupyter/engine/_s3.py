@@ -107,7 +107,9 @@ class S3Remote:
         if not self.online:
             return False
         try:
-            self._client().upload_file(str(path), self.bucket, self.key(rel))
+            # one PUT (no s3transfer threads or hidden retries); shards are at most ~64 MB
+            with open(path, "rb") as f:
+                self._client().put_object(Bucket=self.bucket, Key=self.key(rel), Body=f)
         except Exception as exc:  # noqa: BLE001
             self._fail("uploading a shard", exc)
             return False
@@ -134,7 +136,10 @@ class S3Remote:
         if not self.online:
             return False
         try:
-            self._client().download_file(self.bucket, self.key(rel), str(dest))
+            body = self._client().get_object(Bucket=self.bucket, Key=self.key(rel))["Body"]
+            with open(dest, "wb") as f:
+                for chunk in iter(lambda: body.read(1 << 20), b""):
+                    f.write(chunk)
         except Exception as exc:  # noqa: BLE001
             if self._is_missing_key(exc):  # removed by another machine's compaction
                 return False
