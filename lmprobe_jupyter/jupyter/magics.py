@@ -248,14 +248,12 @@ class ProbeMagics(Magics, Configurable):
         from ..engine.baselines import BaselineBattery
 
         with _user_errors("probe_battery"):
-            battery = BaselineBattery(
-                model=probe.model_name,
-                layers=list(probe.layers_),
-                include=include,
-                random_state=probe.random_state,
+            battery = BaselineBattery(include=include, random_state=probe.random_state)
+            # the probe's row is scored by the battery itself, from its cached activations
+            results = battery.add_probe(probe, name=args.probe).fit(
+                positive, negative, test, labels
             )
-            results = battery.fit(positive, negative, test, labels)
-            widget = _battery_widget(results, probe, args.probe, test, labels)
+            widget = results.show()
         self._bind(out, results)
         return widget
 
@@ -355,25 +353,6 @@ def _sweep_widget(result: Any, test: tuple[list[str], list[Any]] | None) -> Any:
     if train_scores is None and test_scores is None:
         raise ValueError("the sweep has no cross-validated scores; give --test and --labels")
     return show_sweep(layers, train_scores, test_scores)
-
-
-def _battery_widget(results: Any, probe: Any, probe_name: str, test: list, labels: list) -> Any:
-    """Battery widget of baseline results with the probe's own test score as reference."""
-    from .widgets import show_battery
-
-    score = probe.score(test, labels)
-    if hasattr(results, "show"):
-        return results.show(probe_score=score, probe_name=probe_name)
-    rows = list(getattr(results, "results", results))
-    rows.append(
-        {
-            "name": f"probe {probe_name}",
-            "score": score,
-            "fit_s": getattr(probe, "fit_seconds_", None),
-            "is_probe": True,
-        }
-    )
-    return show_battery(rows)
 
 
 def _roc_points(probe: Any, prompts: list[str], labels: list[Any]) -> dict[str, list] | None:

@@ -259,8 +259,8 @@ def show_sweep(
             best_layer = layers[-max(scored)[1]]
     return SweepCurveWidget(
         layers=layers,
-        train_scores=list(train_scores or []),
-        test_scores=list(test_scores or []),
+        train_scores=[] if train_scores is None else list(train_scores),
+        test_scores=[] if test_scores is None else list(test_scores),
         best_layer=best_layer,
         metric=metric,
     )
