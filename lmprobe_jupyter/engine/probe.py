@@ -326,7 +326,12 @@ class Probe:
         """Pooled activations of already-prepared prompts: {layer: (n, hidden)}."""
         ext = self._extractor(remote, batch_size)
         layers = list(self.layers_ if layers is None else layers)
-        acts = ext.pooled(prompts, layers, pooling)
+        if self.score_roles is None:
+            acts = ext.pooled(prompts, layers, pooling)
+        else:
+            from .chat import role_masked_pooled
+
+            acts = role_masked_pooled(self, ext, prompts, layers, pooling)
         self.last_cache_hits_ = getattr(ext, "last_hits", 0)
         return acts
 
@@ -335,8 +340,16 @@ class Probe:
         return ext.per_token(prompts, list(self.layers_ if layers is None else layers))
 
     # ------------------------------------------------------------------ fit
-    def _parse_fit_args(self, X, y):
-        """Accept fit(positive, negative) or fit(prompts, labels)."""
+    def _parse_fit_args(self, X, y, labels=None):
+        """Accept fit(positive, negative) or fit(prompts, labels).
+
+        A plain list of strings as the second argument means negative prompts; string class
+        labels go through ``labels=`` or a numpy array.
+        """
+        if labels is not None:
+            if y is not None:
+                raise TypeError("give either a second positional argument or labels=, not both")
+            y = np.asarray(labels)
         if y is None:
             raise TypeError(
                 "fit() needs two arguments: fit(positive_prompts, negative_prompts) or "
@@ -345,7 +358,7 @@ class Probe:
         if isinstance(y, str):
             raise TypeError("the second argument must be a list (negative prompts or labels)")
         y_list = list(y)
-        contrastive = len(y_list) > 0 and all(
+        contrastive = not isinstance(y, np.ndarray) and len(y_list) > 0 and all(
             isinstance(v, str) or _is_message_list(v) for v in y_list
         )
         if contrastive:
@@ -383,7 +396,7 @@ class Probe:
             y = y.astype(np.int64)
         return y
 
-    def fit(self, X, y=None, *, remote: bool | None = None) -> Probe:
+    def fit(self, X, y=None, *, labels=None, remote: bool | None = None) -> Probe:
         """Fit on contrastive prompts or on prompts with labels.
 
         Parameters
@@ -392,12 +405,14 @@ class Probe:
             Positive prompts (with ``y`` a list of negative prompts) or all prompts
             (with ``y`` their labels: ints/strings, or floats for regression).
         y : list of str, or array-like of shape (n_samples,)
+        labels : array-like of shape (n_samples,), optional
+            Labels by keyword (needed for string class labels given as a list).
         remote : bool, optional
             Override ``remote`` for this call.
         """
         t0 = time.perf_counter()
         self._validate_params()
-        prompts, labels = self._parse_fit_args(X, y)
+        prompts, labels = self._parse_fit_args(X, y, labels)
         if self.task == "classification" and len(np.unique(labels)) < 2:
             raise ValueError(
                 f"training data has only one class ({np.unique(labels)[0]!r}); a probe needs "
@@ -453,6 +468,8 @@ class Probe:
         pipe = Pipeline([*steps, ("classifier", clf)])
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning)
+            # sklearn 1.9 deprecates SVC(probability=True); it still works until 1.11.
+            warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
             try:
                 pipe.fit(X, y)
             except ValueError as exc:
@@ -749,6 +766,12 @@ class Probe:
         return plot_layer_importance(self, metric=metric, ax=ax)
 
     # ------------------------------------------------------------------ monitoring
+    def _evaluate_extra(self, y, pred, proba, **kwargs) -> dict:
+        """Calibrated-threshold metrics for :meth:`evaluate`; see :mod:`.monitoring`."""
+        from .monitoring import evaluate_extra
+
+        return evaluate_extra(self, y, pred, proba, **kwargs)
+
     def calibrate(self, benign_prompts, fpr: float = 0.01, **kwargs) -> Probe:
         """Set the decision threshold so at most ``fpr`` of benign prompts are flagged."""
         from .monitoring import calibrate
