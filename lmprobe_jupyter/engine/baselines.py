@@ -976,9 +976,14 @@ class BatteryResults:
         colors = ["#d9480f" if r.is_probe else "#4c6ef5" for r in rows]
         y = np.arange(len(rows))
         ax.barh(y, scores, color=colors)
-        ax.set_yticks(y, [f"{r.name} (probe)" if r.is_probe else r.name for r in rows])
+        labels = [f"{r.name} (probe)" if r.is_probe and r.name != "probe" else r.name for r in rows]
+        ax.set_yticks(y, labels)
         for yi, s in zip(y, scores):
             ax.text(s + 0.01, yi, f"{s:.3f}", va="center", fontsize=8)
+        probe = self.probe_result
+        if probe is not None and not np.isnan(probe.score):
+            # The reference line makes "which baselines reach the probe" readable at a glance.
+            ax.axvline(probe.score, color="#d9480f", linestyle="--", linewidth=1)
         ax.set_xlim(0, 1.1)
         ax.set_xlabel("test accuracy")
         ax.set_title(title or "Baselines")

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import random
+import re
 import socket
 
 import numpy as np
 import pytest
 
-from lmprobe_jupyter.engine import _embeddings
+from lmprobe_jupyter.engine import _embeddings, baselines
 from lmprobe_jupyter.engine.baselines import (
     ACTIVATION_METHODS,
+    ALL_METHODS,
     TEXT_METHODS,
+    ActivationBaseline,
+    BaselineBattery,
     BaselineProbe,
+    BaselineResult,
+    BatteryResults,
     length_features,
 )
 
@@ -302,3 +308,429 @@ def test_unfitted_baseline_says_so():
 
 def test_methods_tables_are_disjoint():
     assert not set(TEXT_METHODS) & set(ACTIVATION_METHODS)
+
+
+# --------------------------------------------------------------------------------------
+# Activation baselines (logic on the tiny random model)
+# --------------------------------------------------------------------------------------
+
+
+def _tiny_data():
+    pos, neg = lexical_set(8, seed=21)
+    test_prompts, test_labels = as_labelled(*lexical_set(4, seed=22))
+    return pos, neg, test_prompts, test_labels
+
+
+@pytest.mark.parametrize("method", list(ACTIVATION_METHODS), ids=list(ACTIVATION_METHODS))
+def test_activation_baseline_without_model_says_so(method):
+    with pytest.raises(ValueError, match=rf"ActivationBaseline\(method='{method}'\) needs model="):
+        ActivationBaseline(method=method).fit(["a b"], ["c d"])
+
+
+def test_unknown_activation_method_lists_valid_ones():
+    with pytest.raises(ValueError, match="method='neurons' is not an activation baseline") as exc:
+        ActivationBaseline(method="neurons", model="x").fit(["a"], ["b"])
+    for name in ACTIVATION_METHODS:
+        assert repr(name) in str(exc.value)
+    with pytest.raises(ValueError, match="use BaselineProbe"):
+        ActivationBaseline(method="tfidf", model="x").fit(["a"], ["b"])
+
+
+def test_activation_baseline_rejects_selection_layers_and_token_pooling(tiny_model_path):
+    with pytest.raises(ValueError, match="layers='auto'"):
+        ActivationBaseline("pca", model=tiny_model_path, layers="auto").fit(["a"], ["b"])
+    with pytest.raises(ValueError, match="pooling='all'"):
+        ActivationBaseline("pca", model=tiny_model_path, pooling="all").fit(["a"], ["b"])
+
+
+def test_random_direction_projects_on_a_seeded_unit_vector(tiny_model_path):
+    pos, neg, test_prompts, test_labels = _tiny_data()
+    a = ActivationBaseline("random_direction", model=tiny_model_path, random_state=3)
+    a.fit(pos, neg)
+    assert a.layers_ == [3]  # layers=-1 on the 4-layer model
+    assert a.direction_.shape == (32,)
+    assert np.linalg.norm(a.direction_) == pytest.approx(1.0, abs=1e-6)
+    b = ActivationBaseline("random_direction", model=tiny_model_path, random_state=3)
+    b.fit(pos, neg)
+    np.testing.assert_array_equal(a.direction_, b.direction_)
+    np.testing.assert_allclose(a.predict_proba(test_prompts), b.predict_proba(test_prompts))
+    # the classifier sees exactly one feature: the projection
+    assert a.estimator_.named_steps["clf"].coef_.shape == (1, 1)
+    proba = a.predict_proba(test_prompts)
+    assert proba.shape == (len(test_prompts), 2)
+    np.testing.assert_array_equal(a.predict(test_prompts), a.classes_[proba.argmax(1)])
+    assert set(a.evaluate(test_prompts, test_labels)) >= {"accuracy", "f1", "auroc"}
+
+
+def test_pca_components_are_capped_by_samples(tiny_model_path):
+    pos, neg, _, _ = _tiny_data()
+    small = ActivationBaseline("pca", model=tiny_model_path, random_state=0)
+    small.fit(pos[:3], neg[:3])  # 6 samples -> at most 5 components
+    assert small.n_components_ == 5
+    big = ActivationBaseline("pca", model=tiny_model_path, random_state=0).fit(pos, neg)
+    assert big.n_components_ == 10
+    assert big.estimator_.named_steps["pca"].components_.shape == (10, 32)
+
+
+def test_layer_0_reads_layer_0(tiny_model_path):
+    from lmprobe_jupyter.engine.extraction import Extractor
+    from lmprobe_jupyter.engine.models import load_model
+
+    pos, neg, test_prompts, _ = _tiny_data()
+    a = ActivationBaseline("layer_0", model=tiny_model_path, layers=-1, random_state=0)
+    a.fit(pos, neg)
+    assert a.layers_ == [0]
+    X = a._matrix(test_prompts)
+    direct = Extractor(load_model(tiny_model_path), progress=False).pooled(
+        test_prompts, [0], "last_token"
+    )[0]
+    np.testing.assert_allclose(X, direct, rtol=1e-5, atol=1e-6)
+
+
+def test_perplexity_feature_is_mean_token_loglik(tiny_model_path):
+    import torch
+
+    from lmprobe_jupyter.engine.models import load_model
+
+    loaded = load_model(tiny_model_path)
+    prompts = ["the rain kept falling", "a", "people read it over coffee by the old river"]
+    got = baselines.mean_token_logprob(loaded, prompts, batch_size=2)
+    tok = loaded.tokenizer
+    for prompt, value in zip(prompts, got):
+        ids = tok(prompt)["input_ids"]
+        if tok.bos_token_id is not None and ids[0] != tok.bos_token_id:
+            ids = [tok.bos_token_id, *ids]
+        t = torch.tensor([ids])
+        with torch.inference_mode():
+            logits = loaded.model(input_ids=t).logits[0, :-1].float()
+        expected = torch.log_softmax(logits, -1).gather(-1, t[0, 1:, None]).mean().item()
+        assert value == pytest.approx(expected, abs=1e-4)
+    # memoised: asking again runs no forward pass
+    before = baselines.PERPLEXITY_FORWARD_CALLS
+    again = baselines.mean_token_logprob(loaded, prompts[::-1], batch_size=2)
+    np.testing.assert_array_equal(again, got[::-1])
+    assert baselines.PERPLEXITY_FORWARD_CALLS == before
+
+
+def test_activation_baseline_accepts_loaded_model_and_probe(tiny_model_path):
+    from lmprobe_jupyter.engine.models import load_model
+    from lmprobe_jupyter.engine.probe import Probe
+
+    pos, neg, test_prompts, _ = _tiny_data()
+    loaded = load_model(tiny_model_path)
+    a = ActivationBaseline("pca", model=loaded, random_state=0).fit(pos, neg)
+    probe = Probe(model=tiny_model_path, layers=-1)
+    b = ActivationBaseline("pca", probe=probe, random_state=0).fit(pos, neg)
+    c = ActivationBaseline("pca", model=probe, random_state=0).fit(pos, neg)
+    np.testing.assert_allclose(a.predict_proba(test_prompts), b.predict_proba(test_prompts))
+    np.testing.assert_allclose(b.predict_proba(test_prompts), c.predict_proba(test_prompts))
+
+
+# --------------------------------------------------------------------------------------
+# The battery
+# --------------------------------------------------------------------------------------
+
+_ROW = re.compile(
+    r"^  (\S.{29}) (\d\.\d{4})  \(fit: \d+\.\d\ds, predict: \d+\.\d\ds\)(  <- probe)?$"
+)
+
+
+def test_summary_is_the_reference_table():
+    results = BatteryResults(
+        [
+            BaselineResult("tfidf", 0.7547, 0.01, 0.0, kind="text"),
+            BaselineResult("sentence_transformers", 0.7925, 1.234, 0.05, kind="text"),
+            BaselineResult("probe", 0.9, 2.5, 0.125, kind="probe"),
+            BaselineResult("bow", 0.6792, 0.011, 0.004, kind="text"),
+        ]
+    )
+    assert results.summary() == (
+        "Baseline Results:\n"
+        "------------------------------------------------------------\n"
+        "  probe                          0.9000  (fit: 2.50s, predict: 0.12s)  <- probe\n"
+        "  sentence_transformers          0.7925  (fit: 1.23s, predict: 0.05s)\n"
+        "  tfidf                          0.7547  (fit: 0.01s, predict: 0.00s)\n"
+        "  bow                            0.6792  (fit: 0.01s, predict: 0.00s)"
+    )
+    assert [r.name for r in results.get_best()] == ["sentence_transformers", "tfidf", "bow"]
+    assert results.get_best(include_probe=True)[0].name == "probe"
+    assert results.probe_margin == pytest.approx(0.9 - 0.7925)
+    assert results["bow"].score == 0.6792
+
+
+def test_text_battery_runs_every_text_baseline():
+    train_pos, train_neg = lexical_set(30, seed=31)
+    test_prompts, test_labels = as_labelled(*lexical_set(20, seed=32))
+    results = BaselineBattery(model=None, random_state=42).fit(
+        train_pos, train_neg, test_prompts, test_labels
+    )
+    assert [r.name for r in results.results] == list(TEXT_METHODS)
+    assert {r.kind for r in results.results} == {"text"}
+    assert results.skipped == {}
+    lines = results.summary().splitlines()
+    assert lines[:2] == ["Baseline Results:", "-" * 60]
+    assert len(lines) == 2 + len(TEXT_METHODS)
+    assert all(_ROW.match(line) for line in lines[2:]), lines
+    shown = [float(_ROW.match(line).group(2)) for line in lines[2:]]
+    assert shown == sorted(shown, reverse=True)
+    best = results.get_best()
+    assert [r.score for r in best] == sorted((r.score for r in best), reverse=True)
+    assert results["majority"].score == 0.5
+    assert results["tfidf"].score >= 0.8
+    assert results["bow"].score >= 0.8
+    assert abs(results["shuffled_labels"].score - 0.5) <= 0.2
+    for r in results.results:
+        assert r.fit_seconds >= 0 and r.predict_seconds >= 0
+        assert r.metrics["accuracy"] == r.score
+    frame = results.to_frame()
+    assert list(frame.columns) == [
+        "name", "kind", "score", "fit_seconds", "predict_seconds",
+        "accuracy", "f1", "precision", "recall", "auroc", "detail",
+    ]  # fmt: skip
+    assert frame["score"].tolist() == sorted(frame["score"], reverse=True)
+    assert len(frame) == len(TEXT_METHODS)
+
+
+def test_battery_plot_is_a_bar_per_row():
+    from matplotlib.figure import Figure
+
+    results = BatteryResults(
+        [
+            BaselineResult("tfidf", 0.75, 0.01, 0.0),
+            BaselineResult("probe", 0.9, 2.5, 0.1, kind="probe"),
+            BaselineResult("random", 0.5, 0.0, 0.0),
+        ]
+    )
+    fig = results.plot()
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    widths = [bar.get_width() for bar in ax.patches]
+    assert widths == [0.5, 0.75, 0.9]  # bottom-up: best on top
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["random", "tfidf", "probe"]
+    probe_bar = ax.patches[2]
+    assert probe_bar.get_facecolor() != ax.patches[0].get_facecolor()
+
+
+def test_battery_html_and_widget():
+    results = BatteryResults(
+        [
+            BaselineResult("tfidf", 0.75, 0.01, 0.0),
+            BaselineResult("probe", 0.9, 1, 0.1, kind="probe"),
+        ]
+    )
+    html = results._repr_html_()
+    assert "<svg" in html and "tfidf" in html
+    widget = results.show()
+    assert [r["name"] for r in widget.rows] == ["probe", "tfidf"]
+    assert [r["is_probe"] for r in widget.rows] == [True, False]
+
+
+def test_battery_include_and_exclude():
+    train_pos, train_neg = lexical_set(10, seed=33)
+    test_prompts, test_labels = as_labelled(*lexical_set(5, seed=34))
+    results = BaselineBattery(include=["bow", "majority"], random_state=0).fit(
+        train_pos, train_neg, test_prompts, test_labels
+    )
+    assert [r.name for r in results] == ["bow", "majority"]
+    results = BaselineBattery(exclude=["sentence_transformers", "random"], random_state=0).fit(
+        train_pos, train_neg, test_prompts, test_labels
+    )
+    assert [r.name for r in results] == [
+        m for m in TEXT_METHODS if m not in ("sentence_transformers", "random")
+    ]
+
+
+def test_battery_unknown_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match=r"include=\['ngram'\] names unknown baselines") as exc:
+        BaselineBattery(include=["bow", "ngram"]).fit(["a"], ["b"], ["c"], [1])
+    for name in ALL_METHODS:
+        assert repr(name) in str(exc.value)
+    with pytest.raises(ValueError, match=r"exclude=\['nope'\]"):
+        BaselineBattery(exclude=["nope"]).fit(["a"], ["b"], ["c"], [1])
+
+
+def test_battery_activation_baselines_need_a_model():
+    with pytest.raises(ValueError, match=r"activation baselines \['pca'\] need a model"):
+        BaselineBattery(include=["bow", "pca"]).fit(["a"], ["b"], ["c"], [1])
+
+
+def test_default_battery_skips_embeddings_when_unavailable(monkeypatch):
+    monkeypatch.setattr(_embeddings, "embeddings_available", lambda name=None: "not installed")
+    results = BaselineBattery(include=None, random_state=0).fit(
+        *lexical_set(5, seed=35), *as_labelled(*lexical_set(3, seed=36))
+    )
+    assert "sentence_transformers" not in [r.name for r in results]
+    assert results.skipped == {"sentence_transformers": "not installed"}
+
+
+def test_battery_after_probe_fit_extracts_nothing_new(tiny_model_path):
+    from lmprobe_jupyter.engine.extraction import Extractor
+    from lmprobe_jupyter.engine.probe import Probe
+
+    pos, neg, test_prompts, test_labels = _tiny_data()
+    probe = Probe(model=tiny_model_path, layers=-1, random_state=0).fit(pos, neg)
+    probe.score(test_prompts, test_labels)
+    calls = Extractor.forward_calls
+    results = BaselineBattery(
+        include=["random_direction", "pca", "shuffled_labels"], probe=probe, random_state=0
+    ).fit(pos, neg, test_prompts, test_labels)
+    assert Extractor.forward_calls == calls  # every activation came from the cache
+    assert [r.name for r in results] == ["probe", "random_direction", "pca", "shuffled_labels"]
+    assert results["pca"].detail == "layers [3]"
+    assert results["shuffled_labels"].kind == "activation"
+    assert results.probe_result.score == probe.score(test_prompts, test_labels)
+
+
+def test_full_battery_twice_runs_the_model_once(tiny_model_path):
+    from lmprobe_jupyter.engine.extraction import Extractor
+
+    pos, neg, test_prompts, test_labels = _tiny_data()
+    battery = BaselineBattery(model=tiny_model_path, random_state=0)
+    first = battery.fit(pos, neg, test_prompts, test_labels)
+    assert [r.name for r in first] == list(TEXT_METHODS) + list(ACTIVATION_METHODS)
+    assert {r.name for r in first if r.kind == "activation"} == {
+        "shuffled_labels",
+        *ACTIVATION_METHODS,
+    }
+    calls, ppl = Extractor.forward_calls, baselines.PERPLEXITY_FORWARD_CALLS
+    second = battery.fit(pos, neg, test_prompts, test_labels)
+    assert (Extractor.forward_calls, baselines.PERPLEXITY_FORWARD_CALLS) == (calls, ppl)
+    assert [r.score for r in second] == [r.score for r in first]
+
+
+def test_probe_can_be_added_to_battery_or_results(tiny_model_path):
+    from lmprobe_jupyter.engine.probe import Probe
+
+    pos, neg, test_prompts, test_labels = _tiny_data()
+    probe = Probe(model=tiny_model_path, layers=-1, random_state=0)
+    battery = BaselineBattery(include=["bow", "random"], random_state=0).add_probe(probe, "mine")
+    results = battery.fit(pos, neg, test_prompts, test_labels)
+    assert results.results[0].name == "mine" and results.results[0].is_probe
+    assert hasattr(probe, "pipeline_")  # fitted by the battery
+    assert any(line.endswith("<- probe") and "mine" in line for line in str(results).splitlines())
+
+    plain = BaselineBattery(include=["bow"], random_state=0).fit(
+        pos, neg, test_prompts, test_labels
+    )
+    assert plain.probe_result is None and plain.probe_margin is None
+    plain.add_probe(probe)
+    assert plain.probe_result.score == pytest.approx(probe.score(test_prompts, test_labels))
+    assert plain.probe_margin == pytest.approx(plain.probe_result.score - plain["bow"].score)
+
+
+def test_engine_baselines_import_no_notebook_stack():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lmprobe_jupyter.engine.baselines as b; "
+        "print(sorted(m for m in ('IPython', 'ipywidgets', 'anywidget', 'torch', "
+        "'sentence_transformers', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------------------
+# The bundled SmolLM2: a probe beats a random direction
+# --------------------------------------------------------------------------------------
+
+HAPPY_TRAIN = [
+    "I just got the job offer I was hoping for!",
+    "We spent a lovely afternoon laughing at the beach.",
+    "My grandmother's recovery has been amazing.",
+    "The concert last night was pure joy from start to finish.",
+    "I'm so proud of how well my daughter did on her exams.",
+    "Our team finally won the championship!",
+    "This is the best birthday I have ever had.",
+    "The sunrise this morning filled me with hope.",
+    "I passed my driving test on the first try!",
+    "Dinner with old friends made me feel wonderful.",
+    "We're thrilled to announce our baby was born healthy.",
+    "The surprise party made her cry happy tears.",
+    "I love how cozy and peaceful our new home feels.",
+    "Everyone cheered when she crossed the finish line.",
+    "My garden is blooming beautifully this spring.",
+    "He proposed and I said yes!",
+    "The kids giggled all the way through the puppet show.",
+    "Getting your letter absolutely made my day.",
+    "Our vacation was relaxing, sunny and delightful.",
+    "I feel grateful for such kind and generous neighbors.",
+    "The reunion was full of hugs and smiles.",
+    "My paintings sold out at the fair, I'm overjoyed.",
+    "What a fantastic, uplifting film that was.",
+    "I finally finished my novel and I feel fantastic.",
+]
+SAD_TRAIN = [
+    "I was laid off this morning without any warning.",
+    "We had to say goodbye to our old dog today.",
+    "The hospital called with terrible news about my father.",
+    "Nobody came to my birthday party.",
+    "I failed the exam again despite studying for weeks.",
+    "Our house was flooded and we lost everything.",
+    "She left without even saying goodbye.",
+    "The funeral was cold, grey and heartbreaking.",
+    "I feel so lonely since moving to this city.",
+    "They cancelled the trip we had saved for all year.",
+    "My best friend stopped answering my messages.",
+    "The diagnosis left the whole family devastated.",
+    "I can't stop crying about what happened.",
+    "Our small shop had to close for good.",
+    "The fire destroyed the library where I grew up.",
+    "He forgot our anniversary again and it hurt.",
+    "Every day at that job felt miserable.",
+    "My grandfather passed away last night.",
+    "I lost my wallet, my phone and my keys.",
+    "The team was crushed after the humiliating defeat.",
+    "Rain ruined the wedding and everyone went home upset.",
+    "I regret the awful things I said to her.",
+    "That film was depressing and left me hollow.",
+    "The divorce has been painful for the children.",
+]
+HAPPY_TEST = [
+    "We won the lottery and can't stop smiling!",
+    "The puppy's first day home was full of joy.",
+    "My surgery went perfectly and I feel great.",
+    "Graduation day was one of the happiest of my life.",
+    "Our picnic in the park was simply delightful.",
+    "I'm excited and grateful to start this new adventure.",
+    "The whole class applauded her wonderful speech.",
+    "Seeing my sister after years brought so much happiness.",
+    "Today everything went right and I feel amazing.",
+    "The festival lights made the night magical.",
+    "My promotion came through, what a great week!",
+    "Their wedding was warm, joyful and beautiful.",
+]
+SAD_TEST = [
+    "The accident left him unable to walk.",
+    "I miss my mother more every single day.",
+    "Our flight was cancelled and we were stranded for days.",
+    "The layoffs hit our town hard and families are struggling.",
+    "She cried alone in the empty apartment.",
+    "My cat was hit by a car this morning.",
+    "The test results were worse than we feared.",
+    "Losing the house broke my heart.",
+    "He was bullied at school and felt worthless.",
+    "The storm took everything we owned.",
+    "I feel hopeless and exhausted lately.",
+    "The war forced them to flee their home in tears.",
+]
+
+
+def test_probe_beats_random_direction_on_smollm(smollm):
+    from lmprobe_jupyter.engine.probe import Probe
+
+    test_prompts, test_labels = as_labelled(HAPPY_TEST, SAD_TEST)
+    probe = Probe(model=smollm.name, layers=15, device="cpu", random_state=0)
+    results = BaselineBattery(
+        include=["random_direction", "pca", "layer_0", "perplexity", "majority"],
+        probe=probe,
+        random_state=0,
+    ).fit(HAPPY_TRAIN, SAD_TRAIN, test_prompts, test_labels)
+    print(results.summary())  # shown with -s; the numbers quoted in the issue report
+    probe_score = results.probe_result.score
+    assert probe_score >= 0.85
+    assert results["random_direction"].detail == "layers [15]"
+    assert results["random_direction"].score <= probe_score - 0.2
+    assert results["majority"].score == 0.5
+    assert results.probe_margin > 0
