@@ -26,6 +26,7 @@ __all__ = [
     "parse_value",
     "probe_kwargs",
     "probe_options",
+    "unquote",
     "user_list",
     "user_object",
 ]
@@ -39,6 +40,13 @@ _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def unquote(text: str) -> str:
+    """Drop one pair of matching outer quotes (IPython's magic splitter keeps them)."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
 
 
 def parse_value(text: str) -> Any:
@@ -239,7 +247,7 @@ def probe_kwargs(ns: argparse.Namespace, model: str | None = None) -> dict[str, 
         raw = getattr(ns, f"opt_{name}", argparse.SUPPRESS)
         if raw is argparse.SUPPRESS:
             continue
-        out[name] = parse(str(raw), _flag(name))
+        out[name] = parse(unquote(str(raw)), _flag(name))
     if "model" not in out and "dataset" not in out and model is not None:
         out["model"] = model
     return out

@@ -241,7 +241,7 @@ class ProbeMagics(Magics, Configurable):
         probe = self._probe(args.probe)
         positive, negative = self._contrastive(args, cell)  # type: ignore[misc]
         test, labels = self._test_set(args, required=True)  # type: ignore[misc]
-        include = _args.parse_value(args.include) if args.include else None
+        include = _args.parse_value(_args.unquote(args.include)) if args.include else None
         if isinstance(include, str):
             include = [include]
 
@@ -277,7 +277,7 @@ class ProbeMagics(Magics, Configurable):
         probe = self._probe(args.probe)
         texts: list[str] = []
         if args.text:
-            texts.append(" ".join(args.text))
+            texts.append(" ".join(_args.unquote(t) for t in args.text))
         if cell is not None:
             texts.extend(t for t in cell.splitlines() if t.strip())
         if args.texts is not None:

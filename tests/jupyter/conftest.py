@@ -45,7 +45,8 @@ def ip():
     from IPython.core.interactiveshell import InteractiveShell
 
     shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "lmprobe_jupyter")
+    if "lmprobe_jupyter" not in shell.extension_manager.loaded:
+        shell.run_line_magic("load_ext", "lmprobe_jupyter")
     saved = dict(shell.user_ns)
     yield shell
     shell.user_ns.clear()

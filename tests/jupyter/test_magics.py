@@ -1,0 +1,232 @@
+"""The %probe_* magics through a real IPython InteractiveShell (tiny random model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+
+from lmprobe_jupyter.jupyter.magics import DEFAULT_MODEL, ProbeMagics
+from lmprobe_jupyter.jupyter.views import HTMLView
+from lmprobe_jupyter.jupyter.widgets import BatteryWidget, TokenHighlightWidget
+
+CELL = """
+# dogs vs cats
++ Who wants to go for a walk?
++ Fetch the ball!
++ Good boy, wag that tail!
+
+- Purring, stalking, pouncing, scratching.
+- Uses a litterbox, throws sand all over the room.
+- Tail raised, back arched, whiskers forward.
+"""
+POS = ["Who wants to go for a walk?", "Fetch the ball!", "Good boy, wag that tail!"]
+NEG = [
+    "Purring, stalking, pouncing, scratching.",
+    "Uses a litterbox, throws sand all over the room.",
+    "Tail raised, back arched, whiskers forward.",
+]
+
+
+@pytest.fixture
+def shell(ip, tiny_model_path):
+    ip.user_ns["TINY"] = tiny_model_path
+    ip.user_ns["pos"] = list(POS)
+    ip.user_ns["neg"] = list(NEG)
+    ip.user_ns["X"] = [
+        "Arf! Let's go outside!",
+        "Knocking things off the counter.",
+        "Fetch!",
+        "Purr.",
+    ]
+    ip.user_ns["y"] = [1, 0, 1, 0]
+    return ip
+
+
+@pytest.fixture
+def dog(shell, tiny_model_path):
+    card = shell.run_cell_magic(
+        "probe_fit", f"dog --model {tiny_model_path} --layers 2 --random-state 0", CELL
+    )
+    return shell.user_ns["dog"], card
+
+
+def test_default_model_matches_engine():
+    from lmprobe_jupyter.engine.models import DEFAULT_MODEL as ENGINE_DEFAULT
+
+    assert DEFAULT_MODEL == ENGINE_DEFAULT
+    assert ProbeMagics.model.default_value == ENGINE_DEFAULT
+
+
+def test_probe_fit_cell_binds_probe_and_shows_card(dog, shell, tiny_model_path):
+    probe, card = dog
+    from lmprobe_jupyter.engine.probe import Probe
+
+    assert isinstance(probe, Probe)
+    assert probe.model == tiny_model_path and probe.layers_ == [2] and probe.random_state == 0
+    assert isinstance(card, HTMLView)
+    data = card.data
+    assert data["name"] == "dog"
+    assert data["model"] == tiny_model_path
+    assert data["layers"] == [2]
+    assert data["pooling"] == "last_token"
+    assert data["classifier"] == "logistic_regression"
+    assert (data["n_positive"], data["n_negative"]) == (3, 3)
+    assert 0.0 <= data["train_accuracy"] <= 1.0
+    assert data["train_accuracy"] == probe.score(POS + NEG, [1, 1, 1, 0, 0, 0])
+    assert data["fit_time_s"] > 0
+    assert data["cache_hits"] == "0 of 6 prompts"  # a fresh cache: everything extracted
+    assert (
+        '<tr data-field="n_positive"><th>positive prompts</th><td>3</td></tr>' in card._repr_html_()
+    )
+    assert "training accuracy" in repr(card)
+    # the probe is usable straight away
+    assert probe.predict(["Fetch!"]).shape == (1,)
+
+
+def test_probe_fit_refit_hits_cache(dog, shell, tiny_model_path):
+    card = shell.run_cell_magic("probe_fit", f"dog2 --model {tiny_model_path} --layers 2", CELL)
+    assert card.data["cache_hits"] == "6 of 6 prompts"
+
+
+def test_probe_fit_from_variables_and_options(shell, tiny_model_path):
+    shell.run_line_magic(
+        "probe_fit",
+        f"p --positive pos --negative neg --model {tiny_model_path} --layers 1,2 "
+        "--pooling mean --classifier ridge --normalize-layers per_layer --cv 0",
+    )
+    p = shell.user_ns["p"]
+    assert p.layers_ == [1, 2]
+    assert (p.pooling, p.classifier, p.normalize_layers) == ("mean", "ridge", "per_layer")
+
+
+def test_probe_fit_prompts_and_labels(shell, tiny_model_path):
+    shell.user_ns["prompts"] = POS + NEG
+    shell.user_ns["labels"] = np.array([1, 1, 1, 0, 0, 0])
+    card = shell.run_line_magic(
+        "probe_fit", f"q --prompts prompts --labels labels --model {tiny_model_path} --layers 0"
+    )
+    assert card.data["n_samples"] == 6
+    assert "n_positive" not in card.data
+    assert list(shell.user_ns["q"].classes_) == [0, 1]
+
+
+def test_config_default_model(shell, tiny_model_path):
+    shell.run_line_magic("config", f"ProbeMagics.model = {tiny_model_path!r}")
+    try:
+        shell.run_cell_magic("probe_fit", "cfg --layers 1", CELL)
+        assert shell.user_ns["cfg"].model == tiny_model_path
+    finally:
+        shell.run_line_magic("config", f"ProbeMagics.model = {DEFAULT_MODEL!r}")
+
+
+def test_probe_tokens_forms(dog, shell):
+    probe, _ = dog
+    w = shell.run_line_magic("probe_tokens", 'dog "Fetch the ball" -o toks')
+    assert isinstance(w, TokenHighlightWidget)
+    toks = shell.user_ns["toks"]
+    assert "".join(toks[0].tokens).endswith("Fetch the ball")
+    assert w.texts[0]["tokens"] == toks[0].tokens
+    assert w.texts[0]["scores"] == pytest.approx(np.asarray(toks[0].scores, dtype=float).tolist())
+    assert w.threshold == 0.5
+
+    w2 = shell.run_cell_magic("probe_tokens", "dog --threshold 0.3", "Good boy!\n\nPurring.\n")
+    assert len(w2.texts) == 2 and w2.threshold == 0.3
+
+    shell.user_ns["many"] = ["one\ntwo", "three"]
+    w3 = shell.run_line_magic("probe_tokens", "dog --texts many")
+    assert any("\n" in t for t in w3.texts[0]["tokens"])  # newlines survive as tokens
+    assert "\u21b5\n" in w3._repr_mimebundle_()[0]["text/html"]
+
+
+def test_probe_eval_metrics_and_roc(dog, shell):
+    probe, _ = dog
+    view = shell.run_line_magic("probe_eval", "dog --test X --labels y -o metrics")
+    metrics = shell.user_ns["metrics"]
+    assert metrics == probe.evaluate(shell.user_ns["X"], [1, 0, 1, 0])
+    assert set(metrics) >= {"accuracy", "f1", "precision", "recall", "auroc"}
+    html = view._repr_html_()
+    assert '<tr data-metric="accuracy">' in html
+    assert 'class="lmpj-roc"' in html
+    assert f"AUC {metrics['auroc']:.3f}" in html
+
+
+def test_probe_battery_includes_probe_row(dog, shell):
+    w = shell.run_line_magic(
+        "probe_battery",
+        "dog --positive pos --negative neg --test X --labels y --include bow,majority",
+    )
+    assert isinstance(w, BatteryWidget)
+    names = {r["name"] for r in w.rows}
+    assert names == {"dog", "bow", "majority"}
+    probe_row = next(r for r in w.rows if r["is_probe"])
+    assert probe_row["score"] == shell.user_ns["dog"].score(shell.user_ns["X"], [1, 0, 1, 0])
+    assert shell.user_ns["battery"]["bow"].score == next(
+        r["score"] for r in w.rows if r["name"] == "bow"
+    )
+    assert 'class="lmpj-ref-line"' in w._repr_mimebundle_()[0]["text/html"]
+
+
+def test_probe_cache_table_and_clear(dog, shell):
+    view = shell.run_line_magic("probe_cache", "")
+    assert view.data["entries"] >= 6
+    assert '<tr data-field="entries"><th>entries</th><td>' in view._repr_html_()
+    cleared = shell.run_line_magic("probe_cache", "--clear")
+    assert cleared.data["entries"] == 0
+
+
+def test_help_shows_probe_flags(shell):
+    doc = shell.find_cell_magic("probe_fit").__doc__
+    for flag in ("--layers", "--inference-pooling", "--classifier-kwargs", "--positive", "--cv"):
+        assert flag in doc
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("%probe_fit 1dog", "NAME must be a variable name, got '1dog'"),
+        ("%probe_fit d --bogus 3", "unrecognized arguments: --bogus 3"),
+        ("%probe_fit d --batch-size lots", "--batch-size expects an integer, got 'lots'"),
+        ("%probe_fit d", "no prompts: write '+ ...' and '- ...' lines in the cell"),
+        ("%%probe_fit d --model {TINY}\n+ only dogs here", "no negative ('- ...') prompts"),
+        ("%%probe_fit d\n+ a dog\n~ what", "cell line 2"),
+        ("%probe_fit d --positive nope --negative neg", "--positive: no variable named 'nope'"),
+        ("%probe_fit d --positive pos", "give both --positive VAR and --negative VAR"),
+        (
+            "%probe_fit d --positive pos --negative neg --model {TINY} --classifier nope",
+            "probe_fit: classifier='nope' is not one of",
+        ),
+        (
+            "%probe_fit d --positive pos --negative neg --model {TINY} --layers 9",
+            "probe_fit: layer 9 is out of range",
+        ),
+        (
+            "%probe_fit d --prompts pos --labels y --model {TINY}",
+            "probe_fit: got 3 prompts but 4 labels",
+        ),
+        ("%probe_tokens missing hi", "PROBE: no variable named 'missing'"),
+        ("%probe_tokens pos hi", "pos is a list, not a Probe"),
+        ("%probe_eval dog --test X", "give both --test VAR and --labels VAR"),
+        ("%probe_eval dog", "give the held-out set with --test VAR --labels VAR"),
+        ("%probe_eval dog --test X --labels y -o 2x", "-o/--out expects a variable name, got '2x'"),
+        ("%probe_cache --model m", "--model only applies with --clear"),
+    ],
+)
+def test_user_mistakes_are_one_line_usage_errors(dog, shell, capsys, cell, message):
+    capsys.readouterr()
+    result = shell.run_cell(cell.replace("{TINY}", shell.user_ns["TINY"]))
+    assert isinstance(result.error_in_exec, UsageError)
+    assert message in str(result.error_in_exec)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("UsageError: ") and message in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_unfitted_probe_is_a_usage_error(shell):
+    from lmprobe_jupyter.engine.probe import Probe
+
+    shell.user_ns["raw"] = Probe()
+    with pytest.raises(
+        UsageError, match=r"probe raw is not fitted yet; fit it first \(%%probe_fit raw\)"
+    ):
+        shell.run_line_magic("probe_tokens", "raw hello")
