@@ -1,0 +1,698 @@
+"""Monitoring: calibrated thresholds, flagging, and per-token scoring during generation.
+
+A probe deployed next to a chatbot needs three things beyond ``predict``:
+
+- a decision threshold with a known false-positive rate on benign traffic
+  (:func:`calibrate`, then :func:`flag`), and metrics at that threshold with bootstrap
+  confidence intervals (:func:`evaluate_extra`, merged into ``Probe.evaluate``);
+- scores for the model's own output while it is being written (:func:`monitor`):
+  forward hooks on the probe's layers read the residual stream of every new position
+  from the same forward pass ``model.generate`` runs anyway, so monitoring costs a
+  classifier call per token, not a second pass.
+
+The score of generated token ``t`` comes from the hidden state at the position where
+``t`` is the model's *input* (the step after it was sampled), the same position that
+scores ``t`` when the finished text is re-scored with ``inference_pooling="all"``.
+The last generated token is never an input to ``generate``; one extra single-token step
+on the KV cache, stopped after the deepest probed layer, scores it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+
+__all__ = [
+    "MonitorResult",
+    "calibrate",
+    "evaluate_extra",
+    "flag",
+    "monitor",
+    "prompt_scores",
+]
+
+
+# ---------------------------------------------------------------------- prompt-level scores
+
+
+def prompt_scores(probe, prompts, *, remote: bool | None = None) -> np.ndarray:
+    """One score per prompt: the positive-class probability (binary classification) or
+    the prediction (regression), as ``Probe.evaluate`` sees it.
+
+    Returns
+    -------
+    ndarray of shape (n_prompts,), float64
+    """
+    from .probe import check_prompts
+
+    probe._check_fitted()
+    prompts = check_prompts(prompts, "prompts")
+    if not prompts:
+        raise ValueError("no prompts were given")
+    if probe.task == "classification" and len(probe.classes_) != 2:
+        raise ValueError(
+            f"calibrated thresholds need a binary probe; this one has {len(probe.classes_)} "
+            f"classes ({', '.join(map(repr, probe.classes_.tolist()))})"
+        )
+    pred, proba = probe._prompt_level(prompts, remote)
+    if probe.task == "regression":
+        return np.asarray(pred, dtype=np.float64)
+    return np.asarray(proba[:, 1], dtype=np.float64)
+
+
+def current_threshold(probe, threshold: float | None = None) -> float:
+    """``threshold`` if given, else the calibrated ``probe.threshold_``, else 0.5."""
+    if threshold is None:
+        threshold = getattr(probe, "threshold_", None)
+    if threshold is None:
+        return 0.5
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise TypeError(f"threshold={threshold!r} must be a number") from None
+    if math.isnan(value):
+        raise ValueError("threshold=nan is not a usable threshold")
+    return value
+
+
+# ---------------------------------------------------------------------- calibration
+
+
+def calibrate(probe, benign_prompts, fpr: float = 0.01, *, remote: bool | None = None):
+    """Set ``probe.threshold_`` so that at most ``fpr`` of ``benign_prompts`` is flagged.
+
+    With the benign scores sorted from high to low, ``s_1 >= s_2 >= ... >= s_n`` and
+    ``m = floor(fpr * n)``, the threshold is ``s_(m+1)``: a prompt is flagged when its
+    score is strictly greater, so at most ``m`` benign prompts (fewer with ties) are
+    flagged. This is the conservative ``1 - fpr`` quantile; on fresh benign prompts from
+    the same distribution the expected flagged fraction is at most about ``fpr``.
+
+    Parameters
+    ----------
+    probe : Probe
+        A fitted binary classification (or regression) probe.
+    benign_prompts : list of str or chat message lists
+        Held-out prompts that should *not* be flagged (not the training prompts).
+    fpr : float, default 0.01
+        Target false-positive rate, in (0, 1).
+    remote : bool, optional
+        Override ``probe.remote`` for the scoring pass.
+
+    Returns
+    -------
+    Probe
+        ``probe`` itself, with ``threshold_`` (float) and ``calibration_`` (dict with
+        ``fpr``, ``n_benign``, ``n_flagged``, ``threshold``) set.
+
+    Warns
+    -----
+    UserWarning
+        When ``fpr * n < 1``: too few benign prompts to resolve ``fpr``, so the
+        threshold is the highest benign score.
+    """
+    if isinstance(fpr, bool) or not isinstance(fpr, int | float) or not 0.0 < float(fpr) < 1.0:
+        raise ValueError(f"fpr={fpr!r} must be a number strictly between 0 and 1")
+    fpr = float(fpr)
+    scores = prompt_scores(probe, benign_prompts, remote=remote)
+    n = len(scores)
+    m = int(math.floor(fpr * n + 1e-9))
+    if m == 0:
+        warnings.warn(
+            f"calibrating fpr={fpr} on {n} benign prompts: at least {math.ceil(1 / fpr)} are "
+            "needed to resolve that rate, so the threshold is the highest benign score",
+            UserWarning,
+            stacklevel=3,
+        )
+    threshold = float(np.sort(scores)[::-1][m])
+    probe.threshold_ = threshold
+    probe.calibration_ = {
+        "fpr": fpr,
+        "n_benign": int(n),
+        "n_flagged": int(np.sum(scores > threshold)),
+        "threshold": threshold,
+    }
+    return probe
+
+
+def flag(
+    probe, prompts, *, threshold: float | None = None, remote: bool | None = None
+) -> np.ndarray:
+    """Which prompts score over the threshold.
+
+    Parameters
+    ----------
+    probe : Probe
+        A fitted binary classification (or regression) probe.
+    prompts : list of str or chat message lists
+    threshold : float, optional
+        Overrides the threshold. By default the calibrated ``probe.threshold_`` is used;
+        an uncalibrated probe uses 0.5, the plain ``predict`` cut-off, which has no
+        false-positive guarantee: call :func:`calibrate` first for one.
+    remote : bool, optional
+
+    Returns
+    -------
+    ndarray of bool, shape (n_prompts,)
+        True where the score is strictly greater than the threshold.
+    """
+    thr = current_threshold(probe, threshold)
+    return prompt_scores(probe, prompts, remote=remote) > thr
+
+
+# ---------------------------------------------------------------------- evaluate extras
+
+
+def _bootstrap_counts(rng, n: int, n_boot: int) -> np.ndarray:
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+
+
+def _bootstrap(pos, neg, threshold, n_boot, rng, chunk: int = 200):
+    """Stratified bootstrap of TPR at ``threshold`` and AUROC (Mann-Whitney, ties 1/2)."""
+    neg_sorted = np.sort(neg)
+    order = np.argsort(neg, kind="stable")
+    lo = np.searchsorted(neg_sorted, pos, side="left")
+    hi = np.searchsorted(neg_sorted, pos, side="right")
+    over = (pos > threshold).astype(np.float64) if threshold is not None else None
+    tprs, aucs = [], []
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        wp = _bootstrap_counts(rng, len(pos), b)
+        wn = _bootstrap_counts(rng, len(neg), b)[:, order]
+        cum = np.concatenate([np.zeros((b, 1)), np.cumsum(wn, axis=1)], axis=1)
+        below = cum[:, lo] + 0.5 * (cum[:, hi] - cum[:, lo])
+        aucs.append((wp * below).sum(1) / (len(pos) * len(neg)))
+        if over is not None:
+            tprs.append(wp @ over / len(pos))
+    auc = np.concatenate(aucs)
+    tpr = np.concatenate(tprs) if tprs else None
+    return tpr, auc
+
+
+def _interval(values, level: float = 0.95) -> tuple[float, float]:
+    a = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(values, [a, 100.0 - a])
+    return float(lo), float(hi)
+
+
+def evaluate_extra(
+    probe,
+    y,
+    pred,
+    proba,
+    *,
+    n_bootstrap: int | None = None,
+    random_state: int | None = None,
+) -> dict:
+    """Metrics at the calibrated threshold, merged into ``Probe.evaluate``'s result.
+
+    For a calibrated binary probe: ``threshold``, ``target_fpr`` (the rate it was
+    calibrated for), ``fpr`` (the flagged fraction of this set's negatives),
+    ``tpr_at_fpr`` (the flagged fraction of its positives), and 95% percentile
+    bootstrap intervals ``tpr_at_fpr_ci`` and ``auroc_ci`` from ``n_bootstrap``
+    stratified resamples (positives and negatives resampled separately, so every
+    resample has both classes; default 1000). An uncalibrated probe gets only
+    ``auroc_ci``, and only when ``n_bootstrap`` is given. Regression and multi-class
+    probes get nothing extra.
+
+    Parameters
+    ----------
+    y, pred, proba
+        Labels, predictions and (n, 2) probabilities computed by ``Probe.evaluate``.
+    n_bootstrap : int, optional
+        Number of bootstrap resamples (0 turns the intervals off).
+    random_state : int, optional
+        Seed of the resampling (default: ``probe.random_state``, else 0).
+    """
+    if n_bootstrap is not None and (
+        isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0
+    ):
+        raise ValueError(f"n_bootstrap={n_bootstrap!r} must be a non-negative int")
+    classes = getattr(probe, "classes_", None)
+    if probe.task != "classification" or proba is None or classes is None or len(classes) != 2:
+        return {}
+    threshold = getattr(probe, "threshold_", None)
+    if threshold is None and not n_bootstrap:
+        return {}
+    y = np.asarray(y)
+    scores = np.asarray(proba, dtype=np.float64)[:, 1]
+    is_pos = y == classes[1]
+    pos, neg = scores[is_pos], scores[~is_pos]
+    out: dict = {}
+    if threshold is not None:
+        threshold = float(threshold)
+        cal = getattr(probe, "calibration_", None) or {}
+        out["threshold"] = threshold
+        out["target_fpr"] = float(cal["fpr"]) if "fpr" in cal else float("nan")
+        out["fpr"] = float(np.mean(neg > threshold)) if len(neg) else float("nan")
+        out["tpr_at_fpr"] = float(np.mean(pos > threshold)) if len(pos) else float("nan")
+    n_boot = 1000 if n_bootstrap is None else n_bootstrap
+    if n_boot > 0:
+        nan2 = (float("nan"), float("nan"))
+        if len(pos) and len(neg):
+            seed = random_state if random_state is not None else (probe.random_state or 0)
+            tpr, auc = _bootstrap(pos, neg, threshold, n_boot, np.random.default_rng(seed))
+            out["auroc_ci"] = _interval(auc)
+            if threshold is not None:
+                out["tpr_at_fpr_ci"] = _interval(tpr)
+        else:
+            out["auroc_ci"] = nan2
+            if threshold is not None:
+                out["tpr_at_fpr_ci"] = (
+                    _interval(np.full(1, out["tpr_at_fpr"])) if len(pos) else nan2
+                )
+        out["n_bootstrap"] = n_boot
+    return out
+
+
+# ---------------------------------------------------------------------- generation monitoring
+
+
+@dataclass
+class MonitorResult:
+    """What :func:`monitor` saw while the model generated.
+
+    Attributes
+    ----------
+    text : str
+        The generated text (``"".join(tokens)``, special tokens kept).
+    prompt_tokens : list of str
+        Text pieces of the prompt's tokens.
+    tokens : list of str
+        Text pieces of the generated tokens (a piece may be ``""`` while a multi-byte
+        character is split across tokens).
+    scores : ndarray of shape (n_generated,)
+        Score of each generated token.
+    prompt_scores : ndarray of shape (n_prompt_tokens,)
+        Score of each prompt token.
+    flagged_at : int or None
+        Index into ``tokens`` of the first token scoring over ``threshold``.
+    threshold : float
+    stopped_early : bool
+        Generation was halted at ``flagged_at`` (``stop_on_flag=True``).
+    prompt_text : str
+        The exact text fed to the model (chat template applied).
+    prompt_ids, token_ids : list of int
+        Token ids of the prompt and of the generated tokens.
+    """
+
+    text: str
+    prompt_tokens: list[str]
+    tokens: list[str]
+    scores: np.ndarray
+    prompt_scores: np.ndarray
+    flagged_at: int | None
+    threshold: float
+    stopped_early: bool
+    prompt_text: str = ""
+    prompt_ids: list[int] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+
+    @property
+    def flagged(self) -> bool:
+        """Whether any generated token scored over the threshold."""
+        return self.flagged_at is not None
+
+    @property
+    def max_score(self) -> float:
+        """Highest score of a generated token (NaN when nothing was generated)."""
+        return float(np.max(self.scores)) if len(self.scores) else float("nan")
+
+    def __repr__(self) -> str:
+        state = (
+            f"flagged at token {self.flagged_at} ({self.tokens[self.flagged_at]!r}, "
+            f"score {self.scores[self.flagged_at]:.3f})"
+            if self.flagged
+            else "not flagged"
+        )
+        stop = ", stopped early" if self.stopped_early else ""
+        return (
+            f"MonitorResult({len(self.tokens)} tokens, max score {self.max_score:.3f}, "
+            f"threshold {self.threshold:.3f}, {state}{stop}; text={self.text!r:.80})"
+        )
+
+    def _repr_html_(self) -> str:
+        try:
+            from ..jupyter.monitor_widget import render_monitor
+        except ImportError:  # the jupyter extra (anywidget) is not installed
+            render_monitor = None
+        if render_monitor is not None:
+            return render_monitor(
+                self.tokens,
+                self.scores,
+                self.threshold,
+                flagged_at=self.flagged_at,
+                prompt_tokens=self.prompt_tokens,
+                prompt_scores=self.prompt_scores,
+                status="stopped" if self.stopped_early else "done",
+            )
+        try:
+            from ..jupyter.render import render_token_highlights
+        except ImportError:
+            import html
+
+            return f"<pre>{html.escape(self.text)}</pre>"
+        return render_token_highlights([(self.tokens, self.scores)], threshold=self.threshold)
+
+
+def _hidden_of(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+class _StopAfterLayer(Exception):
+    """Ends the final single-token step once the deepest probed layer has run."""
+
+
+class _Detokenizer:
+    """Text pieces of generated tokens whose concatenation is the decoded text."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tok = tokenizer
+        self.text = ""
+
+    def piece(self, ids: list[int], final: bool = False) -> str:
+        full = self.tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        # a multi-byte character split across tokens decodes to U+FFFD until complete
+        if not full.startswith(self.text) or (full.endswith("\ufffd") and not final):
+            return ""
+        out = full[len(self.text) :]
+        self.text = full
+        return out
+
+
+class _Monitor:
+    """Hooks, per-step scoring and callbacks of one :func:`monitor` call."""
+
+    def __init__(self, probe, loaded, n_prompt, threshold, *, on_token, on_flag, stop_on_flag):
+        self.probe = probe
+        self.loaded = loaded
+        self.layers = list(probe.layers_)
+        self.deepest = max(self.layers)
+        self.n_prompt = n_prompt
+        self.threshold = threshold
+        self.on_token = on_token
+        self.on_flag = on_flag
+        self.stop_on_flag = stop_on_flag
+        self.streaming = bool(on_token or on_flag or stop_on_flag)
+        self.detok = _Detokenizer(loaded.tokenizer)
+        self.captured: dict[int, object] = {}
+        self.steps: list[dict[int, object]] = []  # per forward: layer -> (seq, hidden)
+        self.prompt_scores: np.ndarray | None = None
+        self.scores: list[float] = []
+        self.pieces: list[str] = []
+        self.flagged_at: int | None = None
+        self.stop_after_layer = False
+
+    # ---------------------------------------------------------------- hooks
+    def install(self):
+        from .models import decoder_layers
+
+        blocks = decoder_layers(self.loaded.model)
+        wanted = set(self.layers)
+
+        def make_hook(layer: int):
+            def hook(_module, _inputs, output):
+                if layer in wanted:
+                    # keep it on the device: no sync in the middle of the forward pass
+                    self.captured[layer] = _hidden_of(output)[0].detach()
+                if layer == self.deepest and self.stop_after_layer:
+                    raise _StopAfterLayer
+
+            return hook
+
+        return [blocks[i].register_forward_hook(make_hook(i)) for i in sorted(wanted)]
+
+    # ---------------------------------------------------------------- scoring
+    def _score_rows(self, acts: dict[int, object]) -> np.ndarray:
+        rows = {layer: a.float().cpu().numpy() for layer, a in acts.items()}
+        return self.probe._token_rows([SimpleNamespace(acts=rows)], mode="score")[0]
+
+    def end_step(self, ids: list[int]) -> bool:
+        """Called after every forward pass; ``ids`` is the sequence fed so far plus, as
+        the last entry, the token sampled from this pass. Returns True to stop."""
+        if len(self.captured) != len(self.layers):
+            raise RuntimeError(
+                f"monitoring hooks captured layers {sorted(self.captured)} of {self.layers} "
+                "in one forward pass; the model did not run the probed layers"
+            )
+        acts, self.captured = self.captured, {}
+        if not self.streaming:
+            self.steps.append(acts)
+            return False
+        if self.prompt_scores is None:
+            self.prompt_scores = self._score_rows(acts)
+            return False
+        score = float(self._score_rows(acts)[-1])
+        return self._emit(ids, score, final=False)
+
+    def _emit(self, ids: list[int], score: float, final: bool) -> bool:
+        """Record the score of the newest generated token that was fed to the model."""
+        k = len(self.scores)
+        generated = ids[self.n_prompt :]
+        piece = self.detok.piece(generated[: k + 1], final=final)
+        self.scores.append(score)
+        self.pieces.append(piece)
+        if self.on_token is not None:
+            self.on_token(k, piece, score)
+        if self.flagged_at is None and score > self.threshold:
+            self.flagged_at = k
+            if self.on_flag is not None:
+                self.on_flag(k, piece, score)
+            return self.stop_on_flag
+        return False
+
+    def finish(self, ids: list[int], n_generated: int) -> None:
+        """Score deferred steps (non-streaming mode) once, with a single classifier call."""
+        if self.streaming:
+            return
+        import torch
+
+        steps = self.steps
+        self.steps = []
+        acts = {
+            layer: torch.cat([s[layer][-1:] if i else s[layer] for i, s in enumerate(steps)])
+            for layer in self.layers
+        }
+        rows = self._score_rows(acts)
+        self.prompt_scores = rows[: self.n_prompt]
+        for k, score in enumerate(rows[self.n_prompt : self.n_prompt + n_generated]):
+            self._emit(ids[: self.n_prompt + k + 1], float(score), final=k == n_generated - 1)
+
+
+def _monitor_criteria(mon: _Monitor):
+    """A ``StoppingCriteria`` that ends each generation step with :meth:`_Monitor.end_step`."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class MonitorCriteria(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            stop = mon.end_step(input_ids[0].tolist())
+            return torch.full(
+                (input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device
+            )
+
+    return MonitorCriteria()
+
+
+def _final_step(mon: _Monitor, out, ids: list[int]) -> None:
+    """Feed the last generated token through the probed layers on the KV cache."""
+    import torch
+
+    model = mon.loaded.model
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None) or model
+    cache = getattr(out, "cache", None)
+    if cache is None:
+        cache = getattr(out, "past_key_values", None)
+    params = inspect.signature(base.forward).parameters
+    kwargs: dict = {"use_cache": True}
+    if cache is not None and "cache" in params:
+        kwargs["cache"] = cache
+    elif cache is not None and "past_key_values" in params:
+        kwargs["past_key_values"] = cache
+    device = mon.loaded.device
+    if "cache" in kwargs or "past_key_values" in kwargs:
+        input_ids = torch.tensor([ids[-1:]], device=device)
+        kwargs["position_ids"] = torch.tensor([[len(ids) - 1]], device=device)
+    else:  # no cache to continue from: one pass over the whole sequence
+        input_ids = torch.tensor([ids], device=device)
+    mon.stop_after_layer = True
+    try:
+        with torch.inference_mode():
+            base(input_ids=input_ids, **kwargs)
+    except _StopAfterLayer:
+        pass
+    finally:
+        mon.stop_after_layer = False
+
+
+def _prompt_text(probe, prompt, chat_template) -> str:
+    from .probe import _is_message_list
+
+    use_chat = probe.chat_template if chat_template is None else bool(chat_template)
+    if _is_message_list(prompt) or use_chat:
+        from .chat import format_chat
+
+        if not isinstance(prompt, str) and not _is_message_list(prompt):
+            raise TypeError(
+                f"prompt must be a str or a list of {{'role', 'content'}} messages, got "
+                f"{type(prompt).__name__}"
+            )
+        return str(format_chat(probe, prompt, force=True, add_generation_prompt=True))
+    if not isinstance(prompt, str):
+        raise TypeError(
+            f"prompt must be a str or a list of {{'role', 'content'}} messages, got "
+            f"{type(prompt).__name__}"
+        )
+    if not prompt.strip():
+        raise ValueError("prompt is an empty string; give the model something to continue")
+    return prompt
+
+
+def monitor(
+    probe,
+    prompt,
+    max_new_tokens: int = 32,
+    threshold: float | None = None,
+    on_flag: Callable[[int, str, float], object] | None = None,
+    stop_on_flag: bool = False,
+    chat_template: bool | None = None,
+    do_sample: bool = False,
+    on_token: Callable[[int, str, float], object] | None = None,
+    **generate_kwargs,
+) -> MonitorResult:
+    """Generate from ``prompt`` and score every generated token as it is produced.
+
+    Forward hooks on the probe's layers capture the residual stream of each new
+    position during ``model.generate``'s own forward passes; no second pass is run.
+    Generated token ``k`` is scored from the position where it is the model's input,
+    so ``scores`` equal re-scoring ``prompt_text + text`` with
+    ``inference_pooling="all"`` at the generated positions (up to float rounding of
+    the KV-cached steps).
+
+    Parameters
+    ----------
+    probe : Probe
+        A fitted probe on a local (transformers) model.
+    prompt : str or list of dict
+        Text to continue, or ``{"role", "content"}`` messages (rendered with the chat
+        template and the assistant-turn header).
+    max_new_tokens : int, default 32
+    threshold : float, optional
+        Flagging threshold; default the calibrated ``probe.threshold_``, else 0.5.
+        (``threshold_`` is calibrated on prompt-level scores; per-token scores of a
+        ``last_token`` probe live on the same scale.)
+    on_flag : callable, optional
+        ``on_flag(position, token, score)``, called once at the first generated token
+        scoring over the threshold.
+    stop_on_flag : bool, default False
+        Stop generating at the first flagged token (it is the last token returned).
+    chat_template : bool, optional
+        Render a string prompt as a user turn; default ``probe.chat_template``.
+    do_sample : bool, default False
+        Sample instead of greedy decoding.
+    on_token : callable, optional
+        ``on_token(position, token, score)`` for every generated token as soon as it
+        is scored (streaming; drives the live widget).
+    **generate_kwargs
+        Passed on to ``model.generate`` (``temperature``, ``min_new_tokens``, ...).
+
+    Returns
+    -------
+    MonitorResult
+    """
+    import torch
+    from transformers import StoppingCriteriaList
+
+    probe._check_fitted()
+    if probe.dataset is not None or probe.backend != "local":
+        raise ValueError(
+            "monitor() runs the model itself; it needs backend='local' and a model, not "
+            f"backend={probe.backend!r}, dataset={probe.dataset!r}"
+        )
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 1
+    ):
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int")
+    for name, fn in (("on_flag", on_flag), ("on_token", on_token)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be callable (position, token, score), got {fn!r}")
+    for bad in ("max_length", "input_ids", "return_dict_in_generate"):
+        if bad in generate_kwargs:
+            raise TypeError(f"{bad}= cannot be passed to monitor(); use max_new_tokens=")
+    thr = current_threshold(probe, threshold)
+    loaded = probe._loaded()
+    tok = loaded.tokenizer
+    text = _prompt_text(probe, prompt, chat_template)
+    # tokenized exactly as the extractor does, so re-scoring sees the same tokens
+    prompt_ids = list(tok(text, add_special_tokens=True, truncation=False)["input_ids"])
+    if len(prompt_ids) + 1 > loaded.max_length:
+        raise ValueError(
+            f"the prompt has {len(prompt_ids)} tokens; the model's context is "
+            f"{loaded.max_length}, leaving no room to generate"
+        )
+    mon = _Monitor(
+        probe,
+        loaded,
+        len(prompt_ids),
+        thr,
+        on_token=on_token,
+        on_flag=on_flag,
+        stop_on_flag=bool(stop_on_flag),
+    )
+    criteria = StoppingCriteriaList(generate_kwargs.pop("stopping_criteria", None) or [])
+    criteria.append(_monitor_criteria(mon))
+    input_ids = torch.tensor([prompt_ids], device=loaded.device)
+    generate_kwargs.setdefault("pad_token_id", tok.pad_token_id)
+    handles = mon.install()
+    try:
+        with torch.inference_mode():
+            out = loaded.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                stopping_criteria=criteria,
+                return_dict_in_generate=True,
+                **generate_kwargs,
+            )
+        ids = out.sequences[0].tolist()
+        stopped_early = mon.streaming and mon.flagged_at is not None and mon.stop_on_flag
+        if stopped_early:
+            # the token sampled after the flagged one is not part of the answer
+            ids = ids[: len(prompt_ids) + mon.flagged_at + 1]
+        n_generated = len(ids) - len(prompt_ids)
+        if n_generated > 0 and not stopped_early:
+            _final_step(mon, out, ids)
+            if mon.streaming:
+                score = float(mon._score_rows(mon.captured)[-1])
+                mon.captured = {}
+                mon._emit(ids, score, final=True)
+            else:
+                mon.end_step(ids)
+        mon.finish(ids, n_generated)
+    finally:
+        for h in handles:
+            h.remove()
+    from .extraction import Extractor
+
+    _, prompt_pieces = Extractor(loaded, progress=False).token_pieces(text, len(prompt_ids))
+    return MonitorResult(
+        text="".join(mon.pieces),
+        prompt_tokens=list(prompt_pieces),
+        tokens=list(mon.pieces),
+        scores=np.asarray(mon.scores, dtype=np.float64),
+        prompt_scores=np.asarray(mon.prompt_scores, dtype=np.float64),
+        flagged_at=mon.flagged_at,
+        threshold=thr,
+        stopped_early=bool(stopped_early),
+        prompt_text=text,
+        prompt_ids=prompt_ids,
+        token_ids=ids[len(prompt_ids) :],
+    )
