@@ -319,6 +319,68 @@ def _state_items(probe) -> dict:
     return {k: v for k, v in vars(probe).items() if k.endswith("_") and not k.startswith("_")}
 
 
+def _header() -> dict:
+    import sklearn
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "library": {
+            "lmprobe_jupyter": _library_version(),
+            "sklearn": sklearn.__version__,
+            "numpy": np.__version__,
+        },
+    }
+
+
+def _pooling_name(p) -> str:
+    from .pooling import pooling_key
+
+    return p if isinstance(p, str) else f"{getattr(p, '__name__', 'callable')} ({pooling_key(p)})"
+
+
+def probe_summary(probe) -> dict:
+    """Human-readable facts about a fitted probe (model, layers, pooling, classifier, ...)."""
+    pipe = probe.pipeline_
+    clf = pipe.steps[-1][1]
+    layers = getattr(probe, "layers_", None)
+    # A probe fitted from activations has no layers_ and may never have named a model.
+    model = probe.model_name if layers is not None else (probe.model or probe.dataset)
+    return {
+        "model": model,
+        "model_fingerprint": _fingerprint(probe),
+        "dataset": probe.dataset,
+        "task": probe.task,
+        "layers": None if layers is None else [int(x) for x in layers],
+        "candidate_layers": _plain(getattr(probe, "candidate_layers_", None)),
+        "selected_layers": _plain(getattr(probe, "selected_layers_", None)),
+        "pooling": {
+            "train": _pooling_name(probe.train_pooling_),
+            "inference": _pooling_name(probe.inference_pooling_),
+        },
+        "classes": _plain(getattr(probe, "classes_", None)),
+        "threshold": _plain(getattr(probe, "threshold_", None)),
+        "metrics": _plain(getattr(probe, "metrics_", None)),
+        "classifier": {
+            "type": type(clf).__name__,
+            "params": _plain(clf.get_params(deep=False)),
+        },
+        "steps": [{"name": name, "type": type(step).__name__} for name, step in pipe.steps[:-1]],
+        "n_features_in": int(probe.n_features_in_),
+    }
+
+
+def pickle_manifest(probe, payload: bytes, card: dict | None = None) -> dict:
+    """``probe.json`` for a probe shared as a pickle: metadata only, plus the pickle's hash."""
+    return {
+        **_header(),
+        "summary": probe_summary(probe),
+        "card": _Encoder().encode(card or {}, "card"),
+        "weights": PICKLE_NAME,
+        "pickle_sha256": hashlib.sha256(payload).hexdigest(),
+    }
+
+
 def probe_to_dict(probe, card: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Describe a fitted probe as (``probe.json`` content, arrays).
 
@@ -328,8 +390,6 @@ def probe_to_dict(probe, card: dict | None = None) -> tuple[dict, dict[str, np.n
         For callable poolings and estimators outside :data:`SAFE_CLASSES`.
     """
     probe._check_fitted()
-    import sklearn
-
     enc = _Encoder()
     params = probe.get_params()
     for key in ("pooling", "train_pooling", "inference_pooling"):
@@ -374,37 +434,11 @@ def probe_to_dict(probe, card: dict | None = None) -> tuple[dict, dict[str, np.n
             UserWarning,
             stacklevel=3,
         )
-    pipe = probe.pipeline_
-    clf = pipe.steps[-1][1]
-    summary = {
-        "model": probe.model_name,
-        "model_fingerprint": _fingerprint(probe),
-        "dataset": probe.dataset,
-        "task": probe.task,
-        "layers": [int(x) for x in probe.layers_],
-        "candidate_layers": _plain(getattr(probe, "candidate_layers_", None)),
-        "selected_layers": _plain(getattr(probe, "selected_layers_", None)),
-        "pooling": {"train": probe.train_pooling_, "inference": probe.inference_pooling_},
-        "classes": _plain(getattr(probe, "classes_", None)),
-        "threshold": _plain(getattr(probe, "threshold_", None)),
-        "metrics": _plain(getattr(probe, "metrics_", None)),
-        "classifier": {
-            "type": type(clf).__name__,
-            "params": _plain(clf.get_params(deep=False)),
-        },
-        "steps": [{"name": name, "type": type(step).__name__} for name, step in pipe.steps[:-1]],
-        "n_features_in": int(probe.n_features_in_),
-    }
+    summary = probe_summary(probe)
     data = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "library": {
-            "lmprobe_jupyter": _library_version(),
-            "sklearn": sklearn.__version__,
-            "numpy": np.__version__,
-        },
+        **_header(),
         "summary": summary,
-        "card": card or {},
+        "card": enc.encode(card or {}, "card"),
         "params": enc_params,
         "state": state,
         "not_saved": sorted(dropped),
@@ -499,7 +533,7 @@ def _check_consistent(probe, source: str) -> None:
     if not isinstance(n, int | np.integer) or n < 1:
         raise ProbeFormatError(f"{source}: invalid n_features_in_ {n!r}")
     layers = getattr(probe, "layers_", None)
-    if not isinstance(layers, list) or not layers:
+    if layers is not None and (not isinstance(layers, list) or not layers):
         raise ProbeFormatError(f"{source}: invalid layers_ {layers!r}")
     try:
         with warnings.catch_warnings():
@@ -674,13 +708,19 @@ def untrusted_pickle_message(source: str) -> str:
     )
 
 
-def load_pickle(path: Path):
+def load_pickle(path: Path, expected_sha256: str | None = None):
+    """Unpickle a probe (callers decide trust); checks the recorded hash first if given."""
     import pickle
 
     from .probe import Probe
 
-    with open(path, "rb") as f:
-        probe = pickle.load(f)
+    payload = Path(path).read_bytes()
+    if expected_sha256 is not None and hashlib.sha256(payload).hexdigest() != expected_sha256:
+        raise ProbeFormatError(
+            f"{path}: the pickle's SHA-256 does not match the one recorded in {JSON_NAME}; "
+            "the file was modified after it was shared"
+        )
+    probe = pickle.loads(payload)
     if not isinstance(probe, Probe):
         raise ProbeFormatError(f"{path} holds a {type(probe).__name__}, not a Probe")
     return probe
@@ -734,7 +774,11 @@ def load_probe(path, trust_classifier: bool = False, **overrides):
         data = read_json(json_path)
         check_header(data, str(path))
         if data.get("weights") == PICKLE_NAME:
-            return load_probe(path / PICKLE_NAME, trust_classifier=trust_classifier, **overrides)
+            pkl = path / PICKLE_NAME
+            if not trust_classifier and _in_hub_cache(pkl):
+                raise UntrustedPickleError(untrusted_pickle_message(str(path)))
+            probe = load_pickle(pkl, data.get("pickle_sha256"))
+            return apply_overrides(probe, overrides)
         probe = load_safe_files(json_path, path / ARRAYS_NAME, str(path))
     elif path.name == JSON_NAME:
         return load_probe(path.parent, trust_classifier=trust_classifier, **overrides)

@@ -1,0 +1,448 @@
+"""Hub sharing: push_to_hub / from_hub / ProbeCard against a local folder acting as the hub.
+
+The ``fake_hub`` fixture replaces huggingface_hub's transport (HfApi.create_repo,
+upload_folder, create_commit, upload_file, hf_hub_download, snapshot_download): nothing can
+reach the network, and the tests check exactly which files and metadata were sent.
+``test_datasets.py`` imports the same fixture.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import pickle
+import re
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+
+from lmprobe_jupyter import Probe
+from lmprobe_jupyter.engine import models
+from lmprobe_jupyter.engine.hub import ProbeCard
+from lmprobe_jupyter.engine.serialization import (
+    ProbeFormatError,
+    UnsafeFormatError,
+    UntrustedPickleError,
+)
+
+BUNDLED = "HuggingFaceTB/SmolLM2-135M-Instruct"
+POS = [
+    "The puppy wagged its tail and barked at the mailman.",
+    "My dog loves fetching sticks in the park.",
+    "The hound howled all night long.",
+    "She took the golden retriever for a long walk.",
+    "Woof! The beagle wants a treat.",
+    "The dog chewed my favourite slippers.",
+]
+NEG = [
+    "The kitten purred on the warm windowsill.",
+    "My cat ignores me until dinner time.",
+    "The tabby chased a mouse under the sofa.",
+    "She bought a scratching post for her cat.",
+    "Meow! The siamese wants to be fed.",
+    "The cat knocked a glass off the table.",
+]
+TEST = ["Arf! Let's go outside and play ball!", "The cat napped in a sunbeam."]
+
+
+class FakeHub:
+    """A local folder standing in for the HuggingFace Hub, one folder per (type, repo)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.remote = root / "remote"
+        self.cache = root / "hf-cache"  # where "downloads" land (the hub cache)
+        self.repos: dict[tuple[str, str], dict] = {}
+        self.commits: list[dict] = []
+        self.downloads: list[tuple[str, str, str]] = []
+
+    def repo_dir(self, repo_id: str, repo_type: str | None = "model") -> Path:
+        return self.remote / (repo_type or "model") / repo_id
+
+    def files(self, repo_id: str, repo_type: str = "model") -> list[str]:
+        d = self.repo_dir(repo_id, repo_type)
+        return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+
+    def path(self, repo_id: str, filename: str, repo_type: str = "model") -> Path:
+        return self.repo_dir(repo_id, repo_type) / filename
+
+    def card(self, repo_id: str, repo_type: str = "model") -> tuple[dict, str]:
+        text = self.path(repo_id, "README.md", repo_type).read_text()
+        m = re.match(r"^---\n(.*?)\n---\n(.*)$", text, re.S)
+        assert m, "README.md must start with YAML front matter"
+        return yaml.safe_load(m.group(1)), m.group(2)
+
+    @staticmethod
+    def _not_found(msg: str):
+        from huggingface_hub import errors
+
+        response = SimpleNamespace(headers={}, status_code=404, request=None, url=msg)
+        return errors.RepositoryNotFoundError(msg, response=response)
+
+    # ---- patched HfApi methods
+    def create_repo(
+        self, api, repo_id, *, token=None, private=None, repo_type=None, exist_ok=False, **kw
+    ):
+        from huggingface_hub import RepoUrl
+
+        key = (repo_type or "model", repo_id)
+        if key in self.repos and not exist_ok:
+            raise FileExistsError(repo_id)
+        self.repos.setdefault(key, {"private": bool(private)})
+        self.repo_dir(repo_id, repo_type).mkdir(parents=True, exist_ok=True)
+        prefix = "datasets/" if repo_type == "dataset" else ""
+        return RepoUrl(f"https://huggingface.co/{prefix}{repo_id}")
+
+    def upload_folder(
+        self,
+        api,
+        *,
+        repo_id,
+        folder_path,
+        repo_type=None,
+        commit_message=None,
+        delete_patterns=None,
+        **kw,
+    ):
+        if (repo_type or "model", repo_id) not in self.repos:
+            raise self._not_found(repo_id)
+        src = Path(folder_path)
+        uploaded = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
+        dest = self.repo_dir(repo_id, repo_type)
+        deleted = []
+        for pattern in delete_patterns or []:
+            for name in self.files(repo_id, repo_type or "model"):
+                if fnmatch.fnmatch(name, pattern) and name not in uploaded:
+                    (dest / name).unlink()
+                    deleted.append(name)
+        for name in uploaded:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / name, dest / name)
+        self.commits.append(
+            {
+                "repo_id": repo_id,
+                "repo_type": repo_type or "model",
+                "files": uploaded,
+                "deleted": deleted,
+                "message": commit_message,
+            }
+        )
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/fake")
+
+    def forbidden(self, *args, **kwargs):
+        raise AssertionError("unexpected hub call: only create_repo + upload_folder are faked")
+
+    # ---- patched download functions
+    def hf_hub_download(self, repo_id, filename, *, repo_type=None, revision=None, **kw):
+        from huggingface_hub import errors
+
+        repo_type = repo_type or "model"
+        if (repo_type, repo_id) not in self.repos:
+            raise self._not_found(f"{repo_type} {repo_id}")
+        src = self.path(repo_id, filename, repo_type)
+        if not src.is_file():
+            raise errors.EntryNotFoundError(f"{filename} not in {repo_id}")
+        self.downloads.append((repo_type, repo_id, filename))
+        dest = self.cache / repo_type / repo_id / (revision or "main") / filename
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
+        return str(dest)
+
+    def snapshot_download(self, repo_id, *, repo_type=None, revision=None, **kw):
+        repo_type = repo_type or "model"
+        if (repo_type, repo_id) not in self.repos:
+            raise self._not_found(f"{repo_type} {repo_id}")
+        for name in self.files(repo_id, repo_type):
+            self.hf_hub_download(repo_id, name, repo_type=repo_type, revision=revision)
+        return str(self.cache / repo_type / repo_id / (revision or "main"))
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch) -> FakeHub:
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    hub = FakeHub(tmp_path / "fake-hub")
+
+    def method(fn):
+        return lambda self, *a, **k: fn(self, *a, **k)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", method(hub.create_repo))
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", method(hub.upload_folder))
+    for name in ("create_commit", "upload_file", "upload_large_folder", "preupload_lfs_files"):
+        monkeypatch.setattr(huggingface_hub.HfApi, name, hub.forbidden, raising=False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub.cache))
+    return hub
+
+
+LAYERS = [2, 3, 4]
+ALL_PROMPTS = POS + NEG + TEST
+
+
+@pytest.fixture(scope="session")
+def bundled_acts(smollm):
+    """Real SmolLM2 last-token activations of every prompt used here, extracted once."""
+    from lmprobe_jupyter.engine.extraction import Extractor
+
+    ext = Extractor(smollm, use_cache=False, progress=False)
+    return ext.pooled(ALL_PROMPTS, LAYERS, "last_token")
+
+
+@pytest.fixture
+def warm(bundled_acts, smollm):
+    """Put the session's real activations into this test's fresh cache: no forward passes."""
+    from lmprobe_jupyter.engine.cache import get_cache
+
+    cache = get_cache()
+    for layer, mat in bundled_acts.items():
+        cache.store(smollm.key, ALL_PROMPTS, layer, "last_token", list(mat))
+    return bundled_acts
+
+
+@pytest.fixture
+def dog_probe(warm):
+    def make(**kw):
+        kw.setdefault("layers", [2, 4])
+        kw.setdefault("random_state", 0)
+        return Probe(model=BUNDLED, device="cpu", progress=False, **kw).fit(POS, NEG)
+
+    return make
+
+
+# ---------------------------------------------------------------------------- push
+def test_push_sends_exact_files_and_card(fake_hub, dog_probe):
+    probe = dog_probe()
+    metrics = probe.evaluate(POS + NEG, [1] * 6 + [0] * 6)
+    url = probe.push_to_hub(
+        "alice/dog-vs-cat",
+        description="Detects dog-like vs cat-like text",
+        class_labels={0: "cat", 1: "dog"},
+        tags=["safety", "animals"],
+        metrics=metrics,
+        private=True,
+    )
+    assert url == "https://huggingface.co/alice/dog-vs-cat"
+    assert fake_hub.repos == {("model", "alice/dog-vs-cat"): {"private": True}}
+    assert len(fake_hub.commits) == 1
+    assert fake_hub.commits[0]["files"] == ["README.md", "arrays.safetensors", "probe.json"]
+    assert fake_hub.files("alice/dog-vs-cat") == ["README.md", "arrays.safetensors", "probe.json"]
+
+    meta, body = fake_hub.card("alice/dog-vs-cat")
+    assert meta["base_model"] == BUNDLED
+    assert meta["library_name"] == "lmprobe-jupyter"
+    assert meta["pipeline_tag"] == "text-classification"
+    assert meta["tags"] == ["lmprobe-jupyter", "probe", "interpretability", "safety", "animals"]
+    assert meta["metrics"] == ["accuracy", "f1", "precision", "recall", "auroc", "n"]
+    assert meta["lmprobe"]["layers"] == [2, 4]
+    assert meta["lmprobe"]["classifier"] == "LogisticRegression"
+    assert meta["lmprobe"]["class_labels"] == {0: "cat", 1: "dog"}
+    assert meta["lmprobe"]["metrics"]["accuracy"] == metrics["accuracy"]
+    assert "Detects dog-like vs cat-like text" in body
+    assert 'Probe.from_hub("alice/dog-vs-cat")' in body
+    assert "| Classes | 0 (cat), 1 (dog) |" in body
+
+    data = json.loads(fake_hub.path("alice/dog-vs-cat", "probe.json").read_text())
+    assert data["weights"] == "arrays.safetensors"
+    assert data["summary"]["model"] == BUNDLED
+    assert data["card"]["description"] == "Detects dog-like vs cat-like text"
+
+
+def test_from_hub_round_trip_preserves_predictions(fake_hub, dog_probe, smollm):
+    probe = dog_probe(classifier="ridge", preprocessing="standard")
+    expected = probe.predict_proba(TEST)
+    probe.push_to_hub("alice/ridge-probe", class_labels={0: "cat", 1: "dog"})
+    loads_before = models.LOAD_COUNT
+    loaded = Probe.from_hub("alice/ridge-probe", device="cpu")
+    assert models.LOAD_COUNT == loads_before  # the memoised bundled model is reused
+    assert loaded.__dict__["_loaded_model"] is smollm
+    assert loaded.class_labels_ == {0: "cat", 1: "dog"}
+    assert loaded.hub_repo_id_ == "alice/ridge-probe"
+    assert np.array_equal(loaded.predict_proba(TEST), expected)
+    assert {f for _, _, f in fake_hub.downloads} == {"probe.json", "arrays.safetensors"}
+
+
+def test_from_hub_without_model_load(fake_hub, dog_probe):
+    dog_probe().push_to_hub("alice/p")
+    loaded = Probe.from_hub("alice/p", load_model=False)
+    assert "_loaded_model" not in loaded.__dict__
+    assert loaded.device == "auto"
+    assert loaded.layers_ == [2, 4]
+
+
+def test_probe_card_reads_only_metadata(fake_hub, dog_probe):
+    probe = dog_probe(layers=3)
+    probe.threshold_ = 0.8
+    probe.push_to_hub(
+        "alice/card",
+        description="A test probe",
+        class_labels={0: "cat", 1: "dog"},
+        tags=["animals"],
+        metrics={"accuracy": 0.75},
+    )
+    card = ProbeCard.from_hub("alice/card")
+    assert card.base_model == BUNDLED
+    assert card.layers == [3]
+    assert card.classifier_type == "LogisticRegression"
+    assert card.metrics == {"accuracy": 0.75}
+    assert card.pooling == "last_token" and card.inference_pooling == "last_token"
+    assert card.task == "classification"
+    assert card.classes == [0, 1]
+    assert card.class_labels == {0: "cat", 1: "dog"}
+    assert card.description == "A test probe"
+    assert card.tags == ["animals", "lmprobe-jupyter", "probe", "interpretability"]
+    assert card.threshold == 0.8
+    assert card.format == "safetensors" and not card.trust_required
+    assert card.url == "https://huggingface.co/alice/card"
+    assert [f for _, _, f in fake_hub.downloads] == ["probe.json", "README.md"]
+
+
+def test_include_training_data(fake_hub, dog_probe):
+    dog_probe().push_to_hub("alice/with-data", include_training_data=True)
+    assert "training_data.json" in fake_hub.files("alice/with-data")
+    data = json.loads(fake_hub.path("alice/with-data", "training_data.json").read_text())
+    assert data == {"prompts": POS + NEG, "labels": [1] * 6 + [0] * 6}
+    # A later push without it removes the stale file.
+    dog_probe().push_to_hub("alice/with-data")
+    assert "training_data.json" not in fake_hub.files("alice/with-data")
+    assert fake_hub.commits[-1]["deleted"] == ["training_data.json"]
+
+
+def test_include_training_data_needs_prompts(fake_hub):
+    rng = np.random.default_rng(0)
+    p = Probe(random_state=0).fit_from_activations(rng.normal(size=(20, 8)), [0, 1] * 10)
+    with pytest.raises(ValueError, match=r"no stored training prompts.*\(prompts, labels\)"):
+        p.push_to_hub("alice/x", include_training_data=True)
+    p.push_to_hub("alice/x", include_training_data=(["a", "b"], [0, 1]))
+    data = json.loads(fake_hub.path("alice/x", "training_data.json").read_text())
+    assert data == {"prompts": ["a", "b"], "labels": [0, 1]}
+
+
+def _gaussian_nb_probe(dog_probe):
+    from sklearn.naive_bayes import GaussianNB
+
+    return dog_probe(classifier=GaussianNB(), layers=3)
+
+
+def test_pickle_probe_needs_trust(fake_hub, dog_probe, monkeypatch):
+    probe = _gaussian_nb_probe(dog_probe)
+    expected = probe.predict_proba(TEST)
+    with pytest.warns(UserWarning, match=r"GaussianNB.*Pushing a pickle"):
+        probe.push_to_hub("mallory/nb")
+    assert fake_hub.files("mallory/nb") == ["README.md", "probe.json", "probe.pkl"]
+    card = ProbeCard.from_hub("mallory/nb")
+    assert card.format == "pickle" and card.trust_required
+    assert card.classifier_type == "GaussianNB"
+    meta, body = fake_hub.card("mallory/nb")
+    assert 'Probe.from_hub("mallory/nb", trust_classifier=True)' in body
+
+    def boom(*a, **k):
+        raise AssertionError("unpickled without trust")
+
+    with monkeypatch.context() as m:
+        m.setattr(pickle, "load", boom)
+        m.setattr(pickle, "loads", boom)
+        with pytest.raises(
+            UntrustedPickleError, match=r"runs arbitrary code.*trust_classifier=True"
+        ):
+            Probe.from_hub("mallory/nb", device="cpu")
+    assert ("model", "mallory/nb", "probe.pkl") not in fake_hub.downloads
+
+    loaded = Probe.from_hub("mallory/nb", trust_classifier=True, device="cpu")
+    assert np.array_equal(loaded.predict_proba(TEST), expected)
+    # The downloaded pickle sits in the hub cache: loading it directly needs trust too.
+    pkl = fake_hub.cache / "model" / "mallory/nb" / "main" / "probe.pkl"
+    with pytest.raises(UntrustedPickleError, match="trust_classifier=True"):
+        Probe.load(pkl)
+    assert np.array_equal(Probe.load(pkl, trust_classifier=True).predict_proba(TEST), expected)
+
+
+def test_tampered_pickle_refused_even_with_trust(fake_hub, dog_probe):
+    probe = _gaussian_nb_probe(dog_probe)
+    probe.push_to_hub("mallory/nb2", serialization="pickle")
+    pkl = fake_hub.path("mallory/nb2", "probe.pkl")
+    pkl.write_bytes(pickle.dumps({"not": "the pushed probe"}))
+    with pytest.raises(ProbeFormatError, match="SHA-256 does not match"):
+        Probe.from_hub("mallory/nb2", trust_classifier=True, load_model=False)
+
+
+def test_safe_only_serialization_refuses_unsupported(fake_hub, dog_probe):
+    probe = _gaussian_nb_probe(dog_probe)
+    with pytest.raises(UnsafeFormatError, match=r"GaussianNB.*'\.pkl'"):
+        probe.push_to_hub("alice/nb", serialization="safe")
+    assert fake_hub.commits == []
+
+
+def test_safe_from_hub_never_unpickles(fake_hub, dog_probe, monkeypatch):
+    probe = dog_probe(classifier="lda", layers=3)
+    expected = probe.predict_proba(TEST)
+    probe.push_to_hub("alice/lda")
+
+    def boom(*a, **k):
+        raise AssertionError("pickle used by the safe loader")
+
+    monkeypatch.setattr(pickle, "load", boom)
+    monkeypatch.setattr(pickle, "loads", boom)
+    monkeypatch.setattr(pickle, "Unpickler", boom)
+    loaded = Probe.from_hub("alice/lda", device="cpu")
+    assert np.array_equal(loaded.predict_proba(TEST), expected)
+
+
+def test_repush_safe_over_pickle_removes_pickle(fake_hub, dog_probe):
+    with pytest.warns(UserWarning):
+        _gaussian_nb_probe(dog_probe).push_to_hub("alice/switch")
+    dog_probe().push_to_hub("alice/switch")
+    assert fake_hub.files("alice/switch") == ["README.md", "arrays.safetensors", "probe.json"]
+    assert Probe.from_hub("alice/switch", load_model=False).classifier == "logistic_regression"
+
+
+def test_fingerprint_mismatch_warns(fake_hub, dog_probe):
+    dog_probe().push_to_hub("alice/fp")
+    path = fake_hub.path("alice/fp", "probe.json")
+    data = json.loads(path.read_text())
+    data["summary"]["model_fingerprint"] = "0000000000000000"
+    path.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match="fingerprint 0000000000000000"):
+        Probe.from_hub("alice/fp", device="cpu")
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        ({"class_labels": {2: "bird"}}, ValueError, r"\[2\].*classes are \[0, 1\]"),
+        ({"class_labels": ["cat", "dog"]}, TypeError, "dict mapping class"),
+        ({"tags": "safety"}, TypeError, "list of strings"),
+        ({"serialization": "zip"}, ValueError, "'auto', 'safe', 'pickle'"),
+    ],
+    ids=["unknown-class", "labels-not-dict", "tags-str", "bad-serialization"],
+)
+def test_push_argument_errors(fake_hub, kwargs, exc, match):
+    rng = np.random.default_rng(0)
+    p = Probe(random_state=0).fit_from_activations(rng.normal(size=(20, 8)), [0, 1] * 10)
+    with pytest.raises(exc, match=match):
+        p.push_to_hub("alice/x", **kwargs)
+    assert fake_hub.commits == []
+
+
+def test_push_unfitted_and_bad_repo_id(fake_hub):
+    from lmprobe_jupyter.engine.probe import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        Probe().push_to_hub("alice/x")
+    rng = np.random.default_rng(0)
+    p = Probe().fit_from_activations(rng.normal(size=(10, 4)), [0, 1] * 5)
+    with pytest.raises(ValueError, match="'owner/name'"):
+        p.push_to_hub("no-slash")
+
+
+def test_from_hub_missing_repo_and_not_a_probe(fake_hub):
+    with pytest.raises(FileNotFoundError, match="'alice/nothing' was not found"):
+        Probe.from_hub("alice/nothing")
+    fake_hub.create_repo(None, "alice/empty")
+    with pytest.raises(FileNotFoundError, match="probe.json is not in the repo 'alice/empty'"):
+        ProbeCard.from_hub("alice/empty")
