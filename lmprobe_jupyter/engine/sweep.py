@@ -1,0 +1,459 @@
+"""Layer sweeps: one independent probe per layer, all from a single extraction.
+
+A sweep runs the model once over the training prompts, capturing the pooled activation
+of every requested layer (``n_prompts x n_layers x hidden`` floats, never full
+sequences), then fits one small probe per layer on those arrays. Scoring a sweep on new
+prompts likewise extracts every layer in one pass and hands each probe its own slice.
+Each per-layer probe is a complete :class:`~.probe.Probe`: ``result.probes[16]
+.predict(prompts)`` works, and hits the activation cache for prompts already seen.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .layers import is_selection_spec, is_sweep_spec, resolve_layers, validate_spec
+
+__all__ = ["SweepResult", "sweep_layers"]
+
+
+def _share_runtime(probe, parent) -> None:
+    """Let ``probe`` use ``parent``'s loaded model and extractors (no reload, same cache)."""
+    if parent is None:
+        return
+    loaded = parent.__dict__.get("_loaded_model")
+    if loaded is not None:
+        probe._loaded_model = loaded
+    probe._ext_cache = parent.__dict__.setdefault("_ext_cache", {})
+
+
+def build_sweep(cls, params: dict, X_layers: dict, y, layers, parent=None, n_prompts=None):
+    """Fit one probe per layer on precomputed pooled activations.
+
+    Parameters
+    ----------
+    cls : type
+        The probe class (``Probe`` or a subclass).
+    params : dict
+        Constructor parameters shared by every per-layer probe (``layers`` is replaced).
+    X_layers : dict of int to ndarray of shape (n_samples, hidden)
+    y : ndarray of shape (n_samples,)
+    layers : list of int
+    parent : Probe, optional
+        Probe whose loaded model and extractors the per-layer probes share.
+    n_prompts : int, optional
+        Number of training prompts (defaults to ``n_samples``).
+
+    Returns
+    -------
+    SweepResult
+    """
+    from .extraction import progress_enabled
+
+    layers = [int(x) for x in layers]
+    y = np.asarray(y)
+    iterator = layers
+    if progress_enabled(params.get("progress")) and len(layers) > 1:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(layers, desc="fitting probes", unit="layer", leave=False)
+    probes, train = {}, {}
+    for layer in iterator:
+        p = cls(**{**params, "layers": layer})
+        _share_runtime(p, parent)
+        X = X_layers[layer]
+        p.fit_from_activations(X, y)
+        # Keep the float32 pooled array (shared with the sweep) instead of a float64 copy:
+        # it is only read again for cross-validation.
+        p._X_train_ = X
+        p.layers_ = [layer]
+        p.candidate_layers_ = [layer]
+        p.n_train_ = len(y) if n_prompts is None else n_prompts
+        train[layer] = p.score_from_activations(X, y)
+        probes[layer] = p
+    return SweepResult(probes, train_scores=train)
+
+
+def sweep_layers(
+    cls=None,
+    model=None,
+    positive_prompts=None,
+    negative_prompts=None,
+    *,
+    prompts=None,
+    labels=None,
+    layers="all",
+    cv: int | bool | None = None,
+    test_prompts=None,
+    test_labels=None,
+    remote: bool | None = None,
+    **probe_kwargs,
+):
+    """Train an independent probe on each layer from one pass over the prompts.
+
+    Parameters
+    ----------
+    cls : type, optional
+        Probe class (default :class:`~.probe.Probe`).
+    model : str, optional
+        Model ID or path (default: the bundled SmolLM2).
+    positive_prompts, negative_prompts : list of str
+        Contrastive training prompts; or give ``prompts`` and ``labels``.
+    prompts : list of str, optional
+    labels : array-like of shape (n_samples,), optional
+    layers : "all", list of int, int, or "sweep", "sweep:N", "sweep:A-B", "middle", "last"
+        Layers to sweep.
+    cv : int or bool, optional
+        Also compute stratified ``cv``-fold cross-validated scores on the training
+        prompts (``True`` = 5 folds), so a sweep curve needs no held-out data.
+    test_prompts, test_labels : optional
+        Held-out data scored right away (``result.test_scores``).
+    remote : bool, optional
+        Override the probe's ``remote`` for the extraction.
+    **probe_kwargs
+        Any other :class:`~.probe.Probe` parameter (``classifier``, ``pooling``, ...).
+
+    Returns
+    -------
+    SweepResult
+    """
+    if cls is None:
+        from .probe import Probe
+
+        cls = Probe
+    validate_spec(layers)
+    if is_selection_spec(layers) and not is_sweep_spec(layers):
+        raise ValueError(
+            f"layers={layers!r} selects layers inside one probe; a sweep takes 'all', a list "
+            "of ints, 'sweep', 'sweep:N' or 'sweep:A-B'"
+        )
+    if cv is True:
+        cv = 5
+    if cv is not None and cv is not False:
+        if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
+            raise ValueError(f"cv={cv!r} must be None or an int >= 2 (number of folds)")
+    base = cls(model=model, layers="all", **probe_kwargs)
+    base._validate_params()
+    candidates = resolve_layers(layers, base.n_model_layers())
+
+    contrastive = positive_prompts is not None or negative_prompts is not None
+    if contrastive and (prompts is not None or labels is not None):
+        raise TypeError("give either positive_prompts/negative_prompts or prompts/labels, not both")
+    if contrastive:
+        if positive_prompts is None or negative_prompts is None:
+            raise TypeError("give both positive_prompts and negative_prompts")
+        train_prompts, y = base._parse_fit_args(positive_prompts, negative_prompts)
+    else:
+        if prompts is None or labels is None:
+            raise TypeError(
+                "sweep_layers needs training data: positive_prompts and negative_prompts, "
+                "or prompts and labels"
+            )
+        train_prompts, y = base._parse_fit_args(prompts, np.asarray(labels))
+    if base.task == "classification" and len(np.unique(y)) < 2:
+        raise ValueError(
+            f"training data has only one class ({np.unique(y)[0]!r}); a probe needs "
+            "examples of at least two classes"
+        )
+    if (test_prompts is None) != (test_labels is None):
+        raise TypeError("give both test_prompts and test_labels, or neither")
+
+    prepared = base._prepare_prompts(train_prompts)
+    train_pool = base.train_pooling_
+    if train_pool == "all":
+        X_layers, y = base._token_training_set(prepared, y, candidates, remote)
+    else:
+        X_layers = base._features(prepared, train_pool, candidates, remote)
+    result = build_sweep(
+        cls, base.get_params(), X_layers, y, candidates, parent=base, n_prompts=len(prepared)
+    )
+    if cv:
+        result.cross_validate(cv)
+    if test_prompts is not None:
+        result.score(test_prompts, test_labels, remote=remote)
+    return result
+
+
+class SweepResult:
+    """Per-layer probes of a layer sweep and their scores.
+
+    Attributes
+    ----------
+    probes : dict of int to Probe
+        One fitted probe per swept layer.
+    layers : list of int
+        The swept layers, ascending.
+    train_scores : dict of int to float
+        Training accuracy (R^2 for regression) per layer.
+    cv_scores : dict of int to float or None
+        Cross-validated scores, once computed (``cv=`` or :meth:`cross_validate`).
+    test_scores : dict of int to float or None
+        Scores of the last :meth:`score` call (or of ``test_prompts``).
+    metric : str
+        ``"accuracy"`` or ``"r2"``.
+    """
+
+    def __init__(self, probes: dict, train_scores: dict | None = None) -> None:
+        if not probes:
+            raise ValueError("a sweep needs at least one layer")
+        self.probes = dict(sorted(probes.items()))
+        self.train_scores = dict(train_scores or {})
+        self.cv_scores: dict | None = None
+        self.test_scores: dict | None = None
+        first = next(iter(self.probes.values()))
+        self.task = first.task
+        self.metric = "r2" if self.task == "regression" else "accuracy"
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def layers(self) -> list[int]:
+        return list(self.probes)
+
+    def __getitem__(self, layer: int):
+        try:
+            return self.probes[int(layer)]
+        except KeyError:
+            raise KeyError(f"layer {layer} was not swept; swept layers: {self.layers}") from None
+
+    def __len__(self) -> int:
+        return len(self.probes)
+
+    def __iter__(self):
+        return iter(self.probes)
+
+    def __repr__(self) -> str:
+        ls = self.layers
+        span = f"{ls[0]}..{ls[-1]}" if len(ls) > 2 else ", ".join(map(str, ls))
+        best = self._best_known()
+        tail = f", best_layer={best}" if best is not None else ""
+        return f"SweepResult({len(ls)} layers [{span}], metric={self.metric!r}{tail})"
+
+    # ------------------------------------------------------------------ scoring
+    def _outputs(self, prompts, remote=None) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+        """Prompt-level (predictions, probabilities) of every layer's probe, one extraction."""
+        from .classifiers import classifier_proba
+        from .pooling import TOKEN_LEVEL_INFERENCE
+
+        first = next(iter(self.probes.values()))
+        prepared = first._prepare_prompts(prompts)
+        how = first.inference_pooling_
+        out = {}
+        if how in TOKEN_LEVEL_INFERENCE:
+            # "all" is scored as "max": a prompt is positive if any of its tokens is.
+            reduce = np.min if how == "min" else np.max
+            toks = first._token_features(prepared, self.layers, remote)
+            for layer, p in self.probes.items():
+                rows = p._token_rows(toks, mode="proba")
+                if self.task == "regression":
+                    out[layer] = (np.array([reduce(r) for r in rows]), None)
+                    continue
+                if rows[0].ndim == 1:
+                    pos = np.array([reduce(r) for r in rows])
+                    proba = np.column_stack([1 - pos, pos])
+                else:
+                    red = np.array([reduce(r, axis=0) for r in rows])
+                    proba = red / red.sum(1, keepdims=True)
+                out[layer] = (p.classes_[proba.argmax(1)], proba)
+            return out
+        feats = first._features(prepared, how, self.layers, remote)
+        for layer, p in self.probes.items():
+            X = feats[layer]
+            if self.task == "regression":
+                out[layer] = (p.pipeline_.predict(X), None)
+            else:
+                proba = classifier_proba(p.pipeline_, X)
+                out[layer] = (p.classes_[proba.argmax(1)], proba)
+        return out
+
+    def _labels(self, prompts, labels) -> np.ndarray:
+        first = next(iter(self.probes.values()))
+        y = first._check_labels(list(labels))
+        if len(y) != len(prompts):
+            raise ValueError(f"got {len(prompts)} prompts but {len(y)} labels")
+        return y
+
+    def score(self, prompts, labels, *, remote: bool | None = None) -> dict[int, float]:
+        """Accuracy (R^2 for regression) of every layer's probe on ``prompts``.
+
+        All layers come from one extraction. The scores are kept as ``test_scores``.
+
+        Returns
+        -------
+        dict of int to float
+        """
+        y = self._labels(prompts, labels)
+        scores = {}
+        for layer, (pred, _) in self._outputs(prompts, remote).items():
+            if self.task == "regression":
+                from sklearn.metrics import r2_score
+
+                scores[layer] = float(r2_score(y, pred))
+            else:
+                scores[layer] = float(np.mean(pred == y))
+        self.test_scores = scores
+        return scores
+
+    def evaluate(self, prompts, labels, *, remote: bool | None = None) -> dict[int, dict]:
+        """All metrics of :meth:`Probe.evaluate` for every layer, from one extraction."""
+        from .probe import compute_metrics
+
+        y = self._labels(prompts, labels)
+        out = {}
+        for layer, (pred, proba) in self._outputs(prompts, remote).items():
+            classes = getattr(self.probes[layer], "classes_", None)
+            out[layer] = compute_metrics(y, pred, proba, self.task, classes)
+        self.test_scores = {
+            layer: m["r2" if self.task == "regression" else "accuracy"] for layer, m in out.items()
+        }
+        return out
+
+    def cross_validate(self, cv: int = 5) -> dict[int, float]:
+        """Stratified ``cv``-fold scores per layer on the training activations (same folds)."""
+        if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
+            raise ValueError(f"cv={cv!r} must be an int >= 2 (number of folds)")
+        self.cv_scores = {layer: p.cross_validate(cv) for layer, p in self.probes.items()}
+        return self.cv_scores
+
+    # ------------------------------------------------------------------ best layer
+    @staticmethod
+    def _argmax(scores: dict) -> int | None:
+        finite = [(s, -layer) for layer, s in scores.items() if s is not None and np.isfinite(s)]
+        return -max(finite)[1] if finite else None
+
+    def _best_known(self) -> int | None:
+        for scores in (self.test_scores, self.cv_scores):
+            if scores:
+                best = self._argmax(scores)
+                if best is not None:
+                    return best
+        return None
+
+    def best_layer(self, prompts=None, labels=None, *, remote: bool | None = None) -> int:
+        """The layer whose probe scores highest (the shallowest one on ties).
+
+        With ``prompts`` and ``labels``: on those. Otherwise on the last scored test set,
+        else on cross-validated training scores (computed now, 5-fold, if needed).
+        Training accuracy is never used: most layers fit the training set perfectly.
+        """
+        if (prompts is None) != (labels is None):
+            raise TypeError("give both prompts and labels, or neither")
+        if prompts is not None:
+            best = self._argmax(self.score(prompts, labels, remote=remote))
+        else:
+            best = self._best_known()
+            if best is None:
+                best = self._argmax(self.cross_validate(5))
+        if best is None:
+            warnings.warn(
+                "no layer has a finite held-out or cross-validated score (too few examples "
+                "per class?); choosing by training score",
+                stacklevel=2,
+            )
+            best = self._argmax(self.train_scores)
+        if best is None:
+            raise ValueError("no layer of this sweep has a finite score")
+        return int(best)
+
+    # ------------------------------------------------------------------ views
+    def to_frame(self):
+        """A pandas DataFrame: one row per layer, columns ``layer``, ``train``, and
+        ``cv`` / ``test`` where computed."""
+        import pandas as pd
+
+        data = {"layer": self.layers, "train": [self.train_scores.get(x) for x in self.layers]}
+        if self.cv_scores:
+            data["cv"] = [self.cv_scores.get(x) for x in self.layers]
+        if self.test_scores:
+            data["test"] = [self.test_scores.get(x) for x in self.layers]
+        frame = pd.DataFrame(data)
+        frame.attrs["metric"] = self.metric
+        return frame
+
+    def plot(self, ax=None):
+        """Score per layer (train, cross-validated, test) with the best layer marked.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        from .layer_selection import _new_axes
+
+        ax = _new_axes(ax, figsize=(7.0, 3.4))
+        xs = self.layers
+        series = [
+            ("train", self.train_scores, {"color": "#9aa7b8", "linestyle": "--"}),
+            ("cv", self.cv_scores, {"color": "#1f77b4"}),
+            ("test", self.test_scores, {"color": "#d62728"}),
+        ]
+        for name, scores, style in series:
+            if scores:
+                ys = [scores.get(x, np.nan) for x in xs]
+                ax.plot(xs, ys, marker="o", markersize=3, label=name, **style)
+        best = self._best_known()
+        if best is not None:
+            ax.axvline(best, color="#2ca02c", alpha=0.6, linewidth=1)
+            ax.annotate(
+                f"best: {best}",
+                (best, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -12),
+                textcoords="offset points",
+                fontsize=8,
+            )
+        if self.task == "classification":
+            ax.axhline(0.5, color="#cccccc", linewidth=0.8, zorder=0)
+        ax.set_xlabel("layer")
+        ax.set_ylabel(self.metric)
+        ax.set_title("Layer sweep")
+        ax.legend(loc="lower right", fontsize=8)
+        return ax.figure
+
+    def show(self, prompts=None, labels=None):
+        """Sweep-curve widget (needs the ``jupyter`` extra); scores ``prompts`` if given.
+
+        The widget's "train" curve is the cross-validated score when available (computed
+        5-fold if there is no test score at all), else the training score.
+        """
+        from ..jupyter.widgets import show_sweep
+
+        if prompts is not None or labels is not None:
+            self.score(prompts, labels)
+        if not self.cv_scores and not self.test_scores:
+            self.cross_validate(5)
+        train = self.cv_scores or self.train_scores
+        xs = self.layers
+        return show_sweep(
+            xs,
+            [train.get(x) for x in xs],
+            [self.test_scores.get(x) for x in xs] if self.test_scores else None,
+            best_layer=self._best_known(),
+            metric=self.metric,
+        )
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        def cell(v):
+            return "" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+        cols = [("train", self.train_scores)]
+        if self.cv_scores:
+            cols.append(("cv", self.cv_scores))
+        if self.test_scores:
+            cols.append(("test", self.test_scores))
+        best = self._best_known()
+        head = "".join(f"<th>{escape(name)}</th>" for name, _ in cols)
+        rows = []
+        for layer in self.layers:
+            style = ' style="font-weight:bold"' if layer == best else ""
+            tds = "".join(f"<td>{cell(scores.get(layer))}</td>" for _, scores in cols)
+            rows.append(f"<tr{style}><td>{layer}</td>{tds}</tr>")
+        caption = f"Layer sweep ({escape(self.metric)})" + (
+            f", best layer {best}" if best is not None else ""
+        )
+        return (
+            f'<table class="lmpj-sweep"><caption>{caption}</caption>'
+            f"<thead><tr><th>layer</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
