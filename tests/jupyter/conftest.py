@@ -68,7 +68,7 @@ def write_notebook(path: Path, cells: list[str]) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def notebook_writer():
     """``write(path, cells)``: write a notebook of code cells."""
     return write_notebook
@@ -88,6 +88,8 @@ def _kernel_env(tmp: Path) -> dict[str, str]:
             "JUPYTER_DATA_DIR": str(tmp / "data"),
             "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
             "IPYTHONDIR": str(tmp / "ipython"),
+            "LMPROBE_CACHE_DIR": str(tmp / "lmprobe-cache"),
+            "LMPROBE_PROGRESS": "0",
             # the kernel runs in the notebook's folder; make the package importable anyway
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
         }
