@@ -193,29 +193,39 @@ class ProbeMagics(Magics, Configurable):
     @argument("--test", metavar="VAR", help="held-out prompts")
     @argument("--labels", metavar="VAR", help="held-out labels")
     @argument("-o", "--out", metavar="VAR", default="sweep", help="variable for the result")
+    @argument("--cv", type=int, default=5, help="folds of the cross-validated curve (0: skip)")
     @_args.probe_options()
     @line_cell_magic
     def probe_sweep(self, line: str, cell: str | None = None) -> Any:
         """Train one probe per layer and show the score curve (``--layers all`` by default).
 
         Binds the sweep result to ``-o`` (default ``sweep``) and shows the sweep-curve
-        widget: cross-validated training score, and the test score when ``--test`` and
-        ``--labels`` are given; clicking a layer sets the widget's ``selected_layer``.
+        widget: the cross-validated training score per layer, and the test score when
+        ``--test`` and ``--labels`` are given. Clicking a layer sets the widget's
+        ``selected_layer``.
         """
         args = parse_argstring(self.probe_sweep, line)
         out = _out_name(args.out)
         positive, negative = self._contrastive(args, cell)  # type: ignore[misc]
         test = self._test_set(args, required=False)
+        if args.cv < 2 and test is None:
+            raise UsageError("with --cv 0 the sweep needs --test VAR --labels VAR to score layers")
         kwargs = _args.probe_kwargs(args, self.model)
         kwargs.setdefault("layers", "all")
+        test_prompts, test_labels = test if test is not None else (None, None)
 
         from ..engine.probe import Probe
 
         with _user_errors("probe_sweep"):
             result = Probe.sweep_layers(
-                positive_prompts=positive, negative_prompts=negative, **kwargs
+                positive_prompts=positive,
+                negative_prompts=negative,
+                cv=args.cv if args.cv >= 2 else None,
+                test_prompts=test_prompts,
+                test_labels=test_labels,
+                **kwargs,
             )
-            widget = _sweep_widget(result, test)
+            widget = result.show()
         self._bind(out, result)
         return widget
 
@@ -314,6 +324,66 @@ class ProbeMagics(Magics, Configurable):
         self._bind(out, metrics)
         return evaluation_view(metrics, roc=roc, title=f"{args.probe} on {args.test}")
 
+    # ------------------------------------------------------------------ %probe_monitor
+    @magic_arguments()
+    @argument("probe", metavar="PROBE", help="fitted probe variable")
+    @argument("prompt", nargs="*", help="the prompt to continue (or the cell)")
+    @argument("--max-new-tokens", type=int, default=32, help="tokens to generate")
+    @argument("--threshold", type=float, default=None, help="flag threshold (default: calibrated)")
+    @argument("--stop-on-flag", action="store_true", help="stop at the first flagged token")
+    @argument("--chat-template", default=None, help="true/false: render as a user turn")
+    @argument("-o", "--out", metavar="VAR", default=None, help="variable for the MonitorResult")
+    @line_cell_magic
+    def probe_monitor(self, line: str, cell: str | None = None) -> Any:
+        """Generate from a prompt while the probe scores every new token.
+
+        Tokens stream into a highlight widget as they are generated (in a notebook);
+        tokens over the threshold are marked. Binds the ``MonitorResult`` to ``-o``.
+        """
+        args = parse_argstring(self.probe_monitor, line)
+        out = _out_name(args.out)
+        probe = self._probe(args.probe)
+        prompt = " ".join(_args.unquote(t) for t in args.prompt)
+        if cell is not None and cell.strip():
+            prompt = (prompt + "\n" if prompt else "") + cell.strip("\n")
+        if not prompt.strip():
+            raise UsageError("no prompt: write it after PROBE or in the cell")
+        chat = (
+            None
+            if args.chat_template is None
+            else _args.parse_bool(args.chat_template, "--chat-template")
+        )
+
+        from .widgets import show_tokens
+
+        widget = show_tokens([], threshold=args.threshold if args.threshold is not None else 0.5)
+        live = getattr(self.shell, "kernel", None) is not None
+        tokens: list[str] = []
+        scores: list[float] = []
+
+        def on_token(_position: int, token: str, score: float) -> None:
+            tokens.append(token)
+            scores.append(float(score))
+            widget.texts = [(tokens, scores)]
+
+        if live:  # stream into the widget while generating
+            from IPython.display import display
+
+            display(widget)
+        with _user_errors("probe_monitor"):
+            result = probe.monitor(
+                prompt,
+                max_new_tokens=args.max_new_tokens,
+                threshold=args.threshold,
+                stop_on_flag=args.stop_on_flag,
+                chat_template=chat,
+                on_token=on_token if live else None,
+            )
+        widget.threshold = float(result.threshold)
+        widget.texts = [(result.tokens, result.scores)]
+        self._bind(out, result)
+        return None if live else widget
+
     # ------------------------------------------------------------------ %probe_cache
     @magic_arguments()
     @argument("--clear", action="store_true", help="delete cached activations first")
@@ -333,26 +403,7 @@ class ProbeMagics(Magics, Configurable):
         return cache_view(info)
 
 
-# ---------------------------------------------------------------------- adapters
-# Turn engine results into the widgets' summaries. They read public attributes only.
-
-
-def _sweep_widget(result: Any, test: tuple[list[str], list[Any]] | None) -> Any:
-    """Sweep-curve widget of a ``sweep_layers`` result (train CV, plus test if given)."""
-    from .widgets import show_sweep
-
-    if hasattr(result, "show"):
-        return result.show(*test) if test is not None else result.show()
-    layers = sorted(result.probes)
-    train = getattr(result, "cv_scores_", None)
-    train_scores = [train.get(layer) for layer in layers] if train else None
-    test_scores = None
-    if test is not None:
-        scores = result.score(*test)
-        test_scores = [scores.get(layer) for layer in layers]
-    if train_scores is None and test_scores is None:
-        raise ValueError("the sweep has no cross-validated scores; give --test and --labels")
-    return show_sweep(layers, train_scores, test_scores)
+# ---------------------------------------------------------------------- helpers
 
 
 def _roc_points(probe: Any, prompts: list[str], labels: list[Any]) -> dict[str, list] | None:

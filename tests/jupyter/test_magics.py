@@ -230,3 +230,45 @@ def test_unfitted_probe_is_a_usage_error(shell):
         UsageError, match=r"probe raw is not fitted yet; fit it first \(%%probe_fit raw\)"
     ):
         shell.run_line_magic("probe_tokens", "raw hello")
+
+
+def test_probe_sweep_cell_with_test_set(shell, tiny_model_path):
+    w = shell.run_cell_magic(
+        "probe_sweep",
+        f"--model {tiny_model_path} --test X --labels y --cv 3 --classifier ridge -o sw",
+        CELL,
+    )
+    from lmprobe_jupyter.jupyter.widgets import SweepCurveWidget
+
+    assert isinstance(w, SweepCurveWidget)
+    result = shell.user_ns["sw"]
+    assert w.layers == [0, 1, 2, 3]  # --layers all on the 4-layer model
+    assert w.test_scores == [result.test_scores[layer] for layer in range(4)]
+    assert w.train_scores == pytest.approx(
+        [result.cv_scores[layer] for layer in range(4)], nan_ok=True
+    )
+    assert w.best_layer == result.best_layer()
+    assert result.probes[0].classifier == "ridge"
+
+
+def test_probe_sweep_from_variables_cv_only(shell, tiny_model_path):
+    w = shell.run_line_magic(
+        "probe_sweep", f"--positive pos --negative neg --model {tiny_model_path} --layers 1,3"
+    )
+    assert w.layers == [1, 3] and w.test_scores == [] and len(w.train_scores) == 2
+    assert "sweep" in shell.user_ns
+    with pytest.raises(UsageError, match="with --cv 0 the sweep needs --test VAR --labels VAR"):
+        shell.run_line_magic("probe_sweep", "--positive pos --negative neg --cv 0")
+
+
+def test_probe_monitor_scores_generated_tokens(dog, shell):
+    w = shell.run_line_magic(
+        "probe_monitor", "dog Fetch the --max-new-tokens 4 --threshold 0.4 -o mon"
+    )
+    mon = shell.user_ns["mon"]
+    assert isinstance(w, TokenHighlightWidget)
+    assert len(mon.tokens) == 4 and w.texts[0]["tokens"] == mon.tokens
+    assert w.texts[0]["scores"] == pytest.approx(np.asarray(mon.scores, dtype=float).tolist())
+    assert w.threshold == 0.4 == mon.threshold
+    with pytest.raises(UsageError, match="no prompt"):
+        shell.run_line_magic("probe_monitor", "dog")
