@@ -447,11 +447,13 @@ class NNsightExtractor(Extractor):
             self._lm, self._blocks = wrap_loaded(self.loaded)
         return self._lm, self._blocks
 
-    def _compute_pooled(self, prompts, layers, pooling):
-        # Named poolings run next to the model on NDIF; anything else downloads hidden states.
-        self._how = pooling if isinstance(pooling, str) and pooling in _SERVER_POOLINGS else "full"
+    def _compute_pooled(self, prompts, layers, pooling, token_masks=None):
+        # Named poolings over all tokens run next to the model on NDIF; anything else
+        # (callables, pooling over a subset of tokens) downloads hidden states.
+        server_side = isinstance(pooling, str) and pooling in _SERVER_POOLINGS
+        self._how = pooling if server_side and token_masks is None else "full"
         try:
-            return super()._compute_pooled(prompts, layers, pooling)
+            return super()._compute_pooled(prompts, layers, pooling, token_masks)
         finally:
             self._how = "full"
 
