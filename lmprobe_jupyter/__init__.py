@@ -12,13 +12,37 @@ __version__ = "0.1.0"
 
 # public name -> module (relative to this package) that defines it
 _EXPORTS = {
+    # probes
     "Probe": "engine.probe",
     "LinearProbe": "engine.probe",
     "NotFittedError": "engine.probe",
     "TokenScores": "engine.probe",
+    # models and extraction
     "DEFAULT_MODEL": "engine.models",
     "load_model": "engine.models",
     "Extractor": "engine.extraction",
+    # layer analysis
+    "SweepResult": "engine.sweep",
+    # baselines
+    "BaselineProbe": "engine.baselines",
+    "ActivationBaseline": "engine.baselines",
+    "BaselineBattery": "engine.baselines",
+    "BatteryResults": "engine.baselines",
+    "BaselineResult": "engine.baselines",
+    # cache
+    "cache_info": "engine.cache",
+    "set_cache_backend": "engine.cache",
+    "set_cache_dtype": "engine.cache",
+    "set_cache_limit": "engine.cache",
+    "set_cache_enabled": "engine.cache",
+    "clear_cache": "engine.cache",
+    # saving and sharing
+    "ProbeCard": "engine.hub",
+    "push_dataset": "engine.datasets",
+    "pull_dataset": "engine.datasets",
+    "load_activation_dataset": "engine.datasets",
+    # monitoring
+    "MonitorResult": "engine.monitoring",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__", "load_ipython_extension"])
