@@ -185,13 +185,22 @@ LAYERS = [2, 3, 4]
 ALL_PROMPTS = POS + NEG + TEST
 
 
+_ACTS: dict = {}
+
+
 @pytest.fixture(scope="session")
 def bundled_acts(smollm):
-    """Real SmolLM2 last-token activations of every prompt used here, extracted once."""
+    """Real SmolLM2 last-token activations of every prompt used here, extracted once.
+
+    Memoised at module level too: test_serialization and test_datasets import this fixture,
+    and each importing module would otherwise extract again.
+    """
     from lmprobe_jupyter.engine.extraction import Extractor
 
-    ext = Extractor(smollm, use_cache=False, progress=False)
-    return ext.pooled(ALL_PROMPTS, LAYERS, "last_token")
+    if smollm.key not in _ACTS:
+        ext = Extractor(smollm, use_cache=False, progress=False)
+        _ACTS[smollm.key] = ext.pooled(ALL_PROMPTS, LAYERS, "last_token")
+    return _ACTS[smollm.key]
 
 
 @pytest.fixture
