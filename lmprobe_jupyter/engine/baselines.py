@@ -670,7 +670,7 @@ class ActivationBaseline(_FittedMixin):
         if self.model is None:
             raise ValueError(
                 f"ActivationBaseline(method={self.method!r}) needs model=... (a model ID, a "
-                "local path, a LoadedModel or a fitted Probe) to read activations from; "
+                "local path, a LoadedModel or a Probe) to read activations from; "
                 "text-only baselines are BaselineProbe(method=...)"
             )
         src = self.__dict__.get("_source_probe")
