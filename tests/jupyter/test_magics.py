@@ -272,3 +272,59 @@ def test_probe_monitor_scores_generated_tokens(dog, shell):
     assert w.threshold == 0.4 == mon.threshold
     with pytest.raises(UsageError, match="no prompt"):
         shell.run_line_magic("probe_monitor", "dog")
+
+
+DOG = [
+    "Who wants to go for a walk?",
+    "My tail is wagging with delight.",
+    "Fetch the ball!",
+    "Good boy!",
+    "Slobbering, chewing, growling, barking.",
+    "He buried the bone in the backyard again.",
+    "Sit. Stay. Roll over. Good job!",
+    "The puppy chewed my slippers to pieces.",
+    "Howling at the mailman every single morning.",
+    "We play tug of war with the rope toy.",
+]
+CAT = [
+    "Enjoys lounging in the sun beam all day.",
+    "Purring, stalking, pouncing, scratching.",
+    "Uses a litterbox, throws sand all over the room.",
+    "Tail raised, back arched, eyes alert, whiskers forward.",
+    "Knocked the glass off the table and stared at me.",
+    "Chasing the red laser dot across the carpet.",
+    "Coughed up a hairball on the new rug.",
+    "Kneading the blanket with soft paws before a nap.",
+    "Hissed at the vacuum cleaner and hid under the bed.",
+    "Sleeps sixteen hours a day and ignores everyone.",
+]
+HELD_OUT = [  # new sentences, never seen in training
+    ("Arf! Arf! Let's go outside!", 1),
+    ("He wags his tail whenever I come home.", 1),
+    ("Let's throw the frisbee at the park, buddy!", 1),
+    ("Barking at the squirrels in the yard all afternoon.", 1),
+    ("Drooling while waiting for a treat, ears perked up.", 1),
+    ("Wants belly rubs and a long walk on the leash.", 1),
+    ("Knocking things off the counter for sport.", 0),
+    ("Purrs loudly on my lap, then scratches the sofa.", 0),
+    ("Curled up in a cardboard box, whiskers twitching.", 0),
+    ("Batting at a ball of yarn with tiny claws.", 0),
+    ("Meows at the door at three in the morning.", 0),
+    ("Grooming her fur and licking her paws by the window.", 0),
+]
+
+
+@pytest.mark.real_model
+def test_default_bundled_model_learns_dog_vs_cat(ip):
+    """No --model: the magics use the bundled SmolLM2, and the probe finds the concept."""
+    cell = "\n".join([*(f"+ {t}" for t in DOG), *(f"- {t}" for t in CAT)])
+    card = ip.run_cell_magic("probe_fit", "pet --layers 16 --random-state 42 --device cpu", cell)
+    assert card.data["model"] == DEFAULT_MODEL
+    assert card.data["train_accuracy"] == 1.0
+    ip.user_ns["T"] = [t for t, _ in HELD_OUT]
+    ip.user_ns["L"] = [label for _, label in HELD_OUT]
+    view = ip.run_line_magic("probe_eval", "pet --test T --labels L")
+    assert view.data["accuracy"] >= 0.75
+    assert view.data["auroc"] >= 0.8
+    toks = ip.run_line_magic("probe_tokens", "pet Fetch the ball, good boy!")
+    assert "".join(toks.texts[0]["tokens"]) == "Fetch the ball, good boy!"
