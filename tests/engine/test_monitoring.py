@@ -124,11 +124,12 @@ def calibrated(chem_probe, tmp_path_factory):
         "fresh_flags": probe.flag(BENIGN_FRESH),
         "misuse_flags": probe.flag(MISUSE_TEST),
     }
-    path = tmp_path_factory.mktemp("saved") / "probe.pkl"
-    probe.save(path)
-    loaded = Probe.load(path)
-    out["loaded_threshold"] = loaded.threshold_
-    out["loaded_fresh_flags"] = loaded.flag(BENIGN_FRESH)
+    # the safe format (a folder) and pickle
+    for fmt, name in (("safe", "probe"), ("pkl", "probe.pkl")):
+        path = tmp_path_factory.mktemp("saved") / name
+        probe.save(path)
+        loaded = Probe.load(path)
+        out[f"loaded_{fmt}"] = (loaded.threshold_, loaded.calibration_, loaded.flag(BENIGN_FRESH))
     prompts = MISUSE_TEST + BENIGN_FRESH
     y = [1] * len(MISUSE_TEST) + [0] * len(BENIGN_FRESH)
     out["eval_y"] = np.array(y)
@@ -174,10 +175,12 @@ def test_fresh_benign_flag_rate_is_close_to_target(calibrated):
     assert calibrated["misuse_flags"].mean() >= 0.75
 
 
-def test_threshold_survives_save_and_load(calibrated):
-    assert calibrated["loaded_threshold"] == calibrated["threshold"]
-    assert type(calibrated["loaded_threshold"]) is float
-    np.testing.assert_array_equal(calibrated["loaded_fresh_flags"], calibrated["fresh_flags"])
+@pytest.mark.parametrize("fmt", ["safe", "pkl"])
+def test_threshold_survives_save_and_load(calibrated, fmt):
+    threshold, calibration, flags = calibrated[f"loaded_{fmt}"]
+    assert threshold == calibrated["threshold"] and type(threshold) is float
+    assert calibration == calibrated["calibration"]
+    np.testing.assert_array_equal(flags, calibrated["fresh_flags"])
 
 
 def test_evaluate_reports_tpr_at_calibrated_fpr_with_bootstrap_intervals(calibrated):
@@ -423,6 +426,8 @@ def test_monitor_removes_its_hooks(tiny_probe):
 def test_monitor_result_html_and_repr(tiny_probe):
     result = tiny_probe.monitor("Hello there", max_new_tokens=3, threshold=0.0)
     html = result._repr_html_()
-    assert "lmpj-monitor" in html and "lmpj-alarm" in html
+    assert (
+        html.startswith('<div id="lmpj-monitor-') and 'class="lmpj lmpj-monitor lmpj-alarm"' in html
+    )
     assert html.count('class="lmpj-tok') == len(result.tokens) + len(result.prompt_tokens)
     assert "flagged at token 0" in repr(result)
