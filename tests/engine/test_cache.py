@@ -136,6 +136,17 @@ def test_set_cache_dtype_applies_to_new_entries_only():
     assert C.cache_info().dtype == "float16"
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_as_stored_matches_what_lookup_returns(dtype):
+    C.set_cache_dtype(dtype)
+    c = C.get_cache()
+    arrays = [vec("a"), np.linspace(-3, 3, 12).reshape(3, 4)]
+    c.store("m", ["a", "b"], 0, "mean", arrays)
+    for want, got in zip(c.as_stored(arrays), c.lookup("m", ["a", "b"], 0, "mean")):
+        assert want.dtype == np.float32
+        np.testing.assert_array_equal(want, got)
+
+
 def test_bad_settings_name_the_valid_choices(tmp_path):
     with pytest.raises(ValueError, match=r"'float8'.*'float32', 'float16', 'bfloat16'"):
         C.set_cache_dtype("float8")
