@@ -42,6 +42,10 @@ Why this layout
   group's shards on S3 and ingests the new ones. An unreachable bucket gives one warning
   and the cache carries on locally.
 
+Settings are per process: ``set_cache_backend``, ``set_cache_dtype``, ``set_cache_limit``
+and ``set_cache_enabled``; ``$LMPROBE_CACHE_DTYPE`` and ``$LMPROBE_CACHE_LIMIT_GB`` give
+defaults (useful for worker processes).
+
 The index must live on a local disk (sqlite's WAL mode needs shared memory; network
 filesystems are not supported for the local store; share through S3 instead).
 """
@@ -1070,7 +1074,12 @@ def _build() -> ActivationCache:
     limit = _settings["limit_bytes"]
     if limit is ...:
         env = os.environ.get("LMPROBE_CACHE_LIMIT_GB")
-        limit = int(float(env) * _GB) if env else None
+        try:
+            limit = int(float(env) * _GB) if env else None
+        except ValueError:
+            raise ValueError(
+                f"LMPROBE_CACHE_LIMIT_GB={env!r} is not a number of gigabytes"
+            ) from None
     cache = ActivationCache(
         path,
         dtype=_check_dtype(str(dtype)),

@@ -159,6 +159,25 @@ def test_bad_settings_name_the_valid_choices(tmp_path):
         C.set_cache_backend(tmp_path / "f")
 
 
+def test_environment_defaults_for_dtype_and_limit(monkeypatch):
+    monkeypatch.setenv("LMPROBE_CACHE_DTYPE", "bfloat16")
+    monkeypatch.setenv("LMPROBE_CACHE_LIMIT_GB", "0.5")
+    C.reset_cache()
+    info = C.cache_info()
+    assert (info.dtype, info.limit_bytes) == ("bfloat16", 500_000_000)
+    C.set_cache_limit(None)
+    assert C.cache_info().limit_bytes is None
+    monkeypatch.setenv("LMPROBE_CACHE_LIMIT_GB", "lots")
+    C.reset_cache()
+    with pytest.raises(ValueError, match="LMPROBE_CACHE_LIMIT_GB='lots'"):
+        C.get_cache()
+
+
+def test_s3_url_needs_a_bucket():
+    with pytest.raises(ValueError, match="'s3:///x' is not an 's3://bucket/prefix' URL"):
+        C.set_cache_backend("s3:///x")
+
+
 def test_local_backend_directory(tmp_path):
     C.set_cache_backend(tmp_path / "mine")
     C.get_cache().store("m", ["a"], 0, "mean", [np.ones(2)])
