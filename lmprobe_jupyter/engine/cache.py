@@ -346,6 +346,7 @@ class ActivationCache:
         self._groups: dict[tuple[str, int, str], tuple[int, str]] = {}
         self._touched: dict[int, float] = {}
         self._last_sync: dict[str, float] = {}
+        self._io_warned: set[str] = set()
 
     def __repr__(self) -> str:
         remote = f", remote={self.remote.url!r}" if self.remote is not None else ""
@@ -359,7 +360,9 @@ class ActivationCache:
             self.path.mkdir(parents=True, exist_ok=True)
             try:
                 self._conn = self._open()
-            except sqlite3.DatabaseError as exc:
+            except sqlite3.OperationalError:
+                raise  # locked, read-only, no space...: the index itself is fine
+            except sqlite3.DatabaseError as exc:  # "not a database", "malformed"
                 self._quarantine_index(exc)
                 self._conn = self._open()
             self._pid = os.getpid()
@@ -649,11 +652,15 @@ class ActivationCache:
         with self._lock:
             keys = entry_keys(model_key, layer, pooling, prompts)
             unique = list(dict.fromkeys(keys))
-            found = self._read(unique)
-            if len(found) < len(unique) and self.remote is not None and self.remote.online:
-                gid, ghash = self._group(model_key, layer, pooling)
-                if self._sync_group(gid, ghash):
-                    found.update(self._read([k for k in unique if k not in found]))
+            found: dict[bytes, np.ndarray] = {}
+            try:
+                found = self._read(unique)
+                if len(found) < len(unique) and self.remote is not None and self.remote.online:
+                    gid, ghash = self._group(model_key, layer, pooling)
+                    if self._sync_group(gid, ghash):
+                        found.update(self._read([k for k in unique if k not in found]))
+            except (OSError, sqlite3.OperationalError) as exc:
+                self._io_failed("read from", exc)
             given = set()
             for i, k in enumerate(keys):
                 a = found.get(k)
@@ -694,34 +701,50 @@ class ActivationCache:
         if not self.enabled or not prompts:
             return
         with self._lock:
-            gid, ghash = self._group(model_key, layer, pooling)
-            todo = dict(zip(entry_keys(model_key, layer, pooling, prompts), arrays))
-            have = self._rows(list(todo))
-            items = []
-            for key, a in todo.items():
-                if key in have:
-                    continue
-                a = np.asarray(a, dtype=np.float32)
-                code, raw = _shard.encode(a, self.dtype)
-                items.append((key.hex(), code, a.shape, raw))
-            if not items:
-                return
-            rel = f"shards/{ghash}/{_shard.new_name()}{_shard.SUFFIX}"
-            meta = {"model_key": model_key, "layer": int(layer), "pooling": pooling}
-            entries = _shard.write_shard(self.path / rel, meta, items)
             try:
-                with self._write() as db:
-                    sid = self._insert_shard(db, gid, rel, entries, self.path / rel)
-            except BaseException:
-                (self.path / rel).unlink(missing_ok=True)
-                raise
-            if sid is None:
-                (self.path / rel).unlink(missing_ok=True)
-                return
-            self._touched[sid] = time.monotonic()
-            self._upload(sid, rel)
-            self._maybe_compact(gid)
-            self._enforce_limit()
+                self._store(model_key, prompts, layer, pooling, arrays)
+            except (OSError, sqlite3.OperationalError) as exc:  # disk full, read-only, ...
+                self._io_failed("write to", exc)
+
+    def _io_failed(self, what: str, exc: BaseException) -> None:
+        if what not in self._io_warned:
+            self._io_warned.add(what)
+            warnings.warn(
+                f"could not {what} the activation cache at {self.path} "
+                f"({type(exc).__name__}: {exc}); carrying on without it",
+                CacheWarning,
+                stacklevel=4,
+            )
+
+    def _store(self, model_key, prompts, layer, pooling, arrays) -> None:
+        gid, ghash = self._group(model_key, layer, pooling)
+        todo = dict(zip(entry_keys(model_key, layer, pooling, prompts), arrays))
+        have = self._rows(list(todo))
+        items = []
+        for key, a in todo.items():
+            if key in have:
+                continue
+            a = np.asarray(a, dtype=np.float32)
+            code, raw = _shard.encode(a, self.dtype)
+            items.append((key.hex(), code, a.shape, raw))
+        if not items:
+            return
+        rel = f"shards/{ghash}/{_shard.new_name()}{_shard.SUFFIX}"
+        meta = {"model_key": model_key, "layer": int(layer), "pooling": pooling}
+        entries = _shard.write_shard(self.path / rel, meta, items)
+        try:
+            with self._write() as db:
+                sid = self._insert_shard(db, gid, rel, entries, self.path / rel)
+        except BaseException:
+            (self.path / rel).unlink(missing_ok=True)
+            raise
+        if sid is None:
+            (self.path / rel).unlink(missing_ok=True)
+            return
+        self._touched[sid] = time.monotonic()
+        self._upload(sid, rel)
+        self._maybe_compact(gid)
+        self._enforce_limit()
 
     def as_stored(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """``arrays`` as a later lookup will return them (rounded through the cache dtype).

@@ -309,6 +309,24 @@ def test_damaged_shard_is_dropped_with_a_warning_and_recomputable(damage, reason
         np.testing.assert_array_equal(c.lookup("m", ["b"], 0, "mean")[0], vec("b"))
 
 
+def test_a_full_disk_warns_once_and_caching_is_skipped(monkeypatch):
+    import errno
+
+    from lmprobe_jupyter.engine import _shard
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    c = C.get_cache()
+    monkeypatch.setattr(_shard, "write_shard", full)
+    with pytest.warns(CacheWarning, match="could not write to the activation cache") as record:
+        c.store("m", ["a"], 0, "mean", [np.ones(3)])
+        c.store("m", ["b"], 0, "mean", [np.ones(3)])
+    assert len(record) == 1
+    assert c.lookup("m", ["a", "b"], 0, "mean") == [None, None]
+    assert list(c.path.glob("shards/*/*")) == []
+
+
 def test_unreadable_index_is_rebuilt_from_the_shards(tmp_path):
     c = ActivationCache(tmp_path / "c")
     c.store("m", ["a", "b"], 0, "mean", [vec("a"), vec("b")])
