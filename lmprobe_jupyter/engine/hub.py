@@ -83,8 +83,17 @@ def download(
         path = hf.hf_hub_download(
             repo_id, filename, repo_type=repo_type, revision=revision, token=token
         )
+    except hf.errors.LocalEntryNotFoundError:
+        raise FileNotFoundError(
+            f"cannot fetch {filename} of the {kind} {repo_id!r}: the hub is unreachable or "
+            "offline mode is on (HF_HUB_OFFLINE=1), and the file is not in the local hub cache"
+        ) from None
     except hf.errors.EntryNotFoundError:
         raise FileNotFoundError(f"{filename} is not in the {kind} {repo_id!r}") from None
+    except hf.errors.RevisionNotFoundError:
+        raise FileNotFoundError(
+            f"revision {revision!r} does not exist in the {kind} {repo_id!r}"
+        ) from None
     except hf.errors.RepositoryNotFoundError:
         raise FileNotFoundError(
             f"the {kind} {repo_id!r} was not found on the hub (or it is private: pass token=)"
@@ -264,6 +273,21 @@ def render_model_card(repo_id: str, summary: dict, card: dict, metrics: dict | N
     return "\n".join(lines)
 
 
+_TRAINING_ATTRS = ("_train_data_", "_X_train_", "_y_train_")
+
+
+def _shareable(probe, keep_training: bool):
+    """A shallow copy of ``probe`` for pickling to the hub: training prompts and activations
+    stay home unless ``include_training_data`` asked for them."""
+    import copy
+
+    out = copy.copy(probe)
+    if not keep_training:
+        for k in _TRAINING_ATTRS:
+            out.__dict__.pop(k, None)
+    return out
+
+
 def push_to_hub(
     probe,
     repo_id: str,
@@ -350,7 +374,7 @@ def push_to_hub(
         if fmt == "pickle":
             import pickle
 
-            payload = pickle.dumps(probe, protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps(_shareable(probe, training is not None), protocol=5)
             (folder / PICKLE_NAME).write_bytes(payload)
             data = pickle_manifest(probe, payload, card={**card, "format": fmt})
             (folder / JSON_NAME).write_text(_dumps(data), encoding="utf-8")

@@ -185,22 +185,20 @@ LAYERS = [2, 3, 4]
 ALL_PROMPTS = POS + NEG + TEST
 
 
-_ACTS: dict = {}
-
-
 @pytest.fixture(scope="session")
-def bundled_acts(smollm):
+def bundled_acts(smollm, request):
     """Real SmolLM2 last-token activations of every prompt used here, extracted once.
 
-    Memoised at module level too: test_serialization and test_datasets import this fixture,
-    and each importing module would otherwise extract again.
+    Kept on the pytest config: test_serialization and test_datasets import this fixture, and
+    pytest gives each importing module its own copy of a session fixture.
     """
     from lmprobe_jupyter.engine.extraction import Extractor
 
-    if smollm.key not in _ACTS:
+    memo = request.config.__dict__.setdefault("_lmprobe_bundled_acts", {})
+    if smollm.key not in memo:
         ext = Extractor(smollm, use_cache=False, progress=False)
-        _ACTS[smollm.key] = ext.pooled(ALL_PROMPTS, LAYERS, "last_token")
-    return _ACTS[smollm.key]
+        memo[smollm.key] = ext.pooled(ALL_PROMPTS, LAYERS, "last_token")
+    return memo[smollm.key]
 
 
 @pytest.fixture
@@ -364,6 +362,9 @@ def test_pickle_probe_needs_trust(fake_hub, dog_probe, monkeypatch):
 
     loaded = Probe.from_hub("mallory/nb", trust_classifier=True, device="cpu")
     assert np.array_equal(loaded.predict_proba(TEST), expected)
+    # Training prompts and activations were not shared (include_training_data=False).
+    assert "_X_train_" in probe.__dict__ and "_train_data_" in probe.__dict__
+    assert not {"_X_train_", "_y_train_", "_train_data_"} & set(loaded.__dict__)
     # The downloaded pickle sits in the hub cache: loading it directly needs trust too.
     pkl = fake_hub.cache / "model" / "mallory/nb" / "main" / "probe.pkl"
     with pytest.raises(UntrustedPickleError, match="trust_classifier=True"):
@@ -388,9 +389,9 @@ def test_safe_only_serialization_refuses_unsupported(fake_hub, dog_probe):
 
 
 def test_safe_from_hub_never_unpickles(fake_hub, dog_probe, monkeypatch):
-    probe = dog_probe(classifier="lda", layers=3)
+    probe = dog_probe(classifier="sgd", layers=3)
     expected = probe.predict_proba(TEST)
-    probe.push_to_hub("alice/lda")
+    probe.push_to_hub("alice/sgd")
 
     def boom(*a, **k):
         raise AssertionError("pickle used by the safe loader")
@@ -398,7 +399,7 @@ def test_safe_from_hub_never_unpickles(fake_hub, dog_probe, monkeypatch):
     monkeypatch.setattr(pickle, "load", boom)
     monkeypatch.setattr(pickle, "loads", boom)
     monkeypatch.setattr(pickle, "Unpickler", boom)
-    loaded = Probe.from_hub("alice/lda", device="cpu")
+    loaded = Probe.from_hub("alice/sgd", device="cpu")
     assert np.array_equal(loaded.predict_proba(TEST), expected)
 
 
@@ -455,3 +456,15 @@ def test_from_hub_missing_repo_and_not_a_probe(fake_hub):
     fake_hub.create_repo(None, "alice/empty")
     with pytest.raises(FileNotFoundError, match="probe.json is not in the repo 'alice/empty'"):
         ProbeCard.from_hub("alice/empty")
+
+
+def test_offline_download_error_is_clear(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    def offline(*a, **k):
+        raise errors.LocalEntryNotFoundError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(FileNotFoundError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\)"):
+        ProbeCard.from_hub("alice/anything")
