@@ -281,6 +281,7 @@ class Probe:
             from .datasets import DatasetExtractor
 
             ext = DatasetExtractor(self.dataset, progress=self.progress)
+            self.dataset_info_ = ext.info
         elif self.backend == "nnsight":
             from .nnsight_backend import NNsightExtractor
 
@@ -413,6 +414,7 @@ class Probe:
         t0 = time.perf_counter()
         self._validate_params()
         prompts, labels = self._parse_fit_args(X, y, labels)
+        self._train_data_ = (prompts, labels)  # for push_to_hub(include_training_data=True)
         if self.task == "classification" and len(np.unique(labels)) < 2:
             raise ValueError(
                 f"training data has only one class ({np.unique(labels)[0]!r}); a probe needs "
