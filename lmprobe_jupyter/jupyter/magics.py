@@ -337,8 +337,9 @@ class ProbeMagics(Magics, Configurable):
     def probe_monitor(self, line: str, cell: str | None = None) -> Any:
         """Generate from a prompt while the probe scores every new token.
 
-        Tokens stream into a highlight widget as they are generated (in a notebook);
-        tokens over the threshold are marked. Binds the ``MonitorResult`` to ``-o``.
+        Tokens stream into a live monitor widget as they are generated (in a notebook);
+        tokens over the threshold are marked and the first one raises the alarm. Binds
+        the ``MonitorResult`` to ``-o``.
         """
         args = parse_argstring(self.probe_monitor, line)
         out = _out_name(args.out)
@@ -354,34 +355,25 @@ class ProbeMagics(Magics, Configurable):
             else _args.parse_bool(args.chat_template, "--chat-template")
         )
 
-        from .widgets import show_tokens
+        from .monitor_widget import MonitorWidget
 
-        widget = show_tokens([], threshold=args.threshold if args.threshold is not None else 0.5)
+        widget = MonitorWidget()
         live = getattr(self.shell, "kernel", None) is not None
-        tokens: list[str] = []
-        scores: list[float] = []
-
-        def on_token(_position: int, token: str, score: float) -> None:
-            tokens.append(token)
-            scores.append(float(score))
-            widget.texts = [(tokens, scores)]
-
-        if live:  # stream into the widget while generating
+        if live:  # on screen before generating, so tokens appear as they are written
             from IPython.display import display
 
             display(widget)
         with _user_errors("probe_monitor"):
-            result = probe.monitor(
+            result = widget.run(
+                probe,
                 prompt,
                 max_new_tokens=args.max_new_tokens,
                 threshold=args.threshold,
                 stop_on_flag=args.stop_on_flag,
                 chat_template=chat,
-                on_token=on_token if live else None,
             )
-        widget.threshold = float(result.threshold)
-        widget.texts = [(result.tokens, result.scores)]
         self._bind(out, result)
+        # in a notebook the widget is already shown; returning it would show it twice
         return None if live else widget
 
     # ------------------------------------------------------------------ %probe_cache

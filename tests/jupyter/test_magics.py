@@ -262,16 +262,20 @@ def test_probe_sweep_from_variables_cv_only(shell, tiny_model_path):
 
 
 def test_probe_monitor_scores_generated_tokens(dog, shell):
+    from lmprobe_jupyter.jupyter.monitor_widget import MonitorWidget
+
     w = shell.run_line_magic(
         "probe_monitor", "dog Fetch the --max-new-tokens 4 --threshold 0.4 -o mon"
     )
     mon = shell.user_ns["mon"]
-    assert isinstance(w, TokenHighlightWidget)
-    assert len(mon.tokens) == 4 and w.texts[0]["tokens"] == mon.tokens
-    assert w.texts[0]["scores"] == pytest.approx(np.asarray(mon.scores, dtype=float).tolist())
-    assert w.threshold == 0.4 == mon.threshold
+    assert isinstance(w, MonitorWidget) and w.result is mon
+    assert len(mon.tokens) == 4 and w.tokens == mon.tokens
+    assert w.scores == pytest.approx(np.asarray(mon.scores, dtype=float).tolist())
+    assert w.threshold == 0.4 == mon.threshold and w.status == "done"
     with pytest.raises(UsageError, match="no prompt"):
         shell.run_line_magic("probe_monitor", "dog")
+    with pytest.raises(UsageError, match="probe_monitor: max_new_tokens=0 must be a positive int"):
+        shell.run_line_magic("probe_monitor", "dog hi --max-new-tokens 0")
 
 
 DOG = [
