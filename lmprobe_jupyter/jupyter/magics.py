@@ -29,7 +29,7 @@ DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 # Engine errors that describe a user's mistake (bad option value, one class only, an
 # unfitted probe, an unknown model path): shown as one-line UsageErrors.
-_USER_ERRORS = (ValueError, TypeError, LookupError, FileNotFoundError)
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 
 
 @contextlib.contextmanager
