@@ -234,8 +234,12 @@ def _select_fast_auto(probe, X_layers, labels, candidates) -> list[int]:
     if len(candidates) < 2:
         probe.selection_scores_ = {int(candidates[0]): 1.0}
         return list(candidates)
+    from .sweep import small_fit_threads
+
     full = type(probe)(**{**probe.get_params(), "layers": list(candidates)})
-    full._fit_matrix(concat_layers(X_layers, candidates), labels, n_layers=len(candidates))
+    X = concat_layers(X_layers, candidates)
+    with small_fit_threads(X.size):
+        full._fit_matrix(X, labels, n_layers=len(candidates))
     full.layers_ = list(candidates)
     full.candidate_layers_ = list(candidates)
     importances = compute_layer_importance(full, metric="l2")
@@ -297,7 +301,10 @@ def _select_group_lasso(probe, X_layers, labels, candidates) -> list[int]:
     if missing:
         raise ValueError(f"no activations were extracted for auto_candidates layers {missing}")
     X = concat_layers(X_layers, groups)
-    gl = GroupLasso(alpha=float(alpha), n_groups=len(groups), task=probe.task).fit(X, labels)
+    from .sweep import small_fit_threads
+
+    with small_fit_threads(X.size):
+        gl = GroupLasso(alpha=float(alpha), n_groups=len(groups), task=probe.task).fit(X, labels)
     norms = gl.group_norms_
     probe.selection_scores_ = {int(g): float(v) for g, v in zip(groups, norms)}
     selected = [g for g, v in zip(groups, norms) if v > 0]
