@@ -53,6 +53,17 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _pyarrow():
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise ImportError(
+            "activation datasets need pyarrow: pip install 'lmprobe-jupyter[hub]'"
+        ) from None
+    return pyarrow, pyarrow.parquet
+
+
 def shard_name(layer: int, i: int) -> str:
     return f"layer_{layer}/shard_{i:03d}.safetensors"
 
@@ -111,8 +122,7 @@ def _collect(cache, key: str, prompts: list[str], layers: list[int], pk: str, ex
 
 
 def _write_index(path: Path, prompts: list[str], labels) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa, pq = _pyarrow()
 
     cols = {
         "row": pa.array(np.arange(len(prompts), dtype=np.int64)),
@@ -216,6 +226,7 @@ def push_dataset(
     from .probe import check_prompts
 
     import_hub()
+    _pyarrow()
     if not isinstance(repo_id, str) or "/" not in repo_id:
         raise ValueError(f"repo_id={repo_id!r} must look like 'owner/name'")
     prompts = check_prompts(prompts, allow_messages=False)
@@ -384,7 +395,7 @@ class DatasetExtractor:
     def index(self):
         """The dataset's index as a ``pyarrow.Table`` (downloaded once)."""
         if self._index is None:
-            import pyarrow.parquet as pq
+            _, pq = _pyarrow()
 
             entry = self.info["index"]
             table = pq.read_table(self._download(entry["file"], entry.get("sha256")))
