@@ -103,12 +103,16 @@ def run_notebook(build: Path) -> Path | None:
     build.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(nb_path, as_version=4)
     t0 = time.perf_counter()
+    # No widget state in the saved notebook: with it, nbconvert would draw widgets with JS
+    # from a CDN (blank offline) instead of their self-contained text/html fallbacks.
     NotebookClient(
         nb,
         timeout=900,
         kernel_name="python3",
+        store_widget_state=False,
         resources={"metadata": {"path": str(nb_path.parent)}},
     ).execute()
+    nb.metadata.pop("widgets", None)
     out_nb = build / nb_path.name
     nbformat.write(nb, out_nb)
     html, _ = HTMLExporter().from_notebook_node(nb)

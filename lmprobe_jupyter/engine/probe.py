@@ -266,6 +266,15 @@ class Probe:
             from .models import load_model
 
             lm = load_model(self.model_name, device=self.device, dtype=self.dtype)
+            trained_on = getattr(self, "model_fingerprint_", None)
+            if trained_on and trained_on != lm.fingerprint:
+                warnings.warn(
+                    f"this probe was trained on {self.model_name!r} with weights fingerprint "
+                    f"{trained_on}, but the loaded weights have fingerprint {lm.fingerprint}; "
+                    "its scores may be meaningless on these weights",
+                    stacklevel=3,
+                )
+            self.model_fingerprint_ = lm.fingerprint
             self._loaded_model = lm
         return lm
 
@@ -359,8 +368,10 @@ class Probe:
         if isinstance(y, str):
             raise TypeError("the second argument must be a list (negative prompts or labels)")
         y_list = list(y)
-        contrastive = not isinstance(y, np.ndarray) and len(y_list) > 0 and all(
-            isinstance(v, str) or _is_message_list(v) for v in y_list
+        contrastive = (
+            not isinstance(y, np.ndarray)
+            and len(y_list) > 0
+            and all(isinstance(v, str) or _is_message_list(v) for v in y_list)
         )
         if contrastive:
             if self.task == "regression":
@@ -694,6 +705,8 @@ class Probe:
         hook = getattr(self, "_evaluate_extra", None)
         if hook is not None:
             metrics.update(hook(y, pred, proba, **kwargs))
+        # The latest evaluation travels with the probe (saved files, hub model cards).
+        self.metrics_ = dict(metrics)
         return metrics
 
     def cross_validate(self, cv: int = 5) -> float:
