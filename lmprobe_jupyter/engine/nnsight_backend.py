@@ -242,7 +242,6 @@ def _layers_path(module) -> str:
     raise ValueError(f"cannot locate the decoder layers of {type(module).__name__}")
 
 
-_WRAPPED: dict[int, tuple] = {}
 _REMOTE: dict[str, tuple] = {}
 _WRAP_LOCK = threading.Lock()
 
@@ -253,9 +252,10 @@ def wrap_loaded(loaded: LoadedModel):
     The weights are shared with the transformers backend; nothing is loaded or copied.
     """
     with _WRAP_LOCK:
-        hit = _WRAPPED.get(id(loaded))
-        if hit is not None and hit[0] is loaded:
-            return hit[1], hit[2]
+        # Kept on the LoadedModel itself, so the wrapper lives and dies with the model.
+        hit = loaded.extra.get("nnsight")
+        if hit is not None:
+            return hit
         cls = _transformers_model_class()
         model = loaded.model
         tok = loaded.tokenizer
@@ -271,7 +271,7 @@ def wrap_loaded(loaded: LoadedModel):
         # tokenizer is shared with the rest of the engine, so put its setting back.
         tok.padding_side = padding_side
         blocks = lm.get(_layers_path(model))
-        _WRAPPED[id(loaded)] = (loaded, lm, blocks)
+        loaded.extra["nnsight"] = (lm, blocks)
         return lm, blocks
 
 
@@ -352,13 +352,23 @@ def remote_model(name: str):
             n_layers=len(decoder_layers(module)),
             hidden_size=int(text_cfg.hidden_size),
             device=torch.device("cpu"),
-            dtype=getattr(text_cfg, "dtype", None) or torch.float32,
+            dtype=_torch_dtype(getattr(text_cfg, "dtype", None)),
             max_length=max_len,
             extra={"remote": True},
         )
         blocks = lm.get(_layers_path(module))
         _REMOTE[name] = (loaded, lm, blocks)
         return _REMOTE[name]
+
+
+def _torch_dtype(value):
+    """The checkpoint's declared dtype as a torch dtype (float32 when unknown)."""
+    import torch
+
+    if isinstance(value, torch.dtype):
+        return value
+    resolved = getattr(torch, str(value).removeprefix("torch."), None) if value else None
+    return resolved if isinstance(resolved, torch.dtype) else torch.float32
 
 
 # ---------------------------------------------------------------------------- extractor
