@@ -41,6 +41,13 @@ _EXPORTS = {
     "push_dataset": "engine.datasets",
     "pull_dataset": "engine.datasets",
     "load_activation_dataset": "engine.datasets",
+    "ProbeFormatError": "engine.serialization",
+    "UntrustedPickleError": "engine.serialization",
+    "MissingPromptsError": "engine.datasets",
+    # remote execution
+    "NDIFError": "engine.nnsight_backend",
+    "NDIFAuthError": "engine.nnsight_backend",
+    "NDIFUnreachableError": "engine.nnsight_backend",
     # monitoring
     "MonitorResult": "engine.monitoring",
 }
