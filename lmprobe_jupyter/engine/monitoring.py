@@ -208,6 +208,7 @@ def evaluate_extra(
     *,
     n_bootstrap: int | None = None,
     random_state: int | None = None,
+    **unknown,
 ) -> dict:
     """Metrics at the calibrated threshold, merged into ``Probe.evaluate``'s result.
 
@@ -229,6 +230,11 @@ def evaluate_extra(
     random_state : int, optional
         Seed of the resampling (default: ``probe.random_state``, else 0).
     """
+    if unknown:
+        raise TypeError(
+            f"evaluate() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+            "valid: 'n_bootstrap', 'random_state'"
+        )
     if n_bootstrap is not None and (
         isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0
     ):
@@ -407,6 +413,7 @@ class _Monitor:
         self.pieces: list[str] = []
         self.flagged_at: int | None = None
         self.stop_after_layer = False
+        self.paused = False
 
     # ---------------------------------------------------------------- hooks
     def install(self):
@@ -417,6 +424,8 @@ class _Monitor:
 
         def make_hook(layer: int):
             def hook(_module, _inputs, output):
+                if self.paused:  # a callback running the model itself (e.g. predict)
+                    return
                 if layer in wanted:
                     # keep it on the device: no sync in the middle of the forward pass
                     self.captured[layer] = _hidden_of(output)[0].detach()
@@ -457,14 +466,18 @@ class _Monitor:
         piece = self.detok.piece(generated[: k + 1], final=final)
         self.scores.append(score)
         self.pieces.append(piece)
-        if self.on_token is not None:
-            self.on_token(k, piece, score)
-        if self.flagged_at is None and score > self.threshold:
+        flagged = self.flagged_at is None and score > self.threshold
+        if flagged:
             self.flagged_at = k
-            if self.on_flag is not None:
+        self.paused = True
+        try:
+            if self.on_token is not None:
+                self.on_token(k, piece, score)
+            if flagged and self.on_flag is not None:
                 self.on_flag(k, piece, score)
-            return self.stop_on_flag
-        return False
+        finally:
+            self.paused = False
+        return flagged and self.stop_on_flag
 
     def finish(self, ids: list[int], n_generated: int) -> None:
         """Score deferred steps (non-streaming mode) once, with a single classifier call."""

@@ -431,3 +431,21 @@ def test_monitor_result_html_and_repr(tiny_probe):
     )
     assert html.count('class="lmpj-tok') == len(result.tokens) + len(result.prompt_tokens)
     assert "flagged at token 0" in repr(result)
+
+
+def test_callbacks_may_run_the_model_themselves(tiny_probe):
+    plain = tiny_probe.monitor("Tell me a story about", max_new_tokens=4)
+    inner = []
+    busy = tiny_probe.monitor(
+        "Tell me a story about",
+        max_new_tokens=4,
+        on_token=lambda *a: inner.append(tiny_probe.predict_proba(["some other text"])[0, 1]),
+    )
+    assert len(inner) == 4
+    assert busy.token_ids == plain.token_ids
+    np.testing.assert_allclose(busy.scores, plain.scores, atol=1e-6)
+
+
+def test_evaluate_rejects_unknown_keywords(tiny_probe):
+    with pytest.raises(TypeError, match="unexpected keyword argument.*'n_boot'.*valid"):
+        tiny_probe.evaluate(["bad thing one", "nice sunny day"], [1, 0], n_boot=10)
