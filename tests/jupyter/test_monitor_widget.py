@@ -151,3 +151,70 @@ def test_magic_target_returns_the_result_and_displays_the_widget(tiny_probe, mon
     assert shown[0].result is result
     assert result.flagged_at == 0 and len(result.tokens) == 3
     assert shown[0].status == "done" and _alarm(shown[0]._html)
+
+
+def test_view_mounts_updates_and_mirrors_the_alarm_in_a_browser():
+    """monitor.js in headless Chromium, driven by a stand-in for the anywidget model."""
+    import base64
+    import json
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    from lmprobe_jupyter.jupyter import monitor_widget
+
+    w = MonitorWidget()
+    w.reset(threshold=0.9)
+    states = []
+    for i, (t, s) in enumerate(zip(TOKENS[:3], SCORES[:3])):
+        w.push(i, t, s)
+        states.append({"_html": w._html, "flagged_at": w.flagged_at, "status": w.status})
+    w.finish(
+        type(
+            "R",
+            (),
+            {
+                "threshold": 0.9,
+                "prompt_tokens": [],
+                "prompt_scores": [],
+                "tokens": TOKENS[:3],
+                "scores": SCORES[:3],
+                "flagged_at": 2,
+                "stopped_early": True,
+            },
+        )()
+    )
+    states.append({"_html": w._html, "flagged_at": w.flagged_at, "status": w.status})
+    js = (Path(monitor_widget.__file__).parent / "static" / "monitor.js").read_bytes()
+    page = (
+        "<html><body><div id=host></div><script type=module>"
+        f"const mod = (await import('data:text/javascript;base64,{base64.b64encode(js).decode()}'))"
+        f".default; const states = {json.dumps(states)}; let state = states[0]; const on = {{}};"
+        "const model = {get: k => state[k], on: (e, f) => { on[e] = f; }, off: () => {}};"
+        "mod.render({model, el: document.getElementById('host')});"
+        "window.step = i => { state = states[i]; on['change:_html'](); }; window.ready = true;"
+        "</script></body></html>"
+    )
+    probe_js = (
+        "e => [e.classList.contains('lmpj-monitor-alarm'), e.dataset.status,"
+        " e.querySelectorAll('.lmpj-generated .lmpj-tok').length,"
+        " !!e.querySelector('.lmpj-banner')]"
+    )
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            tab = browser.new_page()
+            tab.set_content(page)
+            tab.wait_for_function("window.ready === true")
+            seen = [tab.eval_on_selector("#host", probe_js)]
+            for i in range(1, len(states)):
+                tab.evaluate("i => window.step(i)", i)
+                seen.append(tab.eval_on_selector("#host", probe_js))
+        finally:
+            browser.close()
+    assert seen == [
+        [False, "running", 1, False],
+        [False, "running", 2, False],
+        [True, "running", 3, True],
+        [True, "stopped", 3, True],
+    ]
