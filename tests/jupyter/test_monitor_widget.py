@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -169,21 +170,16 @@ def test_view_mounts_updates_and_mirrors_the_alarm_in_a_browser():
     for i, (t, s) in enumerate(zip(TOKENS[:3], SCORES[:3])):
         w.push(i, t, s)
         states.append({"_html": w._html, "flagged_at": w.flagged_at, "status": w.status})
-    w.finish(
-        type(
-            "R",
-            (),
-            {
-                "threshold": 0.9,
-                "prompt_tokens": [],
-                "prompt_scores": [],
-                "tokens": TOKENS[:3],
-                "scores": SCORES[:3],
-                "flagged_at": 2,
-                "stopped_early": True,
-            },
-        )()
+    final = SimpleNamespace(
+        threshold=0.9,
+        prompt_tokens=[],
+        prompt_scores=[],
+        tokens=TOKENS[:3],
+        scores=SCORES[:3],
+        flagged_at=2,
+        stopped_early=True,
     )
+    w.finish(final)
     states.append({"_html": w._html, "flagged_at": w.flagged_at, "status": w.status})
     js = (Path(monitor_widget.__file__).parent / "static" / "monitor.js").read_bytes()
     page = (
