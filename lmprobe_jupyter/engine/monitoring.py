@@ -383,8 +383,9 @@ class _Detokenizer:
 
     def piece(self, ids: list[int], final: bool = False) -> str:
         full = self.tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        # a multi-byte character split across tokens decodes to U+FFFD until complete
-        if not full.startswith(self.text) or (full.endswith("\ufffd") and not final):
+        # a multi-byte character split across tokens decodes to U+FFFD until complete;
+        # its piece waits for the token that completes it (the last token takes the rest)
+        if not final and (not full.startswith(self.text) or full.endswith("\ufffd")):
             return ""
         out = full[len(self.text) :]
         self.text = full

@@ -449,3 +449,15 @@ def test_callbacks_may_run_the_model_themselves(tiny_probe):
 def test_evaluate_rejects_unknown_keywords(tiny_probe):
     with pytest.raises(TypeError, match="unexpected keyword argument.*'n_boot'.*valid"):
         tiny_probe.evaluate(["bad thing one", "nice sunny day"], [1, 0], n_boot=10)
+
+
+def test_token_pieces_keep_split_characters_whole(tiny_model_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    ids = tok("héllo 日本語 🙂 ok")["input_ids"]
+    detok = monitoring._Detokenizer(tok)
+    pieces = [detok.piece(ids[: k + 1], final=k == len(ids) - 1) for k in range(len(ids))]
+    assert "".join(pieces) == tok.decode(ids) == "héllo 日本語 🙂 ok"
+    assert "\ufffd" not in "".join(pieces)
+    assert "" in pieces  # some byte-level tokens carry half a character
