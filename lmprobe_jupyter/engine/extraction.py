@@ -165,7 +165,14 @@ class Extractor:
         return batches
 
     # ---------------------------------------------------------------- pooled
-    def pooled(self, prompts: list[str], layers: list[int], pooling) -> dict[int, np.ndarray]:
+    def pooled(
+        self,
+        prompts: list[str],
+        layers: list[int],
+        pooling,
+        token_masks: list[np.ndarray] | None = None,
+        key_suffix: str = "",
+    ) -> dict[int, np.ndarray]:
         """Pooled activations, shape (n_prompts, hidden) float32 per layer.
 
         Parameters
@@ -175,11 +182,19 @@ class Extractor:
             Non-negative layer indices.
         pooling : str or callable
             An activation-level pooling (see :mod:`.pooling`).
+        token_masks : list of bool ndarray of shape (n_tokens,), optional
+            Per prompt, the token positions pooling may use (ANDed with the attention
+            mask for pooling only; the forward pass still sees every token). Give
+            ``key_suffix`` with it so masked and unmasked vectors never share cache entries.
+        key_suffix : str
+            Appended to the pooling's cache key.
         """
         prompts = list(prompts)
         layers = sorted(set(int(x) for x in layers))
         n = len(prompts)
-        pk = pooling_key(pooling)
+        if token_masks is not None and len(token_masks) != n:
+            raise ValueError(f"got {len(token_masks)} token masks for {n} prompts")
+        pk = pooling_key(pooling) + key_suffix
         out: dict[int, list] = {layer: [None] * n for layer in layers}
         cache = get_cache() if self.use_cache else None
         if cache is not None and cache.enabled:
@@ -190,7 +205,11 @@ class Extractor:
         self.last_misses = len(need)
         if need:
             unique = list(dict.fromkeys(prompts[i] for i in need))
-            computed = self._compute_pooled(unique, layers, pooling)
+            masks = None
+            if token_masks is not None:
+                by_prompt = {prompts[i]: token_masks[i] for i in reversed(need)}
+                masks = [by_prompt[p] for p in unique]
+            computed = self._compute_pooled(unique, layers, pooling, masks)
             if cache is not None and cache.enabled:
                 for layer in layers:
                     cache.store(self.loaded.key, unique, layer, pk, list(computed[layer]))
@@ -204,7 +223,7 @@ class Extractor:
             for layer, v in out.items()
         }
 
-    def _compute_pooled(self, prompts, layers, pooling) -> dict[int, np.ndarray]:
+    def _compute_pooled(self, prompts, layers, pooling, token_masks=None) -> dict[int, np.ndarray]:
         seqs = self.encode(prompts)
         result = {
             layer: np.empty((len(prompts), self.loaded.hidden_size), np.float32) for layer in layers
@@ -212,12 +231,31 @@ class Extractor:
         for batch in self._iter_batches(seqs, "extracting"):
             ids, mask = self._collate([seqs[i] for i in batch])
             rows = np.asarray(batch)
+            keep = None
+            if token_masks is not None:
+                keep = self._pool_mask(
+                    [token_masks[i] for i in batch], [len(seqs[i]) for i in batch]
+                )
 
-            def capture(layer, hidden, m, rows=rows):
+            def capture(layer, hidden, m, rows=rows, keep=keep):
+                if keep is not None:
+                    m = m * keep.to(m.device)
                 result[layer][rows] = pool_batch(hidden, m, pooling).float().cpu().numpy()
 
             self._forward(ids, mask, layers, capture)
         return result
+
+    def _pool_mask(self, masks, lengths):
+        """Token masks laid out like :meth:`_collate`'s attention mask (padding off)."""
+        import torch
+
+        width = max(lengths)
+        keep = torch.zeros((len(masks), width), dtype=torch.long)
+        for r, (mk, n) in enumerate(zip(masks, lengths)):
+            row = torch.as_tensor(np.asarray(mk, dtype=bool)[:n], dtype=torch.long)
+            start = 0 if self.padding_side == "right" else width - n
+            keep[r, start : start + len(row)] = row
+        return keep
 
     # ---------------------------------------------------------------- per token
     def per_token(self, prompts: list[str], layers: list[int]) -> list[TokenActs]:
