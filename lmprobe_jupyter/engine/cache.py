@@ -29,7 +29,7 @@ Why this layout
   lets readers run while a writer commits. A shard becomes visible only when its index
   rows commit, after its file is complete on disk.
 - **Checksums on read.** Each array's CRC32 (kept in the index and in the shard header)
-  is checked when it is read; a truncated or corrupted shard is dropped with a
+  is checked when a process first reads it (again if the file's size or mtime changes); a truncated or corrupted shard is dropped with a
   :class:`CacheWarning` and its entries read as misses, so the caller recomputes them.
 - **LRU by shard.** A logical clock records when each shard was last read or written;
   ``set_cache_limit`` evicts the least recently used shards until the total fits. The
@@ -347,6 +347,7 @@ class ActivationCache:
         self._touched: dict[int, float] = {}
         self._last_sync: dict[str, float] = {}
         self._io_warned: set[str] = set()
+        self._verified: dict[str, tuple[tuple, set[bytes]]] = {}
 
     def __repr__(self) -> str:
         remote = f", remote={self.remote.url!r}" if self.remote is not None else ""
@@ -356,7 +357,7 @@ class ActivationCache:
     def _db(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
             # a connection inherited through fork must not be used; open a fresh one
-            self._conn, self._groups, self._touched = None, {}, {}
+            self._conn, self._groups, self._touched, self._verified = None, {}, {}, {}
             self.path.mkdir(parents=True, exist_ok=True)
             try:
                 self._conn = self._open()
@@ -553,15 +554,26 @@ class ActivationCache:
         out = {}
         batches: dict[tuple[str, str], tuple[list[bytes], list[bytes]]] = {}
         with open(self.path / rel, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
             end = max(pos + nb for _, pos, nb, _, _, _ in items)
-            if end > size:
-                raise ShardError(f"truncated: {size} bytes, an entry ends at byte {end}")
+            if end > st.st_size:
+                raise ShardError(f"truncated: {st.st_size} bytes, an entry ends at byte {end}")
+            # Shards are immutable: an entry whose CRC this process has checked is not
+            # checked again unless the file changed (any write changes mtime or size).
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+            seen = self._verified.get(rel)
+            if seen is None or seen[0] != stamp:
+                if len(self._verified) > 10_000:
+                    self._verified.clear()
+                seen = self._verified[rel] = (stamp, set())
+            checked = seen[1]
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 for key, pos, nb, code, shape, crc in items:
                     raw = mm[pos : pos + nb]
-                    if zlib.crc32(raw) != crc:
-                        raise ShardError("checksum mismatch")
+                    if key not in checked:
+                        if zlib.crc32(raw) != crc:
+                            raise ShardError("checksum mismatch")
+                        checked.add(key)
                     keys, raws = batches.setdefault((code, shape), ([], []))
                     keys.append(key)
                     raws.append(raw)
