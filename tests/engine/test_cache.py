@@ -309,6 +309,17 @@ def test_damaged_shard_is_dropped_with_a_warning_and_recomputable(damage, reason
         np.testing.assert_array_equal(c.lookup("m", ["b"], 0, "mean")[0], vec("b"))
 
 
+def test_damage_after_a_successful_read_is_still_detected():
+    c = C.get_cache()
+    c.store("m", ["a"], 0, "mean", [vec("a")])
+    np.testing.assert_array_equal(c.lookup("m", ["a"], 0, "mean")[0], vec("a"))
+    (victim,) = shard_files(c.path)
+    time.sleep(0.01)
+    _corrupt(victim)  # same size; the new mtime makes the process check again
+    with pytest.warns(CacheWarning, match="checksum mismatch"):
+        assert c.lookup("m", ["a"], 0, "mean") == [None]
+
+
 def test_a_full_disk_warns_once_and_caching_is_skipped(monkeypatch):
     import errno
 
