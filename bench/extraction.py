@@ -91,7 +91,9 @@ def load(args):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default="cpu")
@@ -107,6 +109,16 @@ def main(argv=None) -> int:
     from lmprobe_jupyter.engine.extraction import Extractor
     from lmprobe_jupyter.engine.models import decoder_layers
 
+    load_s = None
+    if not args.random_weights:
+        from lmprobe_jupyter.engine.models import DEFAULT_MODEL, load_model, resolve_model
+
+        resolve_model(DEFAULT_MODEL)  # materialize once (if this machine never did)
+        import transformers  # noqa: F401  (import cost is not load cost)
+
+        t0 = time.perf_counter()
+        load_model(DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+        load_s = time.perf_counter() - t0
     loaded = load(args)
     layer = loaded.n_layers // 2 if args.layer is None else args.layer
     prompts = make_prompts(args.n)
@@ -163,6 +175,8 @@ def main(argv=None) -> int:
         f"extraction bench: {loaded.name} on {name} ({loaded.dtype}), {len(prompts)} prompts, "
         f"{n_tokens} tokens, layer {layer}/{loaded.n_layers}, batch {bs}, median of {args.repeats}"
     )
+    if load_s is not None:
+        print(f"  bundled model load (materialized copy): {load_s:7.3f} s")
     print(f"  bare full-depth forward (given order): {t_full:8.3f} s")
     print(f"  floor (truncated at layer, sorted):    {t_floor:8.3f} s")
     print(f"  engine cold extraction:                {t_engine:8.3f} s")
