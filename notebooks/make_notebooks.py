@@ -653,10 +653,10 @@ benign_run
 The threshold calibrated above is for **prompts**. An answer's tokens are read while the
 model is *writing*, a different distribution, so the prompt threshold can flag a
 harmless answer. Calibrate an **answer threshold** the same way: on benign answers.
-(Three answers here, to stay quick; use many in practice.)
+(Three answers here, to stay quick; use hundreds in practice.)
 """),
     code("""
-benign_answers = [benign_run] + [monitor.monitor(p, max_new_tokens=12) for p in BENIGN_CALIBRATION[:3]]
+benign_answers = [benign_run] + [monitor.monitor(p, max_new_tokens=12) for p in BENIGN_CALIBRATION[:2]]
 for r in benign_answers:
     print(f"max token score {r.max_score:.2f}  {r.text!r}")
 answer_threshold = round(max(r.max_score for r in benign_answers), 3)
@@ -684,9 +684,8 @@ run
 - Read prompts through the chat template and pool over the user's tokens.
 - Calibrate the threshold on held-out benign traffic, then report TPR at that FPR with
   confidence intervals, not accuracy at 0.5.
-- Token scores on the model's own answers are noisier than prompt scores (a harmless
-  answer above reached a high score on some token): give them their own threshold,
-  calibrated on many benign answers.
+- Token scores on the model's own answers are noisier than prompt scores: give them
+  their own threshold, calibrated on many benign answers.
 - Check the probe against baselines (notebook 3) before deploying it.
 """),
 ]
