@@ -35,6 +35,9 @@ _EXPORTS = {
     "set_cache_dtype": "engine.cache",
     "set_cache_limit": "engine.cache",
     "set_cache_enabled": "engine.cache",
+    "set_cache_tokens": "engine.cache",
+    "CacheInfo": "engine.cache",
+    "CacheWarning": "engine.cache",
     "clear_cache": "engine.cache",
     # saving and sharing
     "ProbeCard": "engine.hub",

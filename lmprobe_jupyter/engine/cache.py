@@ -1236,6 +1236,20 @@ def set_cache_enabled(enabled: bool) -> None:
             _CACHE.enabled = bool(enabled)
 
 
+def set_cache_tokens(enabled: bool) -> None:
+    """Also cache per-token activations (``(seq, hidden)`` per prompt and layer).
+
+    Off by default: per-token outputs (highlights, ``inference_pooling="all"``) are
+    ``seq_len`` times larger than pooled ones and are usually computed on demand.
+    """
+    _settings["tokens"] = bool(enabled)
+
+
+def tokens_cached() -> bool:
+    """Whether per-token activations are cached (see :func:`set_cache_tokens`)."""
+    return bool(_settings.get("tokens", False))
+
+
 def clear_cache(model: str | None = None, *, remote: bool = False) -> int:
     """Delete cached activations: all of them, or one model's.
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cache import get_cache
+from .cache import get_cache, tokens_cached
 from .models import LoadedModel, decoder_layers
 from .pooling import pool_batch, pooling_key
 
@@ -212,7 +212,11 @@ class Extractor:
             computed = self._compute_pooled(unique, layers, pooling, masks)
             if cache is not None and cache.enabled:
                 for layer in layers:
-                    cache.store(self.loaded.key, unique, layer, pk, list(computed[layer]))
+                    rows = list(computed[layer])
+                    cache.store(self.loaded.key, unique, layer, pk, rows)
+                    # With a float16/bfloat16 cache, return what later (warm) calls will
+                    # return, so a cold and a warm call never disagree.
+                    computed[layer] = cache.as_stored(rows)
             row = {p: j for j, p in enumerate(unique)}
             for i in need:
                 for layer in layers:
@@ -266,7 +270,20 @@ class Extractor:
         out = [TokenActs(text=p, tokens=[], offsets=[], acts={}) for p in prompts]
         for i, p in enumerate(prompts):
             out[i].offsets, out[i].tokens = self.token_pieces(p, len(seqs[i]))
-        for batch in self._iter_batches(seqs, "extracting tokens"):
+        cache = get_cache() if self.use_cache and tokens_cached() else None
+        todo = list(range(len(prompts)))
+        if cache is not None and cache.enabled:
+            hits = {
+                layer: cache.lookup(self.loaded.key, prompts, layer, "tokens") for layer in layers
+            }
+            todo = [i for i in todo if any(hits[layer][i] is None for layer in layers)]
+            for i in set(range(len(prompts))) - set(todo):
+                out[i].acts = {layer: hits[layer][i] for layer in layers}
+        self.last_hits, self.last_misses = len(prompts) - len(todo), len(todo)
+        if not todo:
+            return out
+        for batch in self._iter_batches([seqs[i] for i in todo], "extracting tokens"):
+            batch = [todo[j] for j in batch]
             ids, mask = self._collate([seqs[i] for i in batch])
 
             def capture(layer, hidden, m, batch=batch):
@@ -276,6 +293,12 @@ class Extractor:
                     out[i].acts[layer] = h[r][mk[r]]
 
             self._forward(ids, mask, layers, capture)
+        if cache is not None and cache.enabled:
+            for layer in layers:
+                rows = [out[i].acts[layer] for i in todo]
+                cache.store(self.loaded.key, [prompts[i] for i in todo], layer, "tokens", rows)
+                for i, a in zip(todo, cache.as_stored(rows)):
+                    out[i].acts[layer] = a
         return out
 
     def token_pieces(self, text: str, n_tokens: int | None = None):

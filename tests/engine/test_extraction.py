@@ -134,3 +134,39 @@ def test_per_token_pieces_keep_whitespace(tiny):
 def test_bad_batch_size(tiny):
     with pytest.raises(ValueError, match="batch_size=0 must be a positive int"):
         Extractor(tiny, batch_size=0)
+
+
+def test_per_token_cached_only_when_asked(tiny):
+    from lmprobe_jupyter.engine import cache
+
+    ext = Extractor(tiny)
+    first = ext.per_token(PROMPTS[:3], [1])
+    before = Extractor.forward_calls
+    ext.per_token(PROMPTS[:3], [1])
+    assert Extractor.forward_calls > before  # computed on demand by default
+    cache.set_cache_tokens(True)
+    try:
+        ext.per_token(PROMPTS[:3], [1])
+        before = Extractor.forward_calls
+        again = ext.per_token(PROMPTS[:3], [1])
+        assert Extractor.forward_calls == before and ext.last_hits == 3
+        for a, b in zip(first, again):
+            assert a.tokens == b.tokens
+            np.testing.assert_allclose(a.acts[1], b.acts[1], atol=1e-6)
+    finally:
+        cache.set_cache_tokens(False)
+
+
+def test_cold_and_warm_agree_with_a_float16_cache(tiny):
+    from lmprobe_jupyter.engine import cache
+
+    cache.set_cache_dtype("float16")
+    try:
+        ext = Extractor(tiny)
+        cold = ext.pooled(PROMPTS, [2], "mean")[2]
+        warm = ext.pooled(PROMPTS, [2], "mean")[2]
+        assert ext.last_hits == len(PROMPTS)
+        np.testing.assert_array_equal(cold, warm)
+        assert cold.dtype == np.float32
+    finally:
+        cache.set_cache_dtype("float32")
