@@ -157,9 +157,7 @@ def format_chat(probe, prompt, force: bool = False, add_generation_prompt: bool 
     return render_chat(tok, messages, add_generation_prompt=add_generation_prompt)
 
 
-def role_token_mask(
-    tokenizer, text: ChatText, roles, max_length: int | None = None
-) -> np.ndarray:
+def role_token_mask(tokenizer, text: ChatText, roles, max_length: int | None = None) -> np.ndarray:
     """Boolean mask over the tokens of ``text``: True where a token overlaps the content
     of a message whose role is in ``roles``.
 
