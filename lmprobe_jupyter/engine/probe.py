@@ -599,9 +599,9 @@ class Probe:
             mask[i, : len(r)] = False
         return np.ma.MaskedArray(data, mask=mask)
 
-    def _reduced_proba(self, prompts, remote) -> np.ndarray:
+    def _reduced_proba(self, prompts, remote, how: str | None = None) -> np.ndarray:
         """inference_pooling max/min: reduce per-token class scores to (n, k)."""
-        how = self.inference_pooling_
+        how = how or self.inference_pooling_
         rows = self._token_outputs(prompts, remote)
         if rows[0].ndim == 1:
             p = np.array([r.max() if how == "max" else r.min() for r in rows])
@@ -665,12 +665,7 @@ class Probe:
                 pred = self.pipeline_.predict(self._pooled_matrix(prepared, how, remote))
             return pred, None
         if how in TOKEN_LEVEL_INFERENCE:
-            saved = self.inference_pooling
-            self.inference_pooling = "min" if how == "min" else "max"
-            try:
-                proba = self._reduced_proba(prepared, remote)
-            finally:
-                self.inference_pooling = saved
+            proba = self._reduced_proba(prepared, remote, "min" if how == "min" else "max")
         else:
             from .classifiers import classifier_proba
 
