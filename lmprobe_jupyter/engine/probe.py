@@ -422,7 +422,6 @@ class Probe:
         remote : bool, optional
             Override ``remote`` for this call.
         """
-        t0 = time.perf_counter()
         self._validate_params()
         prompts, labels = self._parse_fit_args(X, y, labels)
         self._train_data_ = (prompts, labels)  # for push_to_hub(include_training_data=True)
@@ -431,6 +430,10 @@ class Probe:
                 f"training data has only one class ({np.unique(labels)[0]!r}); a probe needs "
                 "examples of at least two classes"
             )
+        if self.dataset is None and self.backend == "local":
+            # Load first, so fit_seconds_ measures fitting, not a one-off model load.
+            self._loaded()
+        t0 = time.perf_counter()
         prepared = self._prepare_prompts(prompts)
         candidates = resolve_layers(self.layers, self.n_model_layers())
         train_pool = self.train_pooling_

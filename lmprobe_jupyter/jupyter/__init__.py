@@ -17,6 +17,28 @@ def load_ipython_extension(ip: Any) -> None:
     from .magics import ProbeMagics
 
     ip.register_magics(ProbeMagics)
+    _register_figure_formatter(ip)
+
+
+def _register_figure_formatter(ip: Any) -> None:
+    """Show matplotlib Figures returned by ``.plot()`` as PNGs without ``%matplotlib``.
+
+    Our plots build Figures without pyplot (no global state, no backend switch), so
+    IPython would otherwise print only their repr. Registered by type name: matplotlib
+    is imported only when a Figure is actually displayed.
+    """
+    formatter = getattr(getattr(ip, "display_formatter", None), "formatters", {}).get("image/png")
+    if formatter is None:
+        return
+
+    def png(fig) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight", dpi=100)
+        return buf.getvalue()
+
+    formatter.for_type_by_name("matplotlib.figure", "Figure", png)
 
 
 def unload_ipython_extension(ip: Any) -> None:

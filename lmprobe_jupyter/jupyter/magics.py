@@ -359,10 +359,11 @@ class ProbeMagics(Magics, Configurable):
 
         widget = MonitorWidget()
         live = getattr(self.shell, "kernel", None) is not None
+        handle = None
         if live:  # on screen before generating, so tokens appear as they are written
             from IPython.display import display
 
-            display(widget)
+            handle = display(widget, display_id=True)
         with _user_errors("probe_monitor"):
             result = widget.run(
                 probe,
@@ -373,6 +374,10 @@ class ProbeMagics(Magics, Configurable):
                 chat_template=chat,
             )
         self._bind(out, result)
+        if handle is not None:
+            # Re-send the finished widget so the saved output's static HTML fallback shows
+            # the final state, not the "waiting" one it had when generation began.
+            handle.update(widget)
         # in a notebook the widget is already shown; returning it would show it twice
         return None if live else widget
 

@@ -392,11 +392,15 @@ def monitor_live(probe, prompt, *, display: bool = True, **kwargs: Any) -> Monit
         With the :class:`MonitorResult` as ``.result``.
     """
     widget = MonitorWidget()
+    handle = None
     if display:
         from IPython.display import display as ipy_display
 
-        ipy_display(widget)
+        handle = ipy_display(widget, display_id=True)
     widget.run(probe, prompt, **kwargs)
+    if handle is not None:
+        # the saved output's static fallback must show the final state, not "waiting"
+        handle.update(widget)
     return widget
 
 

@@ -332,3 +332,15 @@ def test_default_bundled_model_learns_dog_vs_cat(ip):
     assert view.data["auroc"] >= 0.8
     toks = ip.run_line_magic("probe_tokens", "pet Fetch the ball, good boy!")
     assert "".join(toks.texts[0]["tokens"]) == "Fetch the ball, good boy!"
+
+
+def test_load_ext_shows_bare_figures_as_png():
+    from IPython.core.interactiveshell import InteractiveShell
+    from matplotlib.figure import Figure
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "lmprobe_jupyter")
+    fig = Figure(figsize=(2, 1))
+    fig.add_subplot().plot([0, 1], [1, 0])
+    data, _ = ip.display_formatter.format(fig)
+    assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
