@@ -249,6 +249,31 @@ def _select_fast_auto(probe, X_layers, labels, candidates) -> list[int]:
     return [candidates[i] for i in order[:k]]
 
 
+def validate_selection_params(probe) -> None:
+    """Check ``auto_alpha`` and ``auto_candidates`` before any extraction runs."""
+    alpha = probe.auto_alpha
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha > 0:
+        raise ValueError(f"auto_alpha={alpha!r} must be a positive number")
+    cands = probe.auto_candidates
+    if cands is None:
+        return
+    if isinstance(cands, str | bytes) or not hasattr(cands, "__iter__"):
+        raise TypeError(
+            f"auto_candidates={cands!r} must be a list of fractions in [0, 1] or layer "
+            "indices, or None"
+        )
+    for c in cands:
+        if isinstance(c, bool):
+            raise TypeError(f"auto_candidates holds {c!r}; give fractions or layer indices")
+        if isinstance(c, int | np.integer):
+            continue
+        if not (isinstance(c, float | np.floating) and 0.0 <= float(c) <= 1.0):
+            raise ValueError(
+                f"auto_candidates holds {c!r}; use fractions in [0, 1] (0.5 = middle layer) "
+                "or layer indices"
+            )
+
+
 def auto_candidate_layers(auto_candidates, n_layers: int) -> list[int]:
     """Resolve ``auto_candidates`` to layer indices.
 
@@ -288,9 +313,8 @@ def auto_candidate_layers(auto_candidates, n_layers: int) -> list[int]:
 def _select_group_lasso(probe, X_layers, labels, candidates) -> list[int]:
     from .features import concat_layers
 
+    validate_selection_params(probe)
     alpha = probe.auto_alpha
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha > 0:
-        raise ValueError(f"auto_alpha={alpha!r} must be a positive number")
     n_model_layers = probe.n_model_layers() if probe.auto_candidates is not None else None
     groups = (
         auto_candidate_layers(probe.auto_candidates, n_model_layers)

@@ -11,6 +11,7 @@ from lmprobe_jupyter.engine.layer_selection import (
     GroupLasso,
     auto_candidate_layers,
     compute_layer_importance,
+    validate_selection_params,
 )
 
 POS = ["alpha alpha alpha", "alpha beta alpha", "alpha gamma", "alpha alpha", "beta alpha alpha"]
@@ -220,6 +221,22 @@ def test_auto_all_zero_falls_back_to_one_layer(tiny_probe):
 def test_auto_alpha_must_be_positive(tiny_probe, alpha):
     with pytest.raises(ValueError, match="must be a positive number"):
         tiny_probe(layers="auto", auto_alpha=alpha).fit(POS, NEG)
+
+
+@pytest.mark.parametrize(
+    "kw,exc,match",
+    [
+        ({"auto_alpha": 0.0}, ValueError, "auto_alpha=0.0 must be a positive number"),
+        ({"auto_candidates": "all"}, TypeError, "must be a list"),
+        ({"auto_candidates": [0.5, 2.5]}, ValueError, "holds 2.5"),
+        ({"auto_candidates": [False]}, TypeError, "holds False"),
+    ],
+    ids=["alpha", "string", "float", "bool"],
+)
+def test_selection_params_checked_without_a_model(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        validate_selection_params(Probe(**kw))
+    validate_selection_params(Probe(auto_candidates=[0.25, 3, -1], auto_alpha=1))
 
 
 # ---------------------------------------------------------------------- SmolLM2 (learning)
