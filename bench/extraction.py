@@ -36,7 +36,7 @@ def make_prompts(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        k = rng.choice([12, 30, 60, 120, 250, 400])
+        k = rng.choice([10, 25, 50, 100, 200])
         k = max(8, int(k * rng.uniform(0.7, 1.3)))
         out.append(f"{i}: " + " ".join(rng.choice(WORDS) for _ in range(k)))
     return out

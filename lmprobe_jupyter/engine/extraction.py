@@ -212,11 +212,15 @@ class Extractor:
             computed = self._compute_pooled(unique, layers, pooling, masks)
             if cache is not None and cache.enabled:
                 for layer in layers:
-                    rows = list(computed[layer])
-                    cache.store(self.loaded.key, unique, layer, pk, rows)
-                    # With a float16/bfloat16 cache, return what later (warm) calls will
-                    # return, so a cold and a warm call never disagree.
-                    computed[layer] = cache.as_stored(rows)
+                    cache.store(self.loaded.key, unique, layer, pk, list(computed[layer]))
+                    if cache.dtype != "float32":
+                        # Return what later (warm) calls will return, so a cold and a
+                        # warm call never disagree.
+                        computed[layer] = np.stack(cache.as_stored(list(computed[layer])))
+            if unique == prompts:
+                # All fresh and distinct: hand back the arrays as computed, no copy (a
+                # sweep's memory stays at one pooled array).
+                return computed
             row = {p: j for j, p in enumerate(unique)}
             for i in need:
                 for layer in layers:

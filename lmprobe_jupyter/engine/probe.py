@@ -230,6 +230,10 @@ class Probe:
         resolve_poolings(self.pooling, self.train_pooling, self.inference_pooling)
         if not isinstance(self.fast_auto_top_k, int) or self.fast_auto_top_k < 1:
             raise ValueError(f"fast_auto_top_k={self.fast_auto_top_k!r} must be a positive int")
+        if self.layers == "auto":
+            from .layer_selection import validate_selection_params
+
+            validate_selection_params(self)
         if self.model is not None and self.dataset is not None:
             raise ValueError("give either model= or dataset=, not both")
 
@@ -435,7 +439,13 @@ class Probe:
             self._loaded()
         t0 = time.perf_counter()
         prepared = self._prepare_prompts(prompts)
-        candidates = resolve_layers(self.layers, self.n_model_layers())
+        if self.layers == "auto":
+            from .layer_selection import auto_candidate_layers
+
+            # group lasso chooses among auto_candidates only: extract nothing else
+            candidates = auto_candidate_layers(self.auto_candidates, self.n_model_layers())
+        else:
+            candidates = resolve_layers(self.layers, self.n_model_layers())
         train_pool = self.train_pooling_
         if train_pool == "all":
             X_layers, labels = self._token_training_set(prepared, labels, candidates, remote)
