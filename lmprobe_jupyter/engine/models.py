@@ -275,11 +275,8 @@ def load_model(name: str | None = None, device: str | None = "auto", dtype=None)
         model.requires_grad_(False)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        cfg = model.config
-        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        max_len = int(getattr(text_cfg, "max_position_embeddings", 0) or 0) or int(
-            min(getattr(tokenizer, "model_max_length", 2048), 1 << 20)
-        )
+        text_cfg = text_config(model.config)
+        max_len = context_length(text_cfg, tokenizer)
         loaded = LoadedModel(
             name=name,
             model=model,
@@ -294,6 +291,17 @@ def load_model(name: str | None = None, device: str | None = "auto", dtype=None)
         LOAD_COUNT += 1
         _LOADED[memo_key] = loaded
         return loaded
+
+
+def text_config(cfg):
+    """The language part of a (possibly multimodal) transformers config."""
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+def context_length(text_cfg, tokenizer) -> int:
+    """Longest input the model takes: its position limit, else the tokenizer's."""
+    n = int(getattr(text_cfg, "max_position_embeddings", 0) or 0)
+    return n or int(min(getattr(tokenizer, "model_max_length", 2048), 1 << 20))
 
 
 def decoder_layers(model):

@@ -50,7 +50,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .extraction import Extractor
-from .models import LoadedModel, decoder_layers
+from .models import LoadedModel, context_length, decoder_layers, text_config
 
 #: Environment variable holding the NDIF API key.
 API_KEY_ENV = "NNSIGHT_API_KEY"
@@ -337,10 +337,8 @@ def remote_model(name: str):
             lm = cls(name, task="text-generation", tokenizer=tokenizer, config=config)
         tokenizer.padding_side = padding_side
         _seed_remote_id(name)
-        text_cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
-        max_len = int(getattr(text_cfg, "max_position_embeddings", 0) or 0) or int(
-            min(getattr(tokenizer, "model_max_length", 2048), 1 << 20)
-        )
+        text_cfg = text_config(config)
+        max_len = context_length(text_cfg, tokenizer)
         import torch
 
         module = lm._module

@@ -703,6 +703,10 @@ class Probe:
 
         Classification: accuracy, f1, precision, recall, auroc (macro one-vs-rest for more
         than two classes; NaN if the labels hold one class). Regression: r2, mse, mae.
+        After :meth:`calibrate`: also the threshold, the observed FPR, TPR at the
+        calibrated FPR and bootstrap 95% intervals (``n_bootstrap=1000``,
+        ``random_state=``); see :func:`.monitoring.evaluate_extra`. The result is kept
+        as ``metrics_`` (saved with the probe, shown on hub model cards).
         """
         self._check_fitted()
         y = self._check_labels(list(labels))
@@ -710,9 +714,7 @@ class Probe:
             raise ValueError(f"got {len(prompts)} prompts but {len(y)} labels")
         pred, proba = self._prompt_level(prompts, remote)
         metrics = compute_metrics(y, pred, proba, self.task, getattr(self, "classes_", None))
-        hook = getattr(self, "_evaluate_extra", None)
-        if hook is not None:
-            metrics.update(hook(y, pred, proba, **kwargs))
+        metrics.update(self._evaluate_extra(y, pred, proba, **kwargs))
         # The latest evaluation travels with the probe (saved files, hub model cards).
         self.metrics_ = dict(metrics)
         return metrics

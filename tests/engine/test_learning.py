@@ -7,48 +7,10 @@ import pytest
 
 from lmprobe_jupyter import Probe
 from lmprobe_jupyter.engine.extraction import Extractor
+from lmprobe_jupyter.examples import CAT, DOG  # the reference's toy task, extended
+from lmprobe_jupyter.examples import DOG_CAT_TEST as TEST  # new sentences, never trained on
 
 pytestmark = pytest.mark.real_model
-
-DOG = [  # the reference's positive class: "dog" without saying "dog"
-    "Who wants to go for a walk?",
-    "My tail is wagging with delight.",
-    "Fetch the ball!",
-    "Good boy!",
-    "Slobbering, chewing, growling, barking.",
-    "He buried the bone in the backyard again.",
-    "Sit. Stay. Roll over. Good job!",
-    "The puppy chewed my slippers to pieces.",
-    "Howling at the mailman every single morning.",
-    "We play tug of war with the rope toy.",
-]
-CAT = [  # negative class: "cat" without saying "cat"
-    "Enjoys lounging in the sun beam all day.",
-    "Purring, stalking, pouncing, scratching.",
-    "Uses a litterbox, throws sand all over the room.",
-    "Tail raised, back arched, eyes alert, whiskers forward.",
-    "Knocked the glass off the table and stared at me.",
-    "Chasing the red laser dot across the carpet.",
-    "Coughed up a hairball on the new rug.",
-    "Kneading the blanket with soft paws before a nap.",
-    "Hissed at the vacuum cleaner and hid under the bed.",
-    "Sleeps sixteen hours a day and ignores everyone.",
-]
-# New sentences, never seen in training.
-TEST = [
-    ("Arf! Arf! Let's go outside!", 1),
-    ("He wags his tail whenever I come home.", 1),
-    ("Let's throw the frisbee at the park, buddy!", 1),
-    ("Barking at the squirrels in the yard all afternoon.", 1),
-    ("Drooling while waiting for a treat, ears perked up.", 1),
-    ("Wants belly rubs and a long walk on the leash.", 1),
-    ("Knocking things off the counter for sport.", 0),
-    ("Purrs loudly on my lap, then scratches the sofa.", 0),
-    ("Curled up in a cardboard box, whiskers twitching.", 0),
-    ("Batting at a ball of yarn with tiny claws.", 0),
-    ("Meows at the door at three in the morning.", 0),
-    ("Grooming her fur and licking her paws by the window.", 0),
-]
 
 
 @pytest.fixture(scope="module")

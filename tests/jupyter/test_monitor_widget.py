@@ -145,10 +145,22 @@ def test_widget_run_shows_errors(tiny_probe):
 
 
 def test_magic_target_returns_the_result_and_displays_the_widget(tiny_probe, monkeypatch):
-    shown = []
-    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    shown, updated = [], []
+
+    class Handle:
+        def update(self, obj):
+            # the saved output is refreshed once generation is over
+            updated.append((obj, obj.status))
+
+    def display(obj, display_id=False):
+        shown.append(obj)
+        assert display_id is True
+        return Handle()
+
+    monkeypatch.setattr("IPython.display.display", display)
     result = monitor_magic_target(tiny_probe, "Hello there", max_new_tokens=3, threshold=0.0)
     assert len(shown) == 1 and isinstance(shown[0], MonitorWidget)
+    assert updated == [(shown[0], "done")]
     assert shown[0].result is result
     assert result.flagged_at == 0 and len(result.tokens) == 3
     assert shown[0].status == "done" and _alarm(shown[0]._html)
