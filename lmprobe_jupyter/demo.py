@@ -102,6 +102,8 @@ def run_notebook(build: Path) -> Path | None:
 
     build.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(nb_path, as_version=4)
+    # The kernel inherits this: progress bars would be frozen text in a static export.
+    os.environ["LMPROBE_PROGRESS"] = "0"
     t0 = time.perf_counter()
     # No widget state in the saved notebook: with it, nbconvert would draw widgets with JS
     # from a CDN (blank offline) instead of their self-contained text/html fallbacks.
