@@ -560,8 +560,10 @@ class ActivationBaseline(_FittedMixin):
         ``'random_direction'``: project the activations onto a random unit vector and fit a
         logistic regression on that single number. ``'pca'``: the top ``n_components``
         principal components (capped at ``n_samples - 1``) plus a classifier.
-        ``'layer_0'``: the same classifier on layer 0 (output of the first decoder block)
-        instead of ``layers``. ``'perplexity'``: the model's own mean token
+        ``'layer_0'``: the same classifier on the input embeddings (before any decoder
+        block; a table lookup, no forward pass) instead of ``layers``; with an
+        activation dataset or NDIF, where embeddings are not at hand, layer 0 (the
+        first block's output). ``'perplexity'``: the model's own mean token
         log-likelihood of the prompt as the single feature.
     model : str, LoadedModel, Probe or None
         The model to read. A :class:`~lmprobe_jupyter.engine.probe.Probe` lends its
@@ -711,6 +713,9 @@ class ActivationBaseline(_FittedMixin):
             lp = mean_token_logprob(loaded, prepared, self.batch_size, self.progress)
             return lp.reshape(-1, 1)
         if self.method == "layer_0":
+            ext = src._extractor()
+            if hasattr(ext, "embedding_pooled") and not getattr(ext, "remote", False):
+                return ext.embedding_pooled(prepared, self.pooling)
             return self._layer_matrix(prepared, [0])
         return self._layer_matrix(prepared, self.layers_)
 
@@ -1303,7 +1308,7 @@ class BaselineBattery:
         _, fit_seconds = _timed(b.fit, train_prompts, y)
         detail = {
             "perplexity": "mean token log-likelihood",
-            "layer_0": "layer 0",
+            "layer_0": "input embeddings",
         }.get(method, f"layers {b.layers_}")
         return _result_from(
             method,

@@ -25,6 +25,9 @@ from .cache import get_cache, tokens_cached
 from .models import LoadedModel, decoder_layers
 from .pooling import pool_batch, pooling_key
 
+#: Cache "layer" of pooled input embeddings (real layers are always >= 0 there).
+EMBEDDINGS_LAYER = -1
+
 
 class _StopForward(Exception):
     """Raised by the deepest layer's hook to end the forward pass early."""
@@ -264,6 +267,41 @@ class Extractor:
             start = 0 if self.padding_side == "right" else width - n
             keep[r, start : start + len(row)] = row
         return keep
+
+    # ---------------------------------------------------------------- embeddings
+    def embedding_pooled(self, prompts: list[str], pooling) -> np.ndarray:
+        """Pooled *input embeddings* (no transformer block runs), shape (n, hidden).
+
+        The layer-0 baseline: what a probe could read before the model does any work.
+        Only a table lookup, so it is cheap; cached under :data:`EMBEDDINGS_LAYER`.
+        """
+        import torch
+
+        prompts = list(prompts)
+        pk = pooling_key(pooling)
+        cache = get_cache() if self.use_cache else None
+        out = [None] * len(prompts)
+        if cache is not None and cache.enabled:
+            out = list(cache.lookup(self.loaded.key, prompts, EMBEDDINGS_LAYER, pk))
+        need = [i for i, v in enumerate(out) if v is None]
+        if need:
+            todo = [prompts[i] for i in need]
+            seqs = self.encode(todo)
+            embed = self.loaded.model.get_input_embeddings()
+            rows = np.empty((len(todo), self.loaded.hidden_size), np.float32)
+            for batch in self._batches([len(s) for s in seqs]):
+                ids, mask = self._collate([seqs[i] for i in batch])
+                with torch.inference_mode():
+                    h = embed(ids.to(self.loaded.device))
+                rows[batch] = pool_batch(h, mask.to(h.device), pooling).float().cpu().numpy()
+            fresh = list(rows)
+            if cache is not None and cache.enabled:
+                cache.store(self.loaded.key, todo, EMBEDDINGS_LAYER, pk, fresh)
+                fresh = cache.as_stored(fresh)
+            for i, v in zip(need, fresh):
+                out[i] = v
+        hidden = self.loaded.hidden_size
+        return np.stack(out).astype(np.float32, copy=False) if out else np.zeros((0, hidden))
 
     # ---------------------------------------------------------------- per token
     def per_token(self, prompts: list[str], layers: list[int]) -> list[TokenActs]:

@@ -412,19 +412,20 @@ def test_pca_components_are_capped_by_samples(tiny_model_path):
     assert big.estimator_.named_steps["pca"].components_.shape == (10, 32)
 
 
-def test_layer_0_reads_layer_0(tiny_model_path):
+def test_layer_0_reads_input_embeddings_without_a_forward_pass(tiny_model_path):
     from lmprobe_jupyter.engine.extraction import Extractor
     from lmprobe_jupyter.engine.models import load_model
 
+    loaded = load_model(tiny_model_path)
     pos, neg, test_prompts, _ = _tiny_data()
+    before = Extractor.forward_calls
     a = ActivationBaseline("layer_0", model=tiny_model_path, layers=-1, random_state=0)
     a.fit(pos, neg)
-    assert a.layers_ == [0]
     X = a._matrix(test_prompts)
-    direct = Extractor(load_model(tiny_model_path), progress=False).pooled(
-        test_prompts, [0], "last_token"
-    )[0]
-    np.testing.assert_allclose(X, direct, rtol=1e-5, atol=1e-6)
+    assert Extractor.forward_calls == before  # a table lookup, no decoder block runs
+    table = loaded.model.get_input_embeddings().weight.detach().numpy()
+    last_ids = [loaded.tokenizer(t)["input_ids"][-1] for t in test_prompts]
+    np.testing.assert_allclose(X, table[last_ids], rtol=1e-6, atol=1e-7)
 
 
 def test_perplexity_feature_is_mean_token_loglik(tiny_model_path):
