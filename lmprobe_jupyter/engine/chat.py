@@ -148,7 +148,7 @@ def format_chat(probe, prompt, force: bool = False, add_generation_prompt: bool 
     if isinstance(prompt, str) and not force:
         return prompt
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    tok = probe._loaded().tokenizer
+    tok = probe._tokenizer()
     if not getattr(tok, "chat_template", None):
         raise ValueError(
             f"the tokenizer of {probe.model_name!r} has no chat template; use chat_template=False "

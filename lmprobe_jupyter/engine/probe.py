@@ -282,6 +282,13 @@ class Probe:
             self._loaded_model = lm
         return lm
 
+    def _tokenizer(self):
+        """The model's tokenizer, without loading weights where the backend has none
+        locally (nnsight remote execution keeps only the config and tokenizer here)."""
+        if self.backend == "nnsight" and self.dataset is None:
+            return self._extractor().loaded.tokenizer
+        return self._loaded().tokenizer
+
     def _extractor(self, remote: bool | None = None, batch_size: int | None = None):
         """The extraction backend for this probe (transformers, nnsight or a dataset)."""
         remote = self.remote if remote is None else remote

@@ -402,3 +402,20 @@ def test_server_error_becomes_ndif_error(monkeypatch, listening_host):
     ext = nb.NNsightExtractor(BUNDLED, remote=True, use_cache=False)
     with pytest.raises(nb.NDIFError, match="remote NDIF job failed.*not deployed"):
         ext.pooled(["hello"], [3], "mean")
+
+
+@pytest.mark.real_model
+def test_remote_chat_template_needs_no_local_weights(monkeypatch, listening_host, fake_ndif):
+    """chat_template=True formats prompts with the remote model's tokenizer: no weights load."""
+    monkeypatch.setenv("NNSIGHT_API_KEY", "k")
+    p = Probe(
+        model=BUNDLED, backend="nnsight", remote=True, device="cpu", layers=[15], chat_template=True
+    )
+
+    def no_weights(self):
+        raise AssertionError("remote chat formatting loaded the model's weights")
+
+    monkeypatch.setattr(Probe, "_loaded", no_weights)
+    p.fit(POS, NEG)
+    assert len(fake_ndif) == 1
+    assert p._prepare_prompts(["hi"])[0].startswith("<|im_start|>")
