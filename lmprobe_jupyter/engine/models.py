@@ -123,10 +123,6 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def bundled_model_ids() -> list[str]:
-    return list(BUNDLED_MODELS)
-
-
 def _materialize_bundled(name: str, gguf: Path) -> Path:
     """Dequantize the bundled GGUF once into a safetensors folder; return that folder."""
     fp = _file_fingerprint([gguf])

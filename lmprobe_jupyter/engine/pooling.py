@@ -11,7 +11,6 @@ reduce per-token scores to one per prompt ("flag if any token triggers").
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 
 POOLINGS = ("last_token", "mean", "first_token", "all", "max", "min")
 TOKEN_LEVEL_INFERENCE = ("all", "max", "min")
@@ -81,17 +80,3 @@ def pool_batch(hidden, mask, pooling):
             rows.append(torch.as_tensor(out, device=h.device).float().reshape(-1))
         return torch.stack(rows)
     raise ValueError(f"pooling={pooling!r} cannot pool activations")
-
-
-def reduce_token_scores(scores, how: str):
-    """Reduce per-token scores (list of 1-D arrays) to one score per prompt."""
-    import numpy as np
-
-    if how == "max":
-        return np.array([s.max(axis=0) for s in scores])
-    if how == "min":
-        return np.array([s.min(axis=0) for s in scores])
-    raise ValueError(f"cannot reduce token scores with {how!r}")
-
-
-PoolingLike = str | Callable
