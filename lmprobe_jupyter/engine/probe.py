@@ -474,11 +474,24 @@ class Probe:
         self.train_cache_hits_ = getattr(self, "last_cache_hits_", 0)
         return self
 
+    def _role_keep(self, prompts) -> list[np.ndarray] | None:
+        """Per prompt, the tokens ``score_roles`` lets a probe read (None: all of them)."""
+        if self.score_roles is None:
+            return None
+        from .chat import role_token_masks
+
+        return role_token_masks(self, prompts)
+
     def _token_training_set(self, prompts, labels, layers, remote):
-        """train_pooling='all': every token of a prompt is a training sample with its label."""
+        """train_pooling='all': every token of a prompt (of ``score_roles``, if set) is a
+        training sample with its prompt's label."""
         toks = self._token_features(prompts, layers, remote)
-        per_layer = {layer: np.concatenate([t.acts[layer] for t in toks]) for layer in layers}
-        reps = np.concatenate([[labels[i]] * len(t.tokens) for i, t in enumerate(toks)])
+        keep = self._role_keep(prompts) or [np.ones(len(t.tokens), bool) for t in toks]
+        per_layer = {
+            layer: np.concatenate([t.acts[layer][k] for t, k in zip(toks, keep)])
+            for layer in layers
+        }
+        reps = np.concatenate([[labels[i]] * int(k.sum()) for i, k in enumerate(keep)])
         return per_layer, np.asarray(reps, dtype=labels.dtype)
 
     def _fit_matrix(self, X: np.ndarray, y: np.ndarray, n_layers: int = 1) -> None:
@@ -581,9 +594,16 @@ class Probe:
         acts = self._features(prompts, pooling, self.layers_, remote, batch_size)
         return concat_layers(acts, self.layers_)
 
-    def _token_outputs(self, prompts, remote=None, mode: str = "proba") -> list[np.ndarray]:
-        """Per-token outputs of prepared prompts; see :meth:`_token_rows`."""
-        return self._token_rows(self._token_features(prompts, self.layers_, remote), mode)
+    def _token_outputs(self, prompts, remote=None, mode: str = "proba"):
+        """Per-token outputs of prepared prompts (see :meth:`_token_rows`) and, with
+        ``score_roles``, per prompt the tokens those roles cover (else None)."""
+        rows = self._token_rows(self._token_features(prompts, self.layers_, remote), mode)
+        return rows, self._role_keep(prompts)
+
+    def _reducible_rows(self, prompts, remote) -> list[np.ndarray]:
+        """Per-token outputs restricted to ``score_roles`` tokens, for max/min reductions."""
+        rows, keep = self._token_outputs(prompts, remote)
+        return rows if keep is None else [r[k] for r, k in zip(rows, keep)]
 
     def _token_rows(self, toks, mode: str = "proba") -> list[np.ndarray]:
         """Per-token outputs per prompt.
@@ -608,21 +628,25 @@ class Probe:
         return out
 
     @staticmethod
-    def _pad_tokens(rows: list[np.ndarray]) -> np.ma.MaskedArray:
-        """Stack ragged per-token outputs into a masked (batch, seq_len[, k]) array."""
+    def _pad_tokens(rows: list[np.ndarray], keep=None) -> np.ma.MaskedArray:
+        """Stack ragged per-token outputs into a masked (batch, seq_len[, k]) array; padding
+        (and tokens outside ``keep``, when given) is masked."""
         width = max((len(r) for r in rows), default=0)
         tail = rows[0].shape[1:] if rows else ()
-        data = np.zeros((len(rows), width, *tail), dtype=np.float64)
+        numeric = all(np.asarray(r).dtype.kind in "biuf" for r in rows)
+        data = np.zeros((len(rows), width, *tail), dtype=np.float64 if numeric else object)
         mask = np.ones_like(data, dtype=bool)
         for i, r in enumerate(rows):
             data[i, : len(r)] = r
-            mask[i, : len(r)] = False
+            mask[i, : len(r)] = (
+                False if keep is None else ~keep[i][: len(r)].reshape(-1, *([1] * len(tail)))
+            )
         return np.ma.MaskedArray(data, mask=mask)
 
     def _reduced_proba(self, prompts, remote, how: str | None = None) -> np.ndarray:
         """inference_pooling max/min: reduce per-token class scores to (n, k)."""
         how = how or self.inference_pooling_
-        rows = self._token_outputs(prompts, remote)
+        rows = self._reducible_rows(prompts, remote)
         if rows[0].ndim == 1:
             p = np.array([r.max() if how == "max" else r.min() for r in rows])
             return np.column_stack([1 - p, p])
@@ -644,7 +668,7 @@ class Probe:
         prepared = self._prepare_prompts(prompts)
         how = self.inference_pooling_
         if how == "all":
-            return self._pad_tokens(self._token_outputs(prepared, remote))
+            return self._pad_tokens(*self._token_outputs(prepared, remote))
         if how in ("max", "min"):
             return self._reduced_proba(prepared, remote)
         from .classifiers import classifier_proba
@@ -659,14 +683,13 @@ class Probe:
         prepared = self._prepare_prompts(prompts)
         how = self.inference_pooling_
         if how in TOKEN_LEVEL_INFERENCE:
-            if self.task == "regression":
-                rows = self._token_outputs(prepared, remote)
-                if how == "all":
-                    return self._pad_tokens(rows)
-                return np.array([r.max() if how == "max" else r.min() for r in rows])
             if how == "all":
-                rows = self._token_outputs(prepared, remote, mode="predict")
-                return self._pad_tokens([r.astype(np.float64) for r in rows])
+                mode = "proba" if self.task == "regression" else "predict"
+                rows, keep = self._token_outputs(prepared, remote, mode=mode)
+                return self._pad_tokens(rows, keep)
+            if self.task == "regression":
+                rows = self._reducible_rows(prepared, remote)
+                return np.array([r.max() if how == "max" else r.min() for r in rows])
             return self.classes_[self._reduced_proba(prepared, remote).argmax(1)]
         return self.pipeline_.predict(self._pooled_matrix(prepared, how, remote, batch_size))
 
@@ -679,7 +702,7 @@ class Probe:
         prepared = self._prepare_prompts(prompts)
         if self.task == "regression":
             if how in TOKEN_LEVEL_INFERENCE:
-                rows = self._token_outputs(prepared, remote)
+                rows = self._reducible_rows(prepared, remote)
                 pred = np.array([r.min() if how == "min" else r.max() for r in rows])
             else:
                 pred = self.pipeline_.predict(self._pooled_matrix(prepared, how, remote))

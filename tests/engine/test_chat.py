@@ -201,3 +201,28 @@ def test_messages_need_role_and_content(tiny_model_path):
     probe = _probe(tiny_model_path)
     with pytest.raises(ValueError, match="'role' and 'content'"):
         probe.fit([[{"role": "user", "text": "hi"}]], NEG)
+
+
+def test_score_roles_restrict_token_level_scoring(tiny_model_path):
+    """inference_pooling all/max and train_pooling all read only the user's tokens too."""
+    kw = {"pooling": "mean", "score_roles": ("user",)}
+    every = _probe(tiny_model_path, inference_pooling="all", **kw).fit(POS, NEG)
+    scores = every.predict_proba(POS + NEG)
+    tok = every._loaded().tokenizer
+    prompts = every._prepare_prompts(POS + NEG)
+    unrestricted = every.score_roles
+    every.score_roles = None
+    full = every.predict_proba(POS + NEG)
+    every.score_roles = unrestricted
+    for i, p in enumerate(prompts):
+        keep = role_token_mask(tok, p, ("user",))
+        n = len(keep)
+        # outside the user's content: masked; inside: the same scores as without roles
+        np.testing.assert_array_equal(scores.mask[i, :n], ~keep)
+        np.testing.assert_allclose(scores[i, :n][keep], full[i, :n][keep], atol=1e-9)
+    top = _probe(tiny_model_path, inference_pooling="max", **kw).fit(POS, NEG)
+    np.testing.assert_allclose(top.predict_proba(POS + NEG)[:, 1], scores.max(axis=1), atol=1e-9)
+    per_token = _probe(tiny_model_path, train_pooling="all", inference_pooling="mean", **kw)
+    per_token.fit(POS, NEG)
+    n_user = sum(int(role_token_mask(tok, p, ("user",)).sum()) for p in prompts)
+    assert per_token._X_train_.shape[0] == n_user
