@@ -755,6 +755,11 @@ class Probe:
         from sklearn.base import clone
         from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
+        if "_X_train_" not in self.__dict__:
+            raise ValueError(
+                "cross_validate needs the training activations, which saved probes do not keep; "
+                "refit this probe (its activations are cached, so that is quick)"
+            )
         X, y = self._X_train_, self._y_train_
         if self.task == "classification":
             k = min(cv, int(np.unique(y, return_counts=True)[1].min()))

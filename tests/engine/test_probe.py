@@ -285,3 +285,21 @@ def test_missing_model_names_bundled_ids(tmp_path):
         Probe(model="nobody/no-such-model-xyz").fit(POS, NEG)
     with pytest.raises(FileNotFoundError, match="has no config.json"):
         Probe(model=str(tmp_path)).fit(POS, NEG)
+
+
+def test_cross_validate_matches_a_manual_stratified_kfold(tiny_probe, tmp_path):
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    p = tiny_probe(random_state=3).fit(POS, NEG)
+    got = p.cross_validate(cv=5)
+    want = cross_val_score(
+        clone(p.pipeline_),
+        p._X_train_,
+        p._y_train_,
+        cv=StratifiedKFold(5, shuffle=True, random_state=3),
+    ).mean()
+    assert got == pytest.approx(want) and p.cv_score_ == got
+    p.save(tmp_path / "probe")
+    with pytest.raises(ValueError, match="saved probes do not keep"):
+        Probe.load(tmp_path / "probe").cross_validate()
