@@ -159,16 +159,18 @@ class ProbeMagics(Magics, Configurable):
             prompts = _args.user_list(self._ns, args.prompts, "--prompts")
             labels = _args.user_list(self._ns, args.labels, "--labels", strings=False)
             positive = negative = None
-            fit_args: tuple[Any, Any] = (prompts, labels)
+            # by keyword: a list of string class labels must not read as negative prompts
+            fit_args: tuple[Any, ...] = (prompts,)
+            fit_kwargs: dict[str, Any] = {"labels": labels}
         else:
             positive, negative = self._contrastive(args, cell)  # type: ignore[misc]
             prompts, labels = positive + negative, _labels_for(positive, negative)
-            fit_args = (positive, negative)
+            fit_args, fit_kwargs = (positive, negative), {}
 
         from ..engine.probe import Probe
 
         with _user_errors("probe_fit"):
-            probe = Probe(**kwargs).fit(*fit_args)
+            probe = Probe(**kwargs).fit(*fit_args, **fit_kwargs)
             # both reuse the activations just extracted (cache hits, no forward pass)
             train = probe.score(prompts, labels)
             cv = probe.cross_validate(args.cv) if args.cv >= 2 else None

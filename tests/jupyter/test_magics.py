@@ -113,6 +113,16 @@ def test_probe_fit_prompts_and_labels(shell, tiny_model_path):
     assert list(shell.user_ns["q"].classes_) == [0, 1]
 
 
+def test_probe_fit_string_labels_from_a_list(shell, tiny_model_path):
+    shell.user_ns["prompts"] = POS + NEG
+    shell.user_ns["names"] = ["up"] * 3 + ["down"] * 3  # a plain list of strings
+    shell.run_line_magic(
+        "probe_fit", f"s --prompts prompts --labels names --model {tiny_model_path} --layers 0"
+    )
+    assert list(shell.user_ns["s"].classes_) == ["down", "up"]
+    assert shell.user_ns["s"].n_train_ == 6
+
+
 def test_config_default_model(shell, tiny_model_path):
     shell.run_line_magic("config", f"ProbeMagics.model = {tiny_model_path!r}")
     try:
