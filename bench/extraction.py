@@ -130,15 +130,12 @@ def main(argv=None) -> int:
     dev = loaded.device
     bs = args.batch_size
 
+    # the same right-padding collation the engine uses, so only the forward differs
+    collate = Extractor(loaded, batch_size=bs, progress=False, use_cache=False)._collate
+
     def batches(order):
         for i in range(0, len(order), bs):
-            chunk = [ids[j] for j in order[i : i + bs]]
-            width = max(map(len, chunk))
-            x = torch.full((len(chunk), width), tok.pad_token_id or 0, dtype=torch.long)
-            m = torch.zeros_like(x)
-            for r, s in enumerate(chunk):
-                x[r, : len(s)] = torch.tensor(s)
-                m[r, : len(s)] = 1
+            x, m = collate([ids[j] for j in order[i : i + bs]])
             yield x.to(dev), m.to(dev)
 
     def bare_full():

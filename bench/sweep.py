@@ -145,6 +145,7 @@ def main(argv=None) -> int:
     ids = [tok(p)["input_ids"] for p in prompts]
     n_tokens = sum(map(len, ids))
     bs = args.batch_size
+    collate = Extractor(loaded, batch_size=bs, progress=False, use_cache=False)._collate
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     kwargs = dict(
         model=DEFAULT_MODEL,
@@ -164,13 +165,8 @@ def main(argv=None) -> int:
     def bare_forward(sel):
         with torch.inference_mode():
             for i in range(0, len(sel), bs):
-                chunk = [ids[j] for j in sel[i : i + bs]]
-                width = max(map(len, chunk))
-                x = torch.full((len(chunk), width), tok.pad_token_id or 0, dtype=torch.long)
-                m = torch.zeros_like(x)
-                for r, s in enumerate(chunk):
-                    x[r, : len(s)] = torch.tensor(s)
-                    m[r, : len(s)] = 1
+                # the engine's own right-padding collation: only the forward differs
+                x, m = collate([ids[j] for j in sel[i : i + bs]])
                 model(input_ids=x.to(dev), attention_mask=m.to(dev), use_cache=False)
         sync()
 
