@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     layers = int(args.layers) if args.layers.lstrip("-").isdigit() else args.layers
     probe = Probe(layers=layers, device=args.device, random_state=0, progress=False)
     probe.fit(POS, NEG)
-    loaded = probe._loaded()
+    loaded = probe.runtime.loaded
     tok, model = loaded.tokenizer, loaded.model
     text = str(render_chat(tok, PROMPT, add_generation_prompt=True))
     ids = torch.tensor([tok(text, add_special_tokens=True)["input_ids"]], device=loaded.device)

@@ -23,7 +23,7 @@ _EXPORTS = {
     "Extractor": "engine.extraction",
     # layer analysis
     "SweepResult": "engine.sweep",
-    "sweep_layers": "engine.sweep",
+    "sweep_layers": "engine.probe",
     # baselines
     "BaselineProbe": "engine.baselines",
     "ActivationBaseline": "engine.baselines",

@@ -573,7 +573,7 @@ from lmprobe_jupyter import Probe
 from lmprobe_jupyter.engine.chat import format_chat
 
 monitor = Probe(layers=15, chat_template=True, score_roles=("user",), random_state=0)
-print(format_chat(monitor, "How do antibiotics kill bacteria?", force=True))
+print(format_chat(monitor.runtime.tokenizer, "How do antibiotics kill bacteria?", force=True))
 """),
     code("""
 monitor.fit(MISUSE, BENIGN)
@@ -852,8 +852,8 @@ from lmprobe_jupyter.engine.extraction import Extractor
 from lmprobe_jupyter.engine.nnsight_backend import NNsightExtractor
 
 sample = prompts[:4]
-local = Extractor(probe._loaded(), use_cache=False, progress=False).pooled(sample, [16], "last_token")
-via_nnsight = NNsightExtractor(loaded=probe._loaded(), use_cache=False, progress=False).pooled(sample, [16], "last_token")
+local = Extractor(probe.runtime.loaded, use_cache=False, progress=False).pooled(sample, [16], "last_token")
+via_nnsight = NNsightExtractor(loaded=probe.runtime.loaded, use_cache=False, progress=False).pooled(sample, [16], "last_token")
 print("max difference at layer 16:", float(np.abs(local[16] - via_nnsight[16]).max()))
 """),
     code("""

@@ -176,7 +176,7 @@ class _FittedMixin:
         prompts = _as_prompt_list(prompts)
         y = _check_labels(prompts, labels)
         pred, proba = self._predict_both(prompts)
-        from .probe import compute_metrics
+        from .scoring import compute_metrics
 
         return compute_metrics(y, pred, proba, "classification", self.classes_)
 
@@ -688,9 +688,17 @@ class ActivationBaseline(_FittedMixin):
                 progress=self.progress,
             )
             if loaded is not None:
-                src._loaded_model = loaded  # reuse the caller's loaded model as is
+                from .runtime import ModelRuntime
+
+                # reuse the caller's loaded model as is
+                src.runtime = ModelRuntime.from_loaded(loaded, src.get_params())
             self._source_probe = src
         return src
+
+    def _prepare(self, prompts) -> list:
+        """Prompts as the source probe reads them (chat template applied where set)."""
+        src = self._source()
+        return src.runtime.prepare(prompts, chat_template=src.chat_template)
 
     def _resolved_layers(self) -> list[int]:
         from .layers import resolve_layers
@@ -701,19 +709,20 @@ class ActivationBaseline(_FittedMixin):
     def _layer_matrix(self, prepared: list[str], layers: list[int]) -> np.ndarray:
         from .features import concat_layers
 
-        acts = self._source()._features(prepared, self.pooling, layers)
+        src = self._source()
+        acts = src.runtime.pooled(prepared, layers, self.pooling, roles=src.score_roles)
         return np.asarray(concat_layers(acts, layers), dtype=np.float32)
 
     def _matrix(self, prompts: list[str]) -> np.ndarray:
         """The method's input features for raw prompts."""
         src = self._source()
-        prepared = src._prepare_prompts(prompts)
+        prepared = self._prepare(prompts)
         if self.method == "perplexity":
-            loaded = src._loaded()
+            loaded = src.runtime.loaded
             lp = mean_token_logprob(loaded, prepared, self.batch_size, self.progress)
             return lp.reshape(-1, 1)
         if self.method == "layer_0":
-            ext = src._extractor()
+            ext = src.runtime.extractor()
             if hasattr(ext, "embedding_pooled") and not getattr(ext, "remote", False):
                 return ext.embedding_pooled(prepared, self.pooling)
             return self._layer_matrix(prepared, [0])
@@ -996,18 +1005,16 @@ class BatteryResults:
 
     def show(self, metric: str = "accuracy"):
         """Interactive bar chart (needs the ``jupyter`` extra)."""
-        from lmprobe_jupyter.jupyter.widgets import show_battery
+        from . import display
 
-        return show_battery(self.to_rows(), metric=metric)
+        return display.widget("battery", self.to_rows(), metric=metric)
 
     def _repr_html_(self) -> str | None:
         if not self.results:
             return None
-        try:
-            from lmprobe_jupyter.jupyter.render import render_battery
-        except ImportError:
-            return None
-        return render_battery(self.to_rows())
+        from . import display
+
+        return display.html("battery", self.to_rows())
 
     def add_probe(self, probe: Any, name: str = "probe") -> BatteryResults:
         """Score ``probe`` on this battery's test set and add it as a marked row.
@@ -1064,7 +1071,7 @@ def _result_from(
     predict_both,
     y_test: np.ndarray,
 ) -> BaselineResult:
-    from .probe import compute_metrics
+    from .scoring import compute_metrics
 
     (pred, proba), predict_seconds = _timed(predict_both)
     metrics = compute_metrics(y_test, pred, proba, "classification", baseline.classes_)
@@ -1326,17 +1333,16 @@ class BaselineBattery:
         reader = ActivationBaseline(method="random_direction", **act_kwargs)
         reader._validate()
         layers = reader._resolved_layers()
-        src = reader._source()
         b = BaselineProbe(
             method="shuffled_labels", classifier=self.classifier, random_state=self.random_state
         )
 
         def fit():
-            X = reader._layer_matrix(src._prepare_prompts(train_prompts), layers)
+            X = reader._layer_matrix(reader._prepare(train_prompts), layers)
             b.fit_from_activations(X, y)
 
         def predict():
-            X = reader._layer_matrix(src._prepare_prompts(test_prompts), layers)
+            X = reader._layer_matrix(reader._prepare(test_prompts), layers)
             return b._predict_both_from_activations(X)
 
         _, fit_seconds = _timed(fit)

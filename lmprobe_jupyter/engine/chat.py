@@ -137,8 +137,14 @@ def render_chat(tokenizer, messages, add_generation_prompt: bool = False) -> Cha
     )
 
 
-def format_chat(probe, prompt, force: bool = False, add_generation_prompt: bool = False) -> str:
-    """Render ``prompt`` as chat text.
+def format_chat(
+    tokenizer,
+    prompt,
+    force: bool = False,
+    add_generation_prompt: bool = False,
+    model_name: str | None = None,
+) -> str:
+    """Render ``prompt`` as chat text with ``tokenizer``'s chat template.
 
     A plain string becomes one user turn when ``force`` is true (``chat_template=True``);
     a list of ``{"role", "content"}`` messages is always rendered with the template.
@@ -148,13 +154,12 @@ def format_chat(probe, prompt, force: bool = False, add_generation_prompt: bool 
     if isinstance(prompt, str) and not force:
         return prompt
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    tok = probe._tokenizer()
-    if not getattr(tok, "chat_template", None):
+    if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
-            f"the tokenizer of {probe.model_name!r} has no chat template; use chat_template=False "
-            "and pass plain strings"
+            f"the tokenizer of {model_name or 'this model'!r} has no chat template; use "
+            "chat_template=False and pass plain strings"
         )
-    return render_chat(tok, messages, add_generation_prompt=add_generation_prompt)
+    return render_chat(tokenizer, messages, add_generation_prompt=add_generation_prompt)
 
 
 def role_token_mask(tokenizer, text: ChatText, roles, max_length: int | None = None) -> np.ndarray:
@@ -175,16 +180,15 @@ def role_token_mask(tokenizer, text: ChatText, roles, max_length: int | None = N
     return mask
 
 
-def role_token_masks(probe, prompts, score_roles=None) -> list[np.ndarray]:
-    """Per-prompt token masks of ``probe.score_roles`` for already-prepared prompts.
+def role_token_masks(tokenizer, prompts, roles, max_length: int | None = None) -> list[np.ndarray]:
+    """Per-prompt token masks of ``roles`` for already-prepared (rendered) prompts.
 
     Raises
     ------
     ValueError
         If a prompt is not a rendered chat prompt, or holds no token of those roles.
     """
-    roles = normalize_roles(probe.score_roles if score_roles is None else score_roles)
-    loaded = probe._loaded()
+    roles = normalize_roles(roles)
     masks = []
     for i, p in enumerate(prompts):
         if not isinstance(p, ChatText):
@@ -192,7 +196,7 @@ def role_token_masks(probe, prompts, score_roles=None) -> list[np.ndarray]:
                 f"score_roles={roles!r} needs chat prompts, but prompt {i} ({str(p)!r:.50}) is "
                 "plain text; set chat_template=True or pass lists of {'role', 'content'} messages"
             )
-        m = role_token_mask(loaded.tokenizer, p, roles, loaded.max_length)
+        m = role_token_mask(tokenizer, p, roles, max_length)
         if not m.any():
             present = sorted({r for r, _, _ in p.spans})
             raise ValueError(
@@ -207,18 +211,3 @@ def roles_key(score_roles) -> str:
     """Cache-key suffix naming the pooled roles (empty when pooling sees every token)."""
     roles = normalize_roles(score_roles)
     return "" if roles is None else "|roles=" + ",".join(roles)
-
-
-def role_masked_pooled(probe, ext, prompts, layers, pooling) -> dict:
-    """``ext.pooled`` restricted to the tokens of ``probe.score_roles`` (used by ``Probe``)."""
-    roles = normalize_roles(probe.score_roles)
-    masks = role_token_masks(probe, prompts, roles)
-    try:
-        return ext.pooled(prompts, layers, pooling, token_masks=masks, key_suffix=roles_key(roles))
-    except TypeError as exc:
-        if "token_masks" not in str(exc):
-            raise
-        raise ValueError(
-            f"score_roles={roles!r} is only supported by backend='local' without dataset=; "
-            f"{type(ext).__name__} pools every token"
-        ) from None

@@ -222,8 +222,8 @@ def push_dataset(
     """
     from .cache import get_cache
     from .hub import import_hub, upload_folder
+    from .inputs import check_prompts
     from .layers import resolve_layers
-    from .probe import check_prompts
 
     import_hub()
     _pyarrow()

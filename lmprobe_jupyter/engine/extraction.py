@@ -66,6 +66,8 @@ class Extractor:
 
     #: Forward passes run by all extractors in this process (tests assert cache hits run none).
     forward_calls = 0
+    #: ``pooled(token_masks=...)`` restricts pooling to given tokens (``score_roles``).
+    supports_token_masks = True
 
     def __init__(
         self,

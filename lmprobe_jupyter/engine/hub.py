@@ -26,17 +26,16 @@ from .serialization import (
     ARRAYS_NAME,
     JSON_NAME,
     PICKLE_NAME,
+    Decoder,
     ProbeFormatError,
     UnsafeFormatError,
     UntrustedPickleError,
-    _Decoder,
-    _dumps,
-    _plain,
-    apply_overrides,
     check_header,
+    dumps_json,
     load_pickle,
     load_safe_files,
     pickle_manifest,
+    plain,
     probe_to_dict,
     read_json,
     untrusted_pickle_message,
@@ -140,21 +139,21 @@ def _check_class_labels(probe, class_labels) -> dict | None:
         raise TypeError(
             f"class_labels must be a dict mapping class -> name, got {type(class_labels).__name__}"
         )
-    classes = [_plain(c) for c in probe.classes_]
-    bad = [k for k in class_labels if _plain(k) not in classes]
+    classes = [plain(c) for c in probe.classes_]
+    bad = [k for k in class_labels if plain(k) not in classes]
     if bad:
         raise ValueError(
             f"class_labels has key(s) {bad!r} that are not classes of this probe; "
             f"its classes are {classes!r}"
         )
-    return {_plain(k): str(v) for k, v in class_labels.items()}
+    return {plain(k): str(v) for k, v in class_labels.items()}
 
 
 def _training_data(probe, include) -> dict | None:
     if include is False or include is None:
         return None
     if include is True:
-        stored = probe.__dict__.get("_train_data_")
+        stored = probe.training_data
         if stored is None:
             raise ValueError(
                 "this probe has no stored training prompts (it was fitted from activations "
@@ -168,7 +167,7 @@ def _training_data(probe, include) -> dict | None:
             "include_training_data must be True, False or a (prompts, labels) pair, got "
             f"{type(include).__name__}"
         )
-    prompts, labels = list(prompts), _plain(list(labels))
+    prompts, labels = list(prompts), plain(list(labels))
     if len(prompts) != len(labels):
         raise ValueError(f"got {len(prompts)} training prompts but {len(labels)} labels")
     return {"prompts": prompts, "labels": labels}
@@ -273,21 +272,6 @@ def render_model_card(repo_id: str, summary: dict, card: dict, metrics: dict | N
     return "\n".join(lines)
 
 
-_TRAINING_ATTRS = ("_train_data_", "_X_train_", "_y_train_")
-
-
-def _shareable(probe, keep_training: bool):
-    """A shallow copy of ``probe`` for pickling to the hub: training prompts and activations
-    stay home unless ``include_training_data`` asked for them."""
-    import copy
-
-    out = copy.copy(probe)
-    if not keep_training:
-        for k in _TRAINING_ATTRS:
-            out.__dict__.pop(k, None)
-    return out
-
-
 def push_to_hub(
     probe,
     repo_id: str,
@@ -333,7 +317,7 @@ def push_to_hub(
     str
         The repo URL.
     """
-    probe._check_fitted()
+    probe.check_fitted()
     if not isinstance(repo_id, str) or "/" not in repo_id:
         raise ValueError(f"repo_id={repo_id!r} must look like 'owner/name'")
     if serialization not in SERIALIZATIONS:
@@ -345,7 +329,7 @@ def push_to_hub(
     labels = _check_class_labels(probe, class_labels)
     training = _training_data(probe, include_training_data)
     metrics = metrics if metrics is not None else getattr(probe, "metrics_", None)
-    metrics = _plain(dict(metrics)) if metrics else None
+    metrics = plain(dict(metrics)) if metrics else None
     card = {
         "description": description,
         "class_labels": labels,
@@ -374,10 +358,12 @@ def push_to_hub(
         if fmt == "pickle":
             import pickle
 
-            payload = pickle.dumps(_shareable(probe, training is not None), protocol=5)
+            payload = pickle.dumps(
+                probe if training is not None else probe.without_training_data(), protocol=5
+            )
             (folder / PICKLE_NAME).write_bytes(payload)
             data = pickle_manifest(probe, payload, card={**card, "format": fmt})
-            (folder / JSON_NAME).write_text(_dumps(data), encoding="utf-8")
+            (folder / JSON_NAME).write_text(dumps_json(data), encoding="utf-8")
         card["format"] = fmt
         (folder / README_NAME).write_text(
             render_model_card(repo_id, data["summary"], card, metrics), encoding="utf-8"
@@ -406,9 +392,12 @@ def from_hub(
     device: str = "auto",
     revision: str | None = None,
     token: str | None = None,
+    *,
+    probe_cls,
     **overrides,
 ):
-    """Download a probe pushed with :func:`push_to_hub`.
+    """Download a probe pushed with :func:`push_to_hub` (``probe_cls``: the class to
+    rebuild; ``Probe.from_hub`` passes itself).
 
     Parameters
     ----------
@@ -439,30 +428,24 @@ def from_hub(
         if not trust_classifier:
             raise UntrustedPickleError(untrusted_pickle_message(source))
         pkl = download(repo_id, PICKLE_NAME, revision=revision, token=token)
-        probe = load_pickle(pkl, data.get("pickle_sha256"))
+        probe = load_pickle(pkl, data.get("pickle_sha256"), probe_cls=probe_cls)
         labels = (data.get("card") or {}).get("class_labels")
         if labels:
-            probe.class_labels_ = _Decoder({}).decode(labels)
+            probe.restore_state({"class_labels_": Decoder({}).decode(labels)})
     elif weights == ARRAYS_NAME:
         arrays = download(repo_id, ARRAYS_NAME, revision=revision, token=token)
-        probe = load_safe_files(json_path, arrays, source)
+        probe = load_safe_files(json_path, arrays, source, probe_cls=probe_cls)
     else:
         raise ProbeFormatError(f"{source}: {JSON_NAME} names unknown weights {weights!r}")
     fp = (data.get("summary") or {}).get("model_fingerprint")
+    state = {"hub_repo_id_": repo_id}
     if fp and not getattr(probe, "model_fingerprint_", None):
-        probe.model_fingerprint_ = fp
-    probe.hub_repo_id_ = repo_id
-    apply_overrides(probe, {"device": device, **overrides})
+        state["model_fingerprint_"] = fp
+    probe.restore_state(state)
+    probe.set_params(device=device, **overrides)
     if load_model and probe.dataset is None:
-        loaded = probe._loaded()
-        if fp and loaded.fingerprint != fp:
-            warnings.warn(
-                f"{source} was trained on {probe.model_name!r} with weights fingerprint {fp}, "
-                f"but the loaded weights have fingerprint {loaded.fingerprint}; predictions "
-                "may be meaningless if this is a different checkpoint",
-                UserWarning,
-                stacklevel=2,
-            )
+        probe.runtime.load()
+        probe.check_model_identity(stacklevel=2)
     return probe
 
 
@@ -531,7 +514,7 @@ class ProbeCard:
     def from_dict(cls, repo_id: str, data: dict, meta: dict | None = None) -> ProbeCard:
         meta = meta or {}
         s = data.get("summary") or {}
-        card = _Decoder({}).decode(data.get("card") or {})
+        card = Decoder({}).decode(data.get("card") or {})
         pool = s.get("pooling") or {}
         lm = meta.get("lmprobe") or {}
         metrics = card.get("metrics") or s.get("metrics") or lm.get("metrics") or {}

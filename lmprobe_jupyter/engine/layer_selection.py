@@ -20,6 +20,7 @@ these problems takes (well under a second), so they are not used.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -97,18 +98,16 @@ def compute_layer_importance(probe, metric: str = "l2") -> np.ndarray:
 
     Returns
     -------
-    ndarray of shape (len(probe.candidate_layers_),)
-        Aligned with ``probe.candidate_layers_`` (set here if the probe lacks it).
+    ndarray of shape (len(importance_layers(probe)),)
+        Aligned with :func:`importance_layers` (the probe's ``candidate_layers_``).
     """
     if metric not in IMPORTANCE_METRICS:
         raise ValueError(
             f"metric={metric!r} is not one of {', '.join(map(repr, IMPORTANCE_METRICS))}"
         )
-    probe._check_fitted()
+    probe.check_fitted()
     layers = _feature_layers(probe)
-    candidates = [int(x) for x in (getattr(probe, "candidate_layers_", None) or layers)]
-    if not set(layers) <= set(candidates):
-        candidates = layers
+    candidates = importance_layers(probe)
     if len(candidates) < 2:
         raise ValueError(
             f"layer importance compares layers, but this probe reads a single layer "
@@ -125,8 +124,15 @@ def compute_layer_importance(probe, metric: str = "l2") -> np.ndarray:
         )
         out = np.where(np.isin(candidates, layers), 1.0, 0.0)
         total = out.sum()
-    probe.candidate_layers_ = candidates
     return out / total
+
+
+def importance_layers(probe) -> list[int]:
+    """The layers :func:`compute_layer_importance` reports on: the probe's candidate
+    layers (those it considered), or the layers it reads when it has no candidates."""
+    layers = _feature_layers(probe)
+    candidates = [int(x) for x in (getattr(probe, "candidate_layers_", None) or layers)]
+    return candidates if set(layers) <= set(candidates) else layers
 
 
 def plot_layer_importance(probe, metric: str = "l2", ax=None):
@@ -144,9 +150,11 @@ def plot_layer_importance(probe, metric: str = "l2", ax=None):
     -------
     matplotlib.figure.Figure
     """
+    from .plotting import new_axes
+
     importances = compute_layer_importance(probe, metric=metric)
-    layers = probe.candidate_layers_
-    ax = _new_axes(ax, figsize=(max(4.0, 0.22 * len(layers) + 2.0), 3.2))
+    layers = importance_layers(probe)
+    ax = new_axes(ax, figsize=(max(4.0, 0.22 * len(layers) + 2.0), 3.2))
     used = set(getattr(probe, "layers_", layers))
     colors = ["#d62728" if layer in used else "#9aa7b8" for layer in layers]
     ax.bar(layers, importances, color=colors, width=0.8)
@@ -157,70 +165,75 @@ def plot_layer_importance(probe, metric: str = "l2", ax=None):
     return ax.figure
 
 
-def _new_axes(ax, figsize):
-    """Axes to draw on: the given one, or one on a fresh pyplot-free Figure."""
-    if ax is not None:
-        return ax
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "plotting needs matplotlib: pip install 'lmprobe-jupyter[plot]'"
-        ) from None
-    # A bare Figure (not pyplot) is not shown twice in notebooks and needs no GUI backend.
-    fig = Figure(figsize=figsize, layout="constrained")
-    return fig.add_subplot()
-
-
 # ---------------------------------------------------------------------- selection
-def select_layers(probe, X_layers: dict, labels: np.ndarray, candidates: list[int]) -> list[int]:
+@dataclass
+class LayerSelection:
+    """What a layer-selection method chose (``Probe.fit`` stores it as learned state).
+
+    Attributes
+    ----------
+    selected : list of int
+        The layers kept, ascending.
+    scores : dict of int to float
+        The score each candidate got in the choice.
+    candidates : list of int
+        The layers considered.
+    sweep : SweepResult or None
+        The per-layer probes of a ``"sweep"`` selection.
+    """
+
+    selected: list[int]
+    scores: dict = field(default_factory=dict)
+    candidates: list[int] = field(default_factory=list)
+    sweep: object = None
+
+
+def select_layers(probe, X_layers: dict, labels: np.ndarray, candidates: list[int]):
     """Choose the layers a probe keeps, from pooled activations of its candidate layers.
 
     Parameters
     ----------
     probe : Probe
         Its ``layers`` is a selection spec; ``fast_auto_top_k``, ``auto_candidates`` and
-        ``auto_alpha`` are read from it. Sets ``selected_layers_`` and
-        ``selection_scores_`` ({layer: score used for the choice}); sweeps also set
-        ``sweep_result_``.
+        ``auto_alpha`` are read from it (nothing is written to it).
     X_layers : dict of int to ndarray of shape (n_samples, hidden)
     labels : ndarray of shape (n_samples,)
     candidates : list of int
 
     Returns
     -------
-    list of int
-        The selected layers in ascending order.
+    LayerSelection
     """
     from .layers import is_sweep_spec
 
     spec = probe.layers
     if is_sweep_spec(spec):
-        selected = _select_sweep(probe, X_layers, labels, candidates)
+        sel = _select_sweep(probe, X_layers, labels, candidates)
     elif spec == "fast_auto":
-        selected = _select_fast_auto(probe, X_layers, labels, candidates)
+        sel = _select_fast_auto(probe, X_layers, labels, candidates)
     elif spec == "auto":
-        selected = _select_group_lasso(probe, X_layers, labels, candidates)
+        sel = _select_group_lasso(probe, X_layers, labels, candidates)
     else:
         raise ValueError(
             f"layers={spec!r} is not a selection spec; expected 'auto', 'fast_auto', "
             "'sweep', 'sweep:N' or 'sweep:A-B'"
         )
-    probe.selected_layers_ = sorted(int(x) for x in selected)
-    return probe.selected_layers_
+    sel.selected = sorted(int(x) for x in sel.selected)
+    sel.candidates = [int(x) for x in (sel.candidates or candidates)]
+    return sel
 
 
-def _select_sweep(probe, X_layers, labels, candidates) -> list[int]:
+def _select_sweep(probe, X_layers, labels, candidates) -> LayerSelection:
     from .sweep import build_sweep
 
-    result = build_sweep(type(probe), probe.get_params(), X_layers, labels, candidates, probe)
+    result = build_sweep(
+        type(probe), probe.get_params(), X_layers, labels, candidates, runtime=probe.runtime
+    )
     result.cross_validate(cv=5)
-    probe.sweep_result_ = result
-    probe.selection_scores_ = dict(result.cv_scores)
-    return [result.best_layer()]
+    return LayerSelection([result.best_layer()], dict(result.cv_scores), sweep=result)
 
 
-def _select_fast_auto(probe, X_layers, labels, candidates) -> list[int]:
+def _select_fast_auto(probe, X_layers, labels, candidates) -> LayerSelection:
     from .features import concat_layers
 
     k = probe.fast_auto_top_k
@@ -232,21 +245,18 @@ def _select_fast_auto(probe, X_layers, labels, candidates) -> list[int]:
         )
         k = len(candidates)
     if len(candidates) < 2:
-        probe.selection_scores_ = {int(candidates[0]): 1.0}
-        return list(candidates)
+        return LayerSelection(list(candidates), {int(candidates[0]): 1.0})
     from .sweep import small_fit_threads
 
     full = type(probe)(**{**probe.get_params(), "layers": list(candidates)})
     X = concat_layers(X_layers, candidates)
     with small_fit_threads(X.size):
-        full._fit_matrix(X, labels, n_layers=len(candidates))
-    full.layers_ = list(candidates)
-    full.candidate_layers_ = list(candidates)
+        full.fit_from_activations(X, labels, layers=list(candidates))
     importances = compute_layer_importance(full, metric="l2")
-    probe.selection_scores_ = {int(c): float(v) for c, v in zip(candidates, importances)}
+    scores = {int(c): float(v) for c, v in zip(candidates, importances)}
     # Stable sort: among equal importances the shallower layer wins.
     order = sorted(range(len(candidates)), key=lambda i: (-importances[i], candidates[i]))
-    return [candidates[i] for i in order[:k]]
+    return LayerSelection([candidates[i] for i in order[:k]], scores)
 
 
 def validate_selection_params(probe) -> None:
@@ -281,7 +291,7 @@ def auto_candidate_layers(auto_candidates, n_layers: int) -> list[int]:
     round up); ints are layer indices (negative counts from the end). ``None`` means
     every layer.
     """
-    from .layers import _check_index
+    from .layers import check_index
 
     if auto_candidates is None:
         return list(range(n_layers))
@@ -295,7 +305,7 @@ def auto_candidate_layers(auto_candidates, n_layers: int) -> list[int]:
         if isinstance(c, bool):
             raise TypeError(f"auto_candidates holds {c!r}; give fractions or layer indices")
         if isinstance(c, int | np.integer):
-            layer = _check_index(int(c), n_layers)
+            layer = check_index(int(c), n_layers)
         elif isinstance(c, float | np.floating) and 0.0 <= float(c) <= 1.0:
             layer = int(np.floor(float(c) * (n_layers - 1) + 0.5))
         else:
@@ -310,7 +320,7 @@ def auto_candidate_layers(auto_candidates, n_layers: int) -> list[int]:
     return sorted(out)
 
 
-def _select_group_lasso(probe, X_layers, labels, candidates) -> list[int]:
+def _select_group_lasso(probe, X_layers, labels, candidates) -> LayerSelection:
     from .features import concat_layers
 
     validate_selection_params(probe)
@@ -330,7 +340,7 @@ def _select_group_lasso(probe, X_layers, labels, candidates) -> list[int]:
     with small_fit_threads(X.size):
         gl = GroupLasso(alpha=float(alpha), n_groups=len(groups), task=probe.task).fit(X, labels)
     norms = gl.group_norms_
-    probe.selection_scores_ = {int(g): float(v) for g, v in zip(groups, norms)}
+    scores = {int(g): float(v) for g, v in zip(groups, norms)}
     selected = [g for g, v in zip(groups, norms) if v > 0]
     if not selected:
         best = groups[int(np.argmax(gl.entry_scores_))]
@@ -341,9 +351,8 @@ def _select_group_lasso(probe, X_layers, labels, candidates) -> list[int]:
             stacklevel=4,
         )
         selected = [best]
-    if probe.auto_candidates is not None:
-        probe.candidate_layers_ = list(groups)
-    return selected
+    chosen_from = list(groups) if probe.auto_candidates is not None else list(candidates)
+    return LayerSelection(selected, scores, chosen_from)
 
 
 # ---------------------------------------------------------------------- group lasso

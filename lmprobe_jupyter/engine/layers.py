@@ -14,7 +14,7 @@ _SWEEP_EVERY = re.compile(r"^sweep:(\d+)$")
 _SWEEP_RANGE = re.compile(r"^sweep:(-?\d+)-(-?\d+)$")
 
 
-def _check_index(layer: int, n_layers: int) -> int:
+def check_index(layer: int, n_layers: int) -> int:
     if isinstance(layer, bool) or not isinstance(layer, int | np_integer()):
         raise TypeError(f"layer {layer!r} must be an int")
     layer = int(layer)
@@ -87,13 +87,13 @@ def resolve_layers(spec, n_layers: int) -> list[int]:
                 raise ValueError(f"layers={spec!r}: the sweep step must be >= 1")
             return list(range(0, n_layers, step))
         m = _SWEEP_RANGE.match(spec)
-        a, b = _check_index(int(m.group(1)), n_layers), _check_index(int(m.group(2)), n_layers)
+        a, b = check_index(int(m.group(1)), n_layers), check_index(int(m.group(2)), n_layers)
         if a > b:
             raise ValueError(f"layers={spec!r}: range start {a} is after its end {b}")
         return list(range(a, b + 1))
     if isinstance(spec, int | np_integer()):
-        return [_check_index(spec, n_layers)]
-    out = [_check_index(x, n_layers) for x in spec]
+        return [check_index(spec, n_layers)]
+    out = [check_index(x, n_layers) for x in spec]
     if len(set(out)) != len(out):
         raise ValueError(f"layers={list(spec)!r} lists a layer twice")
     return out

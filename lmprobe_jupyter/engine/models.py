@@ -72,7 +72,7 @@ class LoadedModel:
         return self.model.config
 
 
-def _bundled_gguf(name: str) -> Path | None:
+def bundled_gguf(name: str) -> Path | None:
     if name not in BUNDLED_MODELS:
         return None
     package, filename = BUNDLED_MODELS[name]
@@ -110,7 +110,7 @@ def _dir_fingerprint(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """Hide transformers' per-load progress bars (we show our own where work is long)."""
     from transformers.utils import logging as hf_logging
 
@@ -132,7 +132,7 @@ def _materialize_bundled(name: str, gguf: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), _quiet_transformers():
+    with warnings.catch_warnings(), quiet_transformers():
         warnings.simplefilter("ignore")
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -162,7 +162,7 @@ def resolve_model(name: str | None) -> tuple[str, str, str]:
     if not isinstance(name, str | os.PathLike):
         raise TypeError(f"model must be a hub ID or a local path (str), got {type(name).__name__}")
     name = str(name)
-    gguf = _bundled_gguf(name)
+    gguf = bundled_gguf(name)
     if gguf is not None:
         path = _materialize_bundled(name, gguf)
         return name, str(path), _file_fingerprint([gguf])
@@ -261,7 +261,7 @@ def load_model(name: str | None = None, device: str | None = "auto", dtype=None)
         multi_gpu = device == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1
         if multi_gpu:
             kwargs["device_map"] = "auto"
-        with warnings.catch_warnings(), _quiet_transformers():
+        with warnings.catch_warnings(), quiet_transformers():
             warnings.simplefilter("ignore")
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(path)
@@ -297,6 +297,14 @@ def text_config(cfg):
 def context_length(text_cfg, tokenizer) -> int:
     """Longest input the model takes: its position limit, else the tokenizer's."""
     n = int(getattr(text_cfg, "max_position_embeddings", 0) or 0)
+    return n or int(min(getattr(tokenizer, "model_max_length", 2048), 1 << 20))
+
+
+def config_context_length(name: str | None, tokenizer) -> int:
+    """:func:`context_length` of a model, reading only its config (no weights)."""
+    _, path, _ = resolve_model(name)
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    n = int(cfg.get("text_config", cfg).get("max_position_embeddings", 0) or 0)
     return n or int(min(getattr(tokenizer, "model_max_length", 2048), 1 << 20))
 
 

@@ -49,9 +49,9 @@ def prompt_scores(probe, prompts, *, remote: bool | None = None) -> np.ndarray:
     -------
     ndarray of shape (n_prompts,), float64
     """
-    from .probe import check_prompts
+    from .inputs import check_prompts
 
-    probe._check_fitted()
+    probe.check_fitted()
     prompts = check_prompts(prompts, "prompts")
     if not prompts:
         raise ValueError("no prompts were given")
@@ -60,7 +60,7 @@ def prompt_scores(probe, prompts, *, remote: bool | None = None) -> np.ndarray:
             f"calibrated thresholds need a binary probe; this one has {len(probe.classes_)} "
             f"classes ({', '.join(map(repr, probe.classes_.tolist()))})"
         )
-    pred, proba = probe._prompt_level(prompts, remote)
+    pred, proba = probe.prompt_outputs(prompts, remote=remote)
     if probe.task == "regression":
         return np.asarray(pred, dtype=np.float64)
     return np.asarray(proba[:, 1], dtype=np.float64)
@@ -85,7 +85,9 @@ def current_threshold(probe, threshold: float | None = None) -> float:
 
 
 def calibrate(probe, benign_prompts, fpr: float = 0.01, *, remote: bool | None = None):
-    """Set ``probe.threshold_`` so that at most ``fpr`` of ``benign_prompts`` is flagged.
+    """The threshold at which at most ``fpr`` of ``benign_prompts`` is flagged.
+
+    ``Probe.calibrate`` stores the result as ``threshold_`` and ``calibration_``.
 
     With the benign scores sorted from high to low, ``s_1 >= s_2 >= ... >= s_n`` and
     ``m = floor(fpr * n)``, the threshold is ``s_(m+1)``: a prompt is flagged when its
@@ -106,9 +108,9 @@ def calibrate(probe, benign_prompts, fpr: float = 0.01, *, remote: bool | None =
 
     Returns
     -------
-    Probe
-        ``probe`` itself, with ``threshold_`` (float) and ``calibration_`` (dict with
-        ``fpr``, ``n_benign``, ``n_flagged``, ``threshold``) set.
+    threshold : float
+    calibration : dict
+        ``fpr``, ``n_benign``, ``n_flagged``, ``threshold``.
 
     Warns
     -----
@@ -130,14 +132,13 @@ def calibrate(probe, benign_prompts, fpr: float = 0.01, *, remote: bool | None =
             stacklevel=3,
         )
     threshold = float(np.sort(scores)[::-1][m])
-    probe.threshold_ = threshold
-    probe.calibration_ = {
+    calibration = {
         "fpr": fpr,
         "n_benign": int(n),
         "n_flagged": int(np.sum(scores > threshold)),
         "threshold": threshold,
     }
-    return probe
+    return threshold, calibration
 
 
 def flag(
@@ -343,27 +344,23 @@ class MonitorResult:
         )
 
     def _repr_html_(self) -> str:
-        try:
-            from ..jupyter.monitor_widget import render_monitor
-        except ImportError:  # the jupyter extra (anywidget) is not installed
-            render_monitor = None
-        if render_monitor is not None:
-            return render_monitor(
-                self.tokens,
-                self.scores,
-                self.threshold,
-                flagged_at=self.flagged_at,
-                prompt_tokens=self.prompt_tokens,
-                prompt_scores=self.prompt_scores,
-                status="stopped" if self.stopped_early else "done",
-            )
-        try:
-            from ..jupyter.render import render_token_highlights
-        except ImportError:
+        from . import display
+
+        out = display.html(
+            "monitor",
+            self.tokens,
+            self.scores,
+            self.threshold,
+            flagged_at=self.flagged_at,
+            prompt_tokens=self.prompt_tokens,
+            prompt_scores=self.prompt_scores,
+            status="stopped" if self.stopped_early else "done",
+        )
+        if out is None:
             import html
 
             return f"<pre>{html.escape(self.text)}</pre>"
-        return render_token_highlights([(self.tokens, self.scores)], threshold=self.threshold)
+        return out
 
 
 def _hidden_of(output):
@@ -440,7 +437,9 @@ class _Monitor:
     # ---------------------------------------------------------------- scoring
     def _score_rows(self, acts: dict[int, object]) -> np.ndarray:
         rows = {layer: a.float().cpu().numpy() for layer, a in acts.items()}
-        return self.probe._token_rows([SimpleNamespace(acts=rows)], mode="score")[0]
+        from .scoring import token_rows
+
+        return token_rows(self.probe, [SimpleNamespace(acts=rows)], mode="score")[0]
 
     def end_step(self, ids: list[int]) -> bool:
         """Called after every forward pass; ``ids`` is the sequence fed so far plus, as
@@ -545,18 +544,26 @@ def _final_step(mon: _Monitor, out, ids: list[int]) -> None:
 
 
 def _prompt_text(probe, prompt, chat_template) -> str:
-    from .probe import _is_message_list
+    from .inputs import is_message_list
 
     use_chat = probe.chat_template if chat_template is None else bool(chat_template)
-    if _is_message_list(prompt) or use_chat:
+    if is_message_list(prompt) or use_chat:
         from .chat import format_chat
 
-        if not isinstance(prompt, str) and not _is_message_list(prompt):
+        if not isinstance(prompt, str) and not is_message_list(prompt):
             raise TypeError(
                 f"prompt must be a str or a list of {{'role', 'content'}} messages, got "
                 f"{type(prompt).__name__}"
             )
-        return str(format_chat(probe, prompt, force=True, add_generation_prompt=True))
+        return str(
+            format_chat(
+                probe.runtime.tokenizer,
+                prompt,
+                force=True,
+                add_generation_prompt=True,
+                model_name=probe.model_name,
+            )
+        )
     if not isinstance(prompt, str):
         raise TypeError(
             f"prompt must be a str or a list of {{'role', 'content'}} messages, got "
@@ -622,7 +629,7 @@ def monitor(
     import torch
     from transformers import StoppingCriteriaList
 
-    probe._check_fitted()
+    probe.check_fitted()
     if probe.dataset is not None or probe.backend != "local":
         raise ValueError(
             "monitor() runs the model itself; it needs backend='local' and a model, not "
@@ -641,7 +648,8 @@ def monitor(
         if bad in generate_kwargs:
             raise TypeError(f"{bad}= cannot be passed to monitor(); use max_new_tokens=")
     thr = current_threshold(probe, threshold)
-    loaded = probe._loaded()
+    probe.check_model_identity(stacklevel=3)
+    loaded = probe.runtime.loaded
     tok = loaded.tokenizer
     text = _prompt_text(probe, prompt, chat_template)
     # tokenized exactly as the extractor does, so re-scoring sees the same tokens

@@ -314,11 +314,11 @@ def remote_model(name: str):
             )
         from transformers import AutoConfig, AutoTokenizer
 
-        from .models import _bundled_gguf, _quiet_transformers, resolve_model
+        from .models import bundled_gguf, quiet_transformers, resolve_model
 
-        source = resolve_model(name)[1] if _bundled_gguf(name) is not None else name
+        source = resolve_model(name)[1] if bundled_gguf(name) is not None else name
         try:
-            with warnings.catch_warnings(), _quiet_transformers():
+            with warnings.catch_warnings(), quiet_transformers():
                 warnings.simplefilter("ignore")
                 config = AutoConfig.from_pretrained(source)
                 tokenizer = AutoTokenizer.from_pretrained(source)

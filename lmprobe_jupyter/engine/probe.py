@@ -9,13 +9,19 @@ from __future__ import annotations
 import inspect
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from .inputs import (
+    check_labels,
+    check_scoring_data,
+    check_two_classes,
+    parse_fit_args,
+)
 from .layers import is_selection_spec, resolve_layers, validate_spec
 from .pooling import TOKEN_LEVEL_INFERENCE, resolve_poolings
+from .scoring import compute_metrics
 
 TASKS = ("classification", "regression")
 BACKENDS = ("local", "nnsight")
@@ -38,32 +44,30 @@ class TokenScores:
         return float(np.max(self.scores)) if len(self.scores) else float("nan")
 
 
-def _is_message_list(p) -> bool:
-    return isinstance(p, list | tuple) and len(p) > 0 and all(isinstance(m, dict) for m in p)
-
-
-def check_prompts(prompts, what: str = "prompts", allow_messages: bool = True) -> list:
-    """Validate a list of prompts: strings (or chat message lists), non-empty."""
-    if isinstance(prompts, str):
-        raise TypeError(
-            f"{what} must be a list of strings, not a single string; wrap it: [{what!s}]"
-        )
-    if prompts is None or not isinstance(prompts, Sequence | np.ndarray):
-        raise TypeError(f"{what} must be a list of strings, got {type(prompts).__name__}")
-    out = list(prompts)
-    for i, p in enumerate(out):
-        if allow_messages and _is_message_list(p):
-            for m in p:
-                if "role" not in m or "content" not in m:
-                    raise ValueError(f"{what}[{i}] has a message without 'role' and 'content' keys")
-            continue
-        if not isinstance(p, str):
-            raise TypeError(
-                f"{what}[{i}] is a {type(p).__name__} ({p!r:.40}); every prompt must be a str"
-            )
-        if not p.strip():
-            raise ValueError(f"{what}[{i}] is an empty string; remove it or give it some text")
-    return out
+#: Learned attributes a saved probe keeps (see :meth:`Probe.learned_state`). ``fit`` sets
+#: most of them; ``calibrate`` sets the threshold, ``evaluate`` the metrics,
+#: ``cross_validate`` the cv score; loaders restore them.
+PERSISTED_STATE = (
+    "pipeline_",
+    "classes_",
+    "n_features_in_",
+    "n_feature_layers_",
+    "layers_",
+    "candidate_layers_",
+    "selected_layers_",
+    "selection_scores_",
+    "n_train_",
+    "fit_seconds_",
+    "train_cache_hits_",
+    "model_fingerprint_",
+    "trained_model_",
+    "threshold_",
+    "calibration_",
+    "metrics_",
+    "cv_score_",
+    "class_labels_",
+    "hub_repo_id_",
+)
 
 
 class Probe:
@@ -165,6 +169,11 @@ class Probe:
         sig = inspect.signature(cls.__init__)
         return [p for p in sig.parameters if p != "self"]
 
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Names of the constructor parameters (what ``get_params`` returns)."""
+        return cls._param_names()
+
     def get_params(self, deep: bool = True) -> dict:
         return {k: getattr(self, k) for k in self._param_names()}
 
@@ -176,7 +185,6 @@ class Probe:
                     f"{k!r} is not a Probe parameter; valid: {', '.join(sorted(valid))}"
                 )
             setattr(self, k, v)
-        self._drop_runtime()
         return self
 
     def __repr__(self) -> str:
@@ -190,13 +198,51 @@ class Probe:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for k in ("_loaded_model", "_ext_cache"):
-            state.pop(k, None)
+        state.pop("_runtime", None)
+        state.pop("_identity_warned", None)
         return state
 
-    def _drop_runtime(self) -> None:
-        self.__dict__.pop("_loaded_model", None)
-        self.__dict__.pop("_ext_cache", None)
+    # ------------------------------------------------------------------ learned state
+    def learned_state(self) -> dict:
+        """The learned attributes a saved probe keeps (:data:`PERSISTED_STATE`), as set."""
+        return {k: self.__dict__[k] for k in PERSISTED_STATE if k in self.__dict__}
+
+    def restore_state(self, state: dict) -> Probe:
+        """Restore attributes from :meth:`learned_state` (what loaders call).
+
+        Raises
+        ------
+        ValueError
+            For a name that is not one of :data:`PERSISTED_STATE`.
+        """
+        unknown = sorted(set(state) - set(PERSISTED_STATE))
+        if unknown:
+            raise ValueError(
+                f"{unknown} are not learned attributes of a Probe; known: "
+                f"{', '.join(PERSISTED_STATE)}"
+            )
+        self.__dict__.update(state)
+        return self
+
+    @property
+    def training_data(self) -> tuple[list, np.ndarray] | None:
+        """``(prompts, labels)`` of the last ``fit`` from prompts (None otherwise)."""
+        return self.__dict__.get("_train_data")
+
+    @property
+    def training_activations(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(X, y)`` the classifier was fitted on (None for loaded probes)."""
+        return self.__dict__.get("_train_matrix")
+
+    def without_training_data(self) -> Probe:
+        """A shallow copy that keeps no training prompts or activations (for sharing)."""
+        import copy
+
+        out = copy.copy(self)
+        out.__dict__.pop("_train_data", None)
+        out.__dict__.pop("_train_matrix", None)
+        out.__dict__.pop("_runtime", None)
+        return out
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self) -> None:
@@ -237,6 +283,11 @@ class Probe:
         if self.model is not None and self.dataset is not None:
             raise ValueError("give either model= or dataset=, not both")
 
+    def validate_params(self) -> Probe:
+        """Check every parameter now (``fit`` does it too); returns ``self``."""
+        self._validate_params()
+        return self
+
     @property
     def train_pooling_(self):
         return resolve_poolings(self.pooling, self.train_pooling, self.inference_pooling)[0]
@@ -252,173 +303,106 @@ class Probe:
                 "or fit(prompts, labels) first"
             )
 
+    def check_fitted(self) -> Probe:
+        """Raise :class:`NotFittedError` unless fitted; returns ``self``."""
+        self._check_fitted()
+        return self
+
     # ------------------------------------------------------------------ model access
+    @property
+    def runtime(self):
+        """The :class:`~.runtime.ModelRuntime` this probe reads its model through.
+
+        Built from the probe's parameters on first use (no weights load until an
+        extraction needs them) and rebuilt when those parameters change. Probes may
+        share one (a sweep's per-layer probes do): assign it.
+        """
+        from .runtime import ModelRuntime
+
+        rt = self.__dict__.get("_runtime")
+        params = self.get_params()
+        if rt is None or not rt.serves(params):
+            rt = ModelRuntime.from_params(params)
+            self._runtime = rt
+        return rt
+
+    @runtime.setter
+    def runtime(self, runtime) -> None:
+        if not runtime.serves(self.get_params()):
+            raise ValueError(
+                f"{runtime!r} runs {runtime.config()}, which differs from this probe's "
+                "model parameters; give the probe the same model, backend, device and dtype"
+            )
+        self._runtime = runtime
+
     @property
     def model_name(self) -> str | None:
         """The model this probe reads (the bundled default when none was given)."""
-        if self.dataset is not None:
-            info = getattr(self, "dataset_info_", None)
-            return self.model or (info or {}).get("model_name")
-        from .models import DEFAULT_MODEL
+        return self.runtime.model_name
 
-        return self.model or DEFAULT_MODEL
+    @property
+    def dataset_info_(self) -> dict | None:
+        """The activation dataset's description (``dataset=`` probes only)."""
+        return self.runtime.dataset_info
 
-    def _loaded(self):
-        """The loaded model (lazy, memoised per process)."""
-        lm = self.__dict__.get("_loaded_model")
-        if lm is None:
-            from .models import load_model
-
-            lm = load_model(self.model_name, device=self.device, dtype=self.dtype)
-            trained_on = getattr(self, "model_fingerprint_", None)
-            if trained_on and trained_on != lm.fingerprint:
-                warnings.warn(
-                    f"this probe was trained on {self.model_name!r} with weights fingerprint "
-                    f"{trained_on}, but the loaded weights have fingerprint {lm.fingerprint}; "
-                    "its scores may be meaningless on these weights",
-                    stacklevel=3,
-                )
-            self.model_fingerprint_ = lm.fingerprint
-            self._loaded_model = lm
-        return lm
-
-    def _tokenizer(self):
-        """The model's tokenizer, without loading weights where the backend has none
-        locally (nnsight remote execution keeps only the config and tokenizer here)."""
-        if self.backend == "nnsight" and self.dataset is None:
-            return self._extractor().loaded.tokenizer
-        return self._loaded().tokenizer
-
-    def _extractor(self, remote: bool | None = None, batch_size: int | None = None):
-        """The extraction backend for this probe (transformers, nnsight or a dataset)."""
-        remote = self.remote if remote is None else remote
-        bs = batch_size or self.batch_size
-        key = (remote, bs)
-        cache = self.__dict__.setdefault("_ext_cache", {})
-        if key in cache:
-            return cache[key]
-        if self.dataset is not None:
-            from .datasets import DatasetExtractor
-
-            ext = DatasetExtractor(self.dataset, progress=self.progress)
-            self.dataset_info_ = ext.info
-        elif self.backend == "nnsight":
-            from .nnsight_backend import NNsightExtractor
-
-            ext = NNsightExtractor(
-                self.model_name,
-                remote=remote,
-                device=self.device,
-                dtype=self.dtype,
-                batch_size=bs,
-                progress=self.progress,
-            )
-        else:
-            from .extraction import Extractor
-
-            ext = Extractor(self._loaded(), batch_size=bs, progress=self.progress)
-        cache[key] = ext
-        return ext
+    @property
+    def last_cache_hits_(self) -> int:
+        """Prompts the last pooled extraction served from the activation cache."""
+        return self.runtime.last_hits
 
     def n_model_layers(self) -> int:
         """Number of decoder layers of the probed model (or dataset)."""
-        if self.dataset is not None:
-            return self._extractor().n_layers
-        loaded = self.__dict__.get("_loaded_model")
-        if loaded is not None:
-            return loaded.n_layers
-        if self.backend == "nnsight":
-            return self._extractor().n_layers
-        from .models import model_n_layers
+        return self.runtime.n_layers
 
-        return model_n_layers(self.model_name)
+    def check_model_identity(self, stacklevel: int = 2) -> bool:
+        """Warn (once per runtime) if the weights read now are not the ones trained on.
+
+        Returns
+        -------
+        bool
+            True when the weights match the training model's fingerprint (or it is unknown).
+        """
+        trained = self.__dict__.get("model_fingerprint_")
+        rt = self.runtime
+        if not trained:
+            return True
+        current = rt.fingerprint
+        if current == trained:
+            return True
+        if self.__dict__.get("_identity_warned") is not rt:
+            self._identity_warned = rt
+            trained_on = self.__dict__.get("trained_model_") or "an unrecorded model"
+            warnings.warn(
+                f"this probe was trained on {trained_on!r} (weights fingerprint {trained}), "
+                f"but it now reads {rt.model_name!r} (fingerprint {current}); its scores may "
+                "be meaningless on these weights",
+                stacklevel=stacklevel + 1,
+            )
+        return False
 
     def _prepare_prompts(self, prompts, chat_template: bool | None = None) -> list[str]:
         """Validate prompts and apply the chat template where asked for."""
-        prompts = check_prompts(prompts)
         use_chat = self.chat_template if chat_template is None else chat_template
-        if not use_chat and not any(_is_message_list(p) for p in prompts):
-            return prompts
-        from .chat import format_chat
-
-        return [format_chat(self, p, force=use_chat) for p in prompts]
+        return self.runtime.prepare(prompts, chat_template=use_chat)
 
     def _features(self, prompts, pooling, layers=None, remote=None, batch_size=None) -> dict:
         """Pooled activations of already-prepared prompts: {layer: (n, hidden)}."""
-        ext = self._extractor(remote, batch_size)
         layers = list(self.layers_ if layers is None else layers)
-        if self.score_roles is None:
-            acts = ext.pooled(prompts, layers, pooling)
-        else:
-            from .chat import role_masked_pooled
+        return self.runtime.pooled(
+            prompts,
+            layers,
+            pooling,
+            roles=self.score_roles,
+            remote=remote,
+            batch_size=batch_size,
+        )
 
-            acts = role_masked_pooled(self, ext, prompts, layers, pooling)
-        self.last_cache_hits_ = getattr(ext, "last_hits", 0)
-        return acts
-
-    def _token_features(self, prompts, layers=None, remote=None) -> list:
-        ext = self._extractor(remote)
-        return ext.per_token(prompts, list(self.layers_ if layers is None else layers))
+    def _token_features(self, prompts, layers=None, remote=None):
+        """Per-token activations of prepared prompts and the ``score_roles`` token masks."""
+        layers = list(self.layers_ if layers is None else layers)
+        return self.runtime.token_features(prompts, layers, roles=self.score_roles, remote=remote)
 
     # ------------------------------------------------------------------ fit
-    def _parse_fit_args(self, X, y, labels=None):
-        """Accept fit(positive, negative) or fit(prompts, labels).
-
-        A plain list of strings as the second argument means negative prompts; string class
-        labels go through ``labels=`` or a numpy array.
-        """
-        if labels is not None:
-            if y is not None:
-                raise TypeError("give either a second positional argument or labels=, not both")
-            y = np.asarray(labels)
-        if y is None:
-            raise TypeError(
-                "fit() needs two arguments: fit(positive_prompts, negative_prompts) or "
-                "fit(prompts, labels)"
-            )
-        if isinstance(y, str):
-            raise TypeError("the second argument must be a list (negative prompts or labels)")
-        y_list = list(y)
-        contrastive = (
-            not isinstance(y, np.ndarray)
-            and len(y_list) > 0
-            and all(isinstance(v, str) or _is_message_list(v) for v in y_list)
-        )
-        if contrastive:
-            if self.task == "regression":
-                raise ValueError("task='regression' needs fit(prompts, labels) with float labels")
-            pos = check_prompts(X, "positive_prompts")
-            neg = check_prompts(y_list, "negative_prompts")
-            if not pos:
-                raise ValueError("positive_prompts is empty; give at least one positive example")
-            return pos + neg, np.array([1] * len(pos) + [0] * len(neg))
-        prompts = check_prompts(X, "prompts")
-        if len(prompts) != len(y_list):
-            raise ValueError(
-                f"got {len(prompts)} prompts but {len(y_list)} labels; they must be the same length"
-            )
-        if not prompts:
-            raise ValueError("no training prompts were given")
-        return prompts, self._check_labels(y_list)
-
-    def _check_labels(self, y) -> np.ndarray:
-        y = np.asarray(y)
-        if y.ndim != 1:
-            raise ValueError(f"labels must be 1-D, got shape {y.shape}")
-        if self.task == "regression":
-            try:
-                return y.astype(np.float64)
-            except (TypeError, ValueError):
-                raise TypeError("task='regression' needs numeric (float) labels") from None
-        if y.dtype.kind == "f":
-            if not np.all(np.mod(y, 1) == 0):
-                raise ValueError(
-                    "classification labels must be class ids (ints or strings), got floats; "
-                    "for continuous targets use task='regression'"
-                )
-            y = y.astype(np.int64)
-        return y
-
     def fit(self, X, y=None, *, labels=None, remote: bool | None = None) -> Probe:
         """Fit on contrastive prompts or on prompts with labels.
 
@@ -434,16 +418,14 @@ class Probe:
             Override ``remote`` for this call.
         """
         self._validate_params()
-        prompts, labels = self._parse_fit_args(X, y, labels)
-        self._train_data_ = (prompts, labels)  # for push_to_hub(include_training_data=True)
-        if self.task == "classification" and len(np.unique(labels)) < 2:
-            raise ValueError(
-                f"training data has only one class ({np.unique(labels)[0]!r}); a probe needs "
-                "examples of at least two classes"
-            )
-        if self.dataset is None and self.backend == "local":
+        prompts, labels = parse_fit_args(X, y, labels, self.task)
+        if self.task == "classification":
+            check_two_classes(labels)
+        train_data = (prompts, labels)
+        rt = self.runtime
+        if rt.uses_local_weights and self.backend == "local":
             # Load first, so fit_seconds_ measures fitting, not a one-off model load.
-            self._loaded()
+            rt.load()
         t0 = time.perf_counter()
         prepared = self._prepare_prompts(prompts)
         if self.layers == "auto":
@@ -453,48 +435,39 @@ class Probe:
             candidates = auto_candidate_layers(self.auto_candidates, self.n_model_layers())
         else:
             candidates = resolve_layers(self.layers, self.n_model_layers())
-        train_pool = self.train_pooling_
-        if train_pool == "all":
-            X_layers, labels = self._token_training_set(prepared, labels, candidates, remote)
-        else:
-            X_layers = self._features(prepared, train_pool, candidates, remote)
+        X_layers, labels = rt.training_set(
+            prepared, labels, candidates, self.train_pooling_, roles=self.score_roles, remote=remote
+        )
+        hits = rt.last_hits
+        selection = None
         if is_selection_spec(self.layers):
             from .layer_selection import select_layers
 
-            selected = select_layers(self, X_layers, labels, candidates)
+            selection = select_layers(self, X_layers, labels, candidates)
+            candidates, selected = selection.candidates, selection.selected
         else:
             selected = candidates
-        self.candidate_layers_ = list(candidates)
-        self.layers_ = list(selected)
         from .features import concat_layers
 
-        self._fit_matrix(concat_layers(X_layers, self.layers_), labels, n_layers=len(self.layers_))
+        self._fit_matrix(concat_layers(X_layers, selected), labels, n_layers=len(selected))
+        self.candidate_layers_ = list(candidates)
+        self.layers_ = list(selected)
+        if selection is not None:
+            self.selected_layers_ = list(selection.selected)
+            self.selection_scores_ = dict(selection.scores)
+            if selection.sweep is not None:
+                self.sweep_result_ = selection.sweep
         self.n_train_ = len(prompts)
         self.fit_seconds_ = time.perf_counter() - t0
-        self.train_cache_hits_ = getattr(self, "last_cache_hits_", 0)
+        self.train_cache_hits_ = hits
+        self.model_fingerprint_ = rt.fingerprint
+        self.trained_model_ = rt.model_name
+        self._train_data = train_data  # for push_to_hub(include_training_data=True)
         return self
 
-    def _role_keep(self, prompts) -> list[np.ndarray] | None:
-        """Per prompt, the tokens ``score_roles`` lets a probe read (None: all of them)."""
-        if self.score_roles is None:
-            return None
-        from .chat import role_token_masks
-
-        return role_token_masks(self, prompts)
-
-    def _token_training_set(self, prompts, labels, layers, remote):
-        """train_pooling='all': every token of a prompt (of ``score_roles``, if set) is a
-        training sample with its prompt's label."""
-        toks = self._token_features(prompts, layers, remote)
-        keep = self._role_keep(prompts) or [np.ones(len(t.tokens), bool) for t in toks]
-        per_layer = {
-            layer: np.concatenate([t.acts[layer][k] for t, k in zip(toks, keep)])
-            for layer in layers
-        }
-        reps = np.concatenate([[labels[i]] * int(k.sum()) for i, k in enumerate(keep)])
-        return per_layer, np.asarray(reps, dtype=labels.dtype)
-
-    def _fit_matrix(self, X: np.ndarray, y: np.ndarray, n_layers: int = 1) -> None:
+    def _fit_matrix(self, X: np.ndarray, y: np.ndarray, n_layers: int = 1, kept=None) -> None:
+        """Fit the pipeline on ``X``; ``kept`` is what to keep as the training activations
+        (default ``X``: a float32 original is kept instead of a float64 copy)."""
         from sklearn.pipeline import Pipeline
 
         from .classifiers import build_classifier
@@ -523,8 +496,7 @@ class Probe:
         self.pipeline_ = pipe
         self.n_features_in_ = X.shape[1]
         self.n_feature_layers_ = n_layers
-        self._X_train_ = X
-        self._y_train_ = y
+        self._train_matrix = (X if kept is None else kept, y)
         if self.task == "classification":
             self.classes_ = np.asarray(pipe.classes_)
 
@@ -545,20 +517,38 @@ class Probe:
             )
         return X, n_layers_hint or 1
 
-    def fit_from_activations(self, X, y) -> Probe:
-        """Fit on precomputed activations of shape (n_samples, d) or (n_samples, n_layers, d)."""
+    def fit_from_activations(self, X, y, *, layers=None, n_prompts: int | None = None) -> Probe:
+        """Fit on precomputed activations.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, d) or (n_samples, n_layers, d)
+        y : array-like of shape (n_samples,)
+        layers : list of int, optional
+            The model layers ``X``'s blocks come from, in order (so the probe can then
+            predict from prompts: its ``layers_``).
+        n_prompts : int, optional
+            Number of prompts behind the samples (``n_train_``; default ``n_samples``).
+        """
         self._validate_params()
         t0 = time.perf_counter()
-        X, n_layers = self._as_matrix(X)
-        y = self._check_labels(list(y))
+        original = np.asarray(X)
+        X, n_layers = self._as_matrix(X, None if layers is None else len(layers))
+        y = check_labels(list(y), self.task)
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels")
         if len(X) == 0:
             raise ValueError("no training samples were given")
-        if self.task == "classification" and len(np.unique(y)) < 2:
-            raise ValueError("training data has only one class; a probe needs at least two")
-        self._fit_matrix(X, y, n_layers)
-        self.n_train_ = len(X)
+        if self.task == "classification":
+            check_two_classes(y)
+        kept = original.reshape(len(original), -1) if original.dtype.kind == "f" else None
+        self._fit_matrix(X, y, n_layers, kept=kept)
+        if layers is not None:
+            self.layers_ = [int(x) for x in layers]
+        # Without model layers, the candidates are the blocks of X (0, 1, ...): what
+        # layer importance reports on.
+        self.candidate_layers_ = list(self.layers_) if layers is not None else list(range(n_layers))
+        self.n_train_ = len(X) if n_prompts is None else int(n_prompts)
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
@@ -585,73 +575,38 @@ class Probe:
 
     def score_from_activations(self, X, y) -> float:
         """Accuracy (classification) or R^2 (regression) on precomputed activations."""
-        return float(self.pipeline_.score(self._check_matrix(X), self._check_labels(list(y))))
+        return float(self.pipeline_.score(self._check_matrix(X), check_labels(list(y), self.task)))
 
     # ------------------------------------------------------------------ inference
     def _pooled_matrix(self, prompts, pooling, remote=None, batch_size=None) -> np.ndarray:
         from .features import concat_layers
 
+        self.check_model_identity(stacklevel=4)
         acts = self._features(prompts, pooling, self.layers_, remote, batch_size)
         return concat_layers(acts, self.layers_)
 
-    def _token_outputs(self, prompts, remote=None, mode: str = "proba"):
-        """Per-token outputs of prepared prompts (see :meth:`_token_rows`) and, with
-        ``score_roles``, per prompt the tokens those roles cover (else None)."""
-        rows = self._token_rows(self._token_features(prompts, self.layers_, remote), mode)
-        return rows, self._role_keep(prompts)
+    def token_outputs(self, prompts, *, remote: bool | None = None, mode: str = "proba"):
+        """Per-token outputs of prepared prompts and the tokens the probe may score.
 
-    def _reducible_rows(self, prompts, remote) -> list[np.ndarray]:
-        """Per-token outputs restricted to ``score_roles`` tokens, for max/min reductions."""
-        rows, keep = self._token_outputs(prompts, remote)
-        return rows if keep is None else [r[k] for r, k in zip(rows, keep)]
-
-    def _token_rows(self, toks, mode: str = "proba") -> list[np.ndarray]:
-        """Per-token outputs per prompt.
-
-        ``mode="proba"``: (seq,) positive-class probability for binary classification,
-        (seq, k) for multi-class, predictions for regression. ``"predict"``: labels.
-        ``"score"``: always (seq,) (multi-class: the top class probability).
+        Returns
+        -------
+        rows : list of ndarray
+            Per prompt, see :func:`~.scoring.token_rows`.
+        keep : list of bool ndarray, or None
+            With ``score_roles``: per prompt, the tokens of those roles (else None).
         """
-        from .classifiers import classifier_proba
+        from .scoring import token_rows
 
-        out = []
-        for t in toks:
-            X = np.concatenate([t.acts[layer] for layer in self.layers_], axis=1)
-            if self.task == "regression" or mode == "predict":
-                out.append(np.asarray(self.pipeline_.predict(X)))
-                continue
-            p = classifier_proba(self.pipeline_, X)
-            if p.shape[1] == 2:
-                out.append(p[:, 1])
-            else:
-                out.append(p.max(1) if mode == "score" else p)
-        return out
+        self._check_fitted()
+        self.check_model_identity(stacklevel=4)
+        toks, keep = self._token_features(prompts, self.layers_, remote)
+        return token_rows(self, toks, mode), keep
 
-    @staticmethod
-    def _pad_tokens(rows: list[np.ndarray], keep=None) -> np.ma.MaskedArray:
-        """Stack ragged per-token outputs into a masked (batch, seq_len[, k]) array; padding
-        (and tokens outside ``keep``, when given) is masked."""
-        width = max((len(r) for r in rows), default=0)
-        tail = rows[0].shape[1:] if rows else ()
-        numeric = all(np.asarray(r).dtype.kind in "biuf" for r in rows)
-        data = np.zeros((len(rows), width, *tail), dtype=np.float64 if numeric else object)
-        mask = np.ones_like(data, dtype=bool)
-        for i, r in enumerate(rows):
-            data[i, : len(r)] = r
-            mask[i, : len(r)] = (
-                False if keep is None else ~keep[i][: len(r)].reshape(-1, *([1] * len(tail)))
-            )
-        return np.ma.MaskedArray(data, mask=mask)
+    def _reduced_rows(self, prompts, remote) -> list[np.ndarray]:
+        """Per-token outputs restricted to the tokens the probe may score."""
+        from .scoring import restrict
 
-    def _reduced_proba(self, prompts, remote, how: str | None = None) -> np.ndarray:
-        """inference_pooling max/min: reduce per-token class scores to (n, k)."""
-        how = how or self.inference_pooling_
-        rows = self._reducible_rows(prompts, remote)
-        if rows[0].ndim == 1:
-            p = np.array([r.max() if how == "max" else r.min() for r in rows])
-            return np.column_stack([1 - p, p])
-        red = np.array([r.max(0) if how == "max" else r.min(0) for r in rows])
-        return red / red.sum(1, keepdims=True)
+        return restrict(*self.token_outputs(prompts, remote=remote))
 
     def predict_proba(self, prompts, *, remote: bool | None = None, batch_size: int | None = None):
         """Class probabilities.
@@ -662,15 +617,17 @@ class Probe:
         array of shape (n_prompts, seq_len) holding the positive-class probability of every
         token (padded positions masked; (n_prompts, seq_len, n_classes) for multi-class).
         """
+        from .scoring import pad_tokens, reduced_proba
+
         self._check_fitted()
         if self.task == "regression":
             raise ValueError("predict_proba is not defined for task='regression'; use predict")
         prepared = self._prepare_prompts(prompts)
         how = self.inference_pooling_
         if how == "all":
-            return self._pad_tokens(*self._token_outputs(prepared, remote))
+            return pad_tokens(*self.token_outputs(prepared, remote=remote))
         if how in ("max", "min"):
-            return self._reduced_proba(prepared, remote)
+            return reduced_proba(self._reduced_rows(prepared, remote), how)
         from .classifiers import classifier_proba
 
         return classifier_proba(
@@ -679,54 +636,41 @@ class Probe:
 
     def predict(self, prompts, *, remote: bool | None = None, batch_size: int | None = None):
         """Predicted labels (or values for regression); per token for ``inference_pooling="all"``."""
+        from .scoring import pad_tokens, prompt_outputs
+
         self._check_fitted()
         prepared = self._prepare_prompts(prompts)
         how = self.inference_pooling_
+        if how == "all":
+            mode = "proba" if self.task == "regression" else "predict"
+            return pad_tokens(*self.token_outputs(prepared, remote=remote, mode=mode))
         if how in TOKEN_LEVEL_INFERENCE:
-            if how == "all":
-                mode = "proba" if self.task == "regression" else "predict"
-                rows, keep = self._token_outputs(prepared, remote, mode=mode)
-                return self._pad_tokens(rows, keep)
-            if self.task == "regression":
-                rows = self._reducible_rows(prepared, remote)
-                return np.array([r.max() if how == "max" else r.min() for r in rows])
-            return self.classes_[self._reduced_proba(prepared, remote).argmax(1)]
+            return prompt_outputs(self, rows=self._reduced_rows(prepared, remote))[0]
         return self.pipeline_.predict(self._pooled_matrix(prepared, how, remote, batch_size))
 
-    def _prompt_level(self, prompts, remote):
-        """Prompt-level (n,) predictions and (n, k) probabilities for scoring.
+    def prompt_outputs(self, prompts, *, remote: bool | None = None):
+        """Prompt-level (n,) predictions and (n, k) probabilities (None for regression).
 
-        ``inference_pooling="all"`` is scored as "max" (a prompt is positive if any token is).
+        ``inference_pooling="all"`` is scored as "max" (a prompt is positive if any token
+        is). What ``score``, ``evaluate``, ``calibrate`` and the battery read.
         """
+        from .scoring import prompt_outputs
+
+        self._check_fitted()
         how = self.inference_pooling_
         prepared = self._prepare_prompts(prompts)
-        if self.task == "regression":
-            if how in TOKEN_LEVEL_INFERENCE:
-                rows = self._reducible_rows(prepared, remote)
-                pred = np.array([r.min() if how == "min" else r.max() for r in rows])
-            else:
-                pred = self.pipeline_.predict(self._pooled_matrix(prepared, how, remote))
-            return pred, None
         if how in TOKEN_LEVEL_INFERENCE:
-            proba = self._reduced_proba(prepared, remote, "min" if how == "min" else "max")
-        else:
-            from .classifiers import classifier_proba
-
-            proba = classifier_proba(self.pipeline_, self._pooled_matrix(prepared, how, remote))
-        return self.classes_[proba.argmax(1)], proba
+            return prompt_outputs(self, rows=self._reduced_rows(prepared, remote))
+        return prompt_outputs(self, features=self._pooled_matrix(prepared, how, remote))
 
     def score(self, prompts, labels, *, remote: bool | None = None) -> float:
         """Accuracy (classification) or R^2 (regression)."""
-        self._check_fitted()
-        y = self._check_labels(list(labels))
-        if len(y) != len(prompts):
-            raise ValueError(f"got {len(prompts)} prompts but {len(y)} labels")
-        pred, _ = self._prompt_level(prompts, remote)
-        if self.task == "regression":
-            from sklearn.metrics import r2_score
+        from .scoring import score_value
 
-            return float(r2_score(y, pred))
-        return float(np.mean(pred == y))
+        self._check_fitted()
+        prompts, y = check_scoring_data(prompts, labels, self.task)
+        pred, _ = self.prompt_outputs(prompts, remote=remote)
+        return score_value(y, pred, self.task)
 
     def evaluate(self, prompts, labels, *, remote: bool | None = None, **kwargs) -> dict:
         """Several metrics at once.
@@ -738,13 +682,13 @@ class Probe:
         ``random_state=``); see :func:`.monitoring.evaluate_extra`. The result is kept
         as ``metrics_`` (saved with the probe, shown on hub model cards).
         """
+        from .monitoring import evaluate_extra
+
         self._check_fitted()
-        y = self._check_labels(list(labels))
-        if len(y) != len(prompts):
-            raise ValueError(f"got {len(prompts)} prompts but {len(y)} labels")
-        pred, proba = self._prompt_level(prompts, remote)
+        prompts, y = check_scoring_data(prompts, labels, self.task)
+        pred, proba = self.prompt_outputs(prompts, remote=remote)
         metrics = compute_metrics(y, pred, proba, self.task, getattr(self, "classes_", None))
-        metrics.update(self._evaluate_extra(y, pred, proba, **kwargs))
+        metrics.update(evaluate_extra(self, y, pred, proba, **kwargs))
         # The latest evaluation travels with the probe (saved files, hub model cards).
         self.metrics_ = dict(metrics)
         return metrics
@@ -755,12 +699,12 @@ class Probe:
         from sklearn.base import clone
         from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
-        if "_X_train_" not in self.__dict__:
+        if self.training_activations is None:
             raise ValueError(
                 "cross_validate needs the training activations, which saved probes do not keep; "
                 "refit this probe (its activations are cached, so that is quick)"
             )
-        X, y = self._X_train_, self._y_train_
+        X, y = self.training_activations
         if self.task == "classification":
             k = min(cv, int(np.unique(y, return_counts=True)[1].min()))
             if k < 2:
@@ -791,19 +735,22 @@ class Probe:
     # ------------------------------------------------------------------ tokens
     def token_scores(self, texts, *, remote: bool | None = None) -> list[TokenScores]:
         """Per-token positive-class scores for each text (for highlights and monitoring)."""
+        from .scoring import token_rows
+
         self._check_fitted()
         if isinstance(texts, str):
             texts = [texts]
         prepared = self._prepare_prompts(texts)
-        toks = self._token_features(prepared, self.layers_, remote)
-        rows = self._token_rows(toks, mode="score")
+        self.check_model_identity(stacklevel=3)
+        toks, _ = self._token_features(prepared, self.layers_, remote)
+        rows = token_rows(self, toks, mode="score")
         return [TokenScores(t.text, t.tokens, r) for t, r in zip(toks, rows)]
 
     def show_tokens(self, texts, threshold: float = 0.5):
         """Per-token highlight widget (needs the ``jupyter`` extra)."""
-        from ..jupyter.widgets import show_tokens
+        from . import display
 
-        return show_tokens(self.token_scores(texts), threshold=threshold)
+        return display.widget("tokens", self.token_scores(texts), threshold=threshold)
 
     # ------------------------------------------------------------------ layer analysis
     @classmethod
@@ -826,17 +773,12 @@ class Probe:
         return plot_layer_importance(self, metric=metric, ax=ax)
 
     # ------------------------------------------------------------------ monitoring
-    def _evaluate_extra(self, y, pred, proba, **kwargs) -> dict:
-        """Calibrated-threshold metrics for :meth:`evaluate`; see :mod:`.monitoring`."""
-        from .monitoring import evaluate_extra
-
-        return evaluate_extra(self, y, pred, proba, **kwargs)
-
     def calibrate(self, benign_prompts, fpr: float = 0.01, **kwargs) -> Probe:
         """Set the decision threshold so at most ``fpr`` of benign prompts are flagged."""
         from .monitoring import calibrate
 
-        return calibrate(self, benign_prompts, fpr=fpr, **kwargs)
+        self.threshold_, self.calibration_ = calibrate(self, benign_prompts, fpr=fpr, **kwargs)
+        return self
 
     def flag(self, prompts, **kwargs) -> np.ndarray:
         """Boolean per prompt: is its score over the calibrated threshold?"""
@@ -862,7 +804,7 @@ class Probe:
         """Download a probe pushed with :meth:`push_to_hub`."""
         from .hub import from_hub
 
-        return from_hub(repo_id, **kwargs)
+        return from_hub(repo_id, probe_cls=cls, **kwargs)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
@@ -876,41 +818,15 @@ class Probe:
         """Load a probe saved with :meth:`save`."""
         from .serialization import load_probe
 
-        return load_probe(path, trust_classifier=trust_classifier, **overrides)
-
-
-def compute_metrics(y, pred, proba, task: str, classes=None) -> dict:
-    """accuracy/f1/precision/recall/auroc for classification, r2/mse/mae for regression."""
-    from sklearn import metrics as M
-
-    if task == "regression":
-        pred = np.asarray(pred, dtype=np.float64)
-        return {
-            "r2": float(M.r2_score(y, pred)),
-            "mse": float(M.mean_squared_error(y, pred)),
-            "mae": float(M.mean_absolute_error(y, pred)),
-        }
-    classes = np.asarray(classes) if classes is not None else np.unique(np.concatenate([y, pred]))
-    binary = len(classes) == 2
-    avg = "binary" if binary else "macro"
-    kw = {"pos_label": classes[1]} if binary else {}
-    out = {
-        "accuracy": float(M.accuracy_score(y, pred)),
-        "f1": float(M.f1_score(y, pred, average=avg, zero_division=0, **kw)),
-        "precision": float(M.precision_score(y, pred, average=avg, zero_division=0, **kw)),
-        "recall": float(M.recall_score(y, pred, average=avg, zero_division=0, **kw)),
-    }
-    auroc = float("nan")
-    if proba is not None and len(np.unique(y)) > 1:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if binary:
-                auroc = float(M.roc_auc_score(y == classes[1], proba[:, 1]))
-            elif set(np.unique(y)) <= set(classes):
-                auroc = float(M.roc_auc_score(y, proba, multi_class="ovr", labels=classes))
-    out["auroc"] = auroc
-    out["n"] = len(y)
-    return out
+        return load_probe(path, trust_classifier=trust_classifier, probe_cls=cls, **overrides)
 
 
 LinearProbe = Probe
+
+
+def sweep_layers(model=None, positive_prompts=None, negative_prompts=None, *, cls=None, **kwargs):
+    """Train one probe per layer from a single extraction (see :meth:`Probe.sweep_layers`).
+
+    ``cls`` is the probe class (default :class:`Probe`).
+    """
+    return (cls or Probe).sweep_layers(model, positive_prompts, negative_prompts, **kwargs)

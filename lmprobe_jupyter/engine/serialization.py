@@ -202,7 +202,7 @@ class _Encoder:
         }
 
 
-class _Decoder:
+class Decoder:
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
         self.arrays = arrays
         self.used: set[str] = set()
@@ -270,18 +270,18 @@ class _Decoder:
         return est
 
 
-def _plain(v):
+def plain(v):
     """A JSON-able plain-Python copy of simple values (for the human-readable summary)."""
     if isinstance(v, np.ndarray):
-        return [_plain(x) for x in v.tolist()]
+        return [plain(x) for x in v.tolist()]
     if isinstance(v, np.generic):
-        return _plain(v.item())
+        return plain(v.item())
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
+        return {str(k): plain(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return [_plain(x) for x in v]
+        return [plain(x) for x in v]
     if v is None or isinstance(v, bool | int | float | str):
         return v
     return repr(v)
@@ -303,20 +303,17 @@ def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
 
 # ---------------------------------------------------------------------------- probe <-> dict
 def _fingerprint(probe) -> str | None:
-    loaded = probe.__dict__.get("_loaded_model")
-    if loaded is not None:
-        return loaded.fingerprint
+    """Fingerprint of the weights the probe was trained on (never of the ones loaded now)."""
+    fp = getattr(probe, "model_fingerprint_", None)
+    if fp:
+        return fp
     if getattr(probe, "dataset", None) is not None:
-        info = getattr(probe, "dataset_info_", None) or {}
-        fp = info.get("model_fingerprint")
-        if fp:
-            return fp
-    return getattr(probe, "model_fingerprint_", None)
+        return (probe.dataset_info_ or {}).get("model_fingerprint")
+    return None
 
 
-def _state_items(probe) -> dict:
-    """Fitted public attributes of the probe (``name_``)."""
-    return {k: v for k, v in vars(probe).items() if k.endswith("_") and not k.startswith("_")}
+#: Learned attributes older files may hold that are no longer state (they are derived).
+OBSOLETE_STATE = frozenset({"last_cache_hits_", "dataset_info_", "sweep_result_"})
 
 
 def _header() -> dict:
@@ -352,18 +349,18 @@ def probe_summary(probe) -> dict:
         "dataset": probe.dataset,
         "task": probe.task,
         "layers": None if layers is None else [int(x) for x in layers],
-        "candidate_layers": _plain(getattr(probe, "candidate_layers_", None)),
-        "selected_layers": _plain(getattr(probe, "selected_layers_", None)),
+        "candidate_layers": plain(getattr(probe, "candidate_layers_", None)),
+        "selected_layers": plain(getattr(probe, "selected_layers_", None)),
         "pooling": {
             "train": _pooling_name(probe.train_pooling_),
             "inference": _pooling_name(probe.inference_pooling_),
         },
-        "classes": _plain(getattr(probe, "classes_", None)),
-        "threshold": _plain(getattr(probe, "threshold_", None)),
-        "metrics": _plain(getattr(probe, "metrics_", None)),
+        "classes": plain(getattr(probe, "classes_", None)),
+        "threshold": plain(getattr(probe, "threshold_", None)),
+        "metrics": plain(getattr(probe, "metrics_", None)),
         "classifier": {
             "type": type(clf).__name__,
-            "params": _plain(clf.get_params(deep=False)),
+            "params": plain(clf.get_params(deep=False)),
         },
         "steps": [{"name": name, "type": type(step).__name__} for name, step in pipe.steps[:-1]],
         "n_features_in": int(probe.n_features_in_),
@@ -389,7 +386,7 @@ def probe_to_dict(probe, card: dict | None = None) -> tuple[dict, dict[str, np.n
     UnsafeFormatError
         For callable poolings and estimators outside :data:`SAFE_CLASSES`.
     """
-    probe._check_fitted()
+    probe.check_fitted()
     enc = _Encoder()
     params = probe.get_params()
     for key in ("pooling", "train_pooling", "inference_pooling"):
@@ -415,7 +412,7 @@ def probe_to_dict(probe, card: dict | None = None) -> tuple[dict, dict[str, np.n
                 "loading it from a shared source needs trust_classifier=True)"
             ) from None
     state, dropped = {}, []
-    for k, v in _state_items(probe).items():
+    for k, v in probe.learned_state().items():
         try:
             state[k] = enc.encode(v, k)
         except _Unencodable as exc:
@@ -496,33 +493,39 @@ def _check_arrays(data: dict, arrays: dict[str, np.ndarray], source: str) -> Non
         )
 
 
-def probe_from_dict(data: dict, arrays: dict[str, np.ndarray], source: str = "probe"):
-    """Rebuild a fitted :class:`Probe` from :func:`probe_to_dict` output (runs no file code)."""
-    from .probe import Probe
-
+def probe_from_dict(data: dict, arrays: dict[str, np.ndarray], source: str = "probe", *, probe_cls):
+    """Rebuild a fitted probe of class ``probe_cls`` from :func:`probe_to_dict` output
+    (runs no file code)."""
+    Probe = probe_cls
     check_header(data, source)
     _check_arrays(data, arrays, source)
-    dec = _Decoder(arrays)
+    dec = Decoder(arrays)
     params = {k: dec.decode(v) for k, v in (data.get("params") or {}).items()}
-    valid = set(Probe._param_names())
+    valid = set(Probe.param_names())
     unknown = sorted(set(params) - valid)
     if unknown:
         raise ProbeFormatError(f"{source}: unknown Probe parameters {unknown}")
     if isinstance(params.get("score_roles"), list):
         params["score_roles"] = tuple(params["score_roles"])
     probe = Probe(**params)
+    state = {}
     for k, v in (data.get("state") or {}).items():
         if not (isinstance(k, str) and k.endswith("_") and not k.startswith("_")):
             raise ProbeFormatError(f"{source}: bad fitted attribute name {k!r}")
-        setattr(probe, k, dec.decode(v))
-    if not hasattr(probe, "pipeline_"):
+        if k not in OBSOLETE_STATE:
+            state[k] = dec.decode(v)
+    if "pipeline_" not in state:
         raise ProbeFormatError(f"{source}: no fitted pipeline in {JSON_NAME}")
     fp = (data.get("summary") or {}).get("model_fingerprint")
     if fp:
-        probe.model_fingerprint_ = fp
+        state["model_fingerprint_"] = fp
     labels = (data.get("card") or {}).get("class_labels")
     if labels:
-        probe.class_labels_ = dec.decode(labels)
+        state["class_labels_"] = dec.decode(labels)
+    try:
+        probe.restore_state(state)
+    except ValueError as exc:
+        raise ProbeFormatError(f"{source}: {exc}") from None
     _check_consistent(probe, source)
     return probe
 
@@ -550,7 +553,7 @@ def _check_consistent(probe, source: str) -> None:
 
 
 # ---------------------------------------------------------------------------- files
-def _dumps(data: dict) -> str:
+def dumps_json(data: dict) -> str:
     return json.dumps(data, indent=1, allow_nan=False, ensure_ascii=False)
 
 
@@ -573,7 +576,7 @@ def write_safe_dir(folder: Path, data: dict, arrays: dict[str, np.ndarray]) -> N
     from safetensors.numpy import save_file
 
     save_file(arrays, str(folder / ARRAYS_NAME))
-    (folder / JSON_NAME).write_text(_dumps(data), encoding="utf-8")
+    (folder / JSON_NAME).write_text(dumps_json(data), encoding="utf-8")
 
 
 def _replace_dir(tmp: Path, path: Path) -> None:
@@ -620,7 +623,7 @@ def save_probe(probe, path, *, card: dict | None = None) -> Path:
     if _is_pickle_path(path):
         import pickle
 
-        probe._check_fitted()
+        probe.check_fitted()
         _atomic_write(path, pickle.dumps(probe, protocol=pickle.HIGHEST_PROTOCOL))
         return path
     data, arrays = probe_to_dict(probe, card=card)
@@ -628,7 +631,7 @@ def save_probe(probe, path, *, card: dict | None = None) -> Path:
         from safetensors.numpy import save
 
         data = {**data, "weights": None}
-        _atomic_write(path, save(arrays, metadata={_META_KEY: _dumps(data)}))
+        _atomic_write(path, save(arrays, metadata={_META_KEY: dumps_json(data)}))
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -648,7 +651,7 @@ def read_json(path: Path) -> dict:
         raise ProbeFormatError(f"{path} is not valid JSON ({exc})") from None
 
 
-def load_safe_files(json_path, arrays_path, source: str | None = None):
+def load_safe_files(json_path, arrays_path, source: str | None = None, *, probe_cls):
     """Load the safe format from a ``probe.json`` and an ``arrays.safetensors`` path."""
     from safetensors.numpy import load_file
 
@@ -659,10 +662,10 @@ def load_safe_files(json_path, arrays_path, source: str | None = None):
         arrays = load_file(str(arrays_path))
     except Exception as exc:  # noqa: BLE001 - a corrupt header or truncated file
         raise ProbeFormatError(f"{source}: cannot read {ARRAYS_NAME} ({exc})") from None
-    return probe_from_dict(data, arrays, source)
+    return probe_from_dict(data, arrays, source, probe_cls=probe_cls)
 
 
-def _load_single_file(path: Path):
+def _load_single_file(path: Path, probe_cls):
     from safetensors.numpy import load
 
     raw = path.read_bytes()
@@ -682,7 +685,7 @@ def _load_single_file(path: Path):
         data = json.loads(meta[_META_KEY])
     except json.JSONDecodeError as exc:
         raise ProbeFormatError(f"{path}: probe metadata is not valid JSON ({exc})") from None
-    return probe_from_dict(data, arrays, str(path))
+    return probe_from_dict(data, arrays, str(path), probe_cls=probe_cls)
 
 
 def _in_hub_cache(path: Path) -> bool:
@@ -708,11 +711,11 @@ def untrusted_pickle_message(source: str) -> str:
     )
 
 
-def load_pickle(path: Path, expected_sha256: str | None = None):
+def load_pickle(path: Path, expected_sha256: str | None = None, *, probe_cls):
     """Unpickle a probe (callers decide trust); checks the recorded hash first if given."""
     import pickle
 
-    from .probe import Probe
+    Probe = probe_cls
 
     payload = Path(path).read_bytes()
     if expected_sha256 is not None and hashlib.sha256(payload).hexdigest() != expected_sha256:
@@ -726,24 +729,7 @@ def load_pickle(path: Path, expected_sha256: str | None = None):
     return probe
 
 
-def apply_overrides(probe, overrides: dict):
-    """Set constructor parameters on a loaded probe (e.g. ``device="cuda"``)."""
-    if not overrides:
-        return probe
-    valid = set(probe._param_names())
-    bad = sorted(set(overrides) - valid)
-    if bad:
-        raise ValueError(
-            f"{', '.join(map(repr, bad))} is not a Probe parameter; valid overrides: "
-            f"{', '.join(sorted(valid))}"
-        )
-    for k, v in overrides.items():
-        setattr(probe, k, v)
-    probe._drop_runtime()
-    return probe
-
-
-def load_probe(path, trust_classifier: bool = False, **overrides):
+def load_probe(path, trust_classifier: bool = False, *, probe_cls, **overrides):
     """Load a probe written by :func:`save_probe`.
 
     Parameters
@@ -754,6 +740,8 @@ def load_probe(path, trust_classifier: bool = False, **overrides):
     trust_classifier : bool, default False
         Needed to unpickle a file from a shared source (the HuggingFace Hub download
         cache). Local pickles you wrote load without it. Ignored by the safe format.
+    probe_cls : type
+        The probe class to rebuild (``Probe.load`` passes itself).
     **overrides
         Constructor parameters to change after loading (``device=``, ``batch_size=``, ...).
 
@@ -777,20 +765,22 @@ def load_probe(path, trust_classifier: bool = False, **overrides):
             pkl = path / PICKLE_NAME
             if not trust_classifier and _in_hub_cache(pkl):
                 raise UntrustedPickleError(untrusted_pickle_message(str(path)))
-            probe = load_pickle(pkl, data.get("pickle_sha256"))
-            return apply_overrides(probe, overrides)
-        probe = load_safe_files(json_path, path / ARRAYS_NAME, str(path))
+            probe = load_pickle(pkl, data.get("pickle_sha256"), probe_cls=probe_cls)
+            return probe.set_params(**overrides)
+        probe = load_safe_files(json_path, path / ARRAYS_NAME, str(path), probe_cls=probe_cls)
     elif path.name == JSON_NAME:
-        return load_probe(path.parent, trust_classifier=trust_classifier, **overrides)
+        return load_probe(
+            path.parent, trust_classifier=trust_classifier, probe_cls=probe_cls, **overrides
+        )
     elif _is_pickle_path(path):
         if not trust_classifier and _in_hub_cache(path):
             raise UntrustedPickleError(untrusted_pickle_message(str(path)))
-        probe = load_pickle(path)
+        probe = load_pickle(path, probe_cls=probe_cls)
     elif path.suffix.lower() == SINGLE_FILE_SUFFIX:
-        probe = _load_single_file(path)
+        probe = _load_single_file(path, probe_cls)
     else:
         raise ProbeFormatError(
             f"{path} is not a saved probe: expected a folder with {JSON_NAME}, a "
             f"'{SINGLE_FILE_SUFFIX}' file or a '.pkl' file"
         )
-    return apply_overrides(probe, overrides)
+    return probe.set_params(**overrides)

@@ -14,19 +14,11 @@ import warnings
 
 import numpy as np
 
+from .inputs import check_scoring_data, check_two_classes, parse_fit_args
 from .layers import is_selection_spec, is_sweep_spec, resolve_layers, validate_spec
+from .scoring import compute_metrics, prompt_outputs, restrict, score_value, token_rows
 
 __all__ = ["SweepResult", "sweep_layers"]
-
-
-def _share_runtime(probe, parent) -> None:
-    """Let ``probe`` use ``parent``'s loaded model and extractors (no reload, same cache)."""
-    if parent is None:
-        return
-    loaded = parent.__dict__.get("_loaded_model")
-    if loaded is not None:
-        probe._loaded_model = loaded
-    probe._ext_cache = parent.__dict__.setdefault("_ext_cache", {})
 
 
 #: Up to this many matrix entries per layer, per-layer fits run with one BLAS/OpenMP thread:
@@ -46,7 +38,7 @@ def small_fit_threads(n_entries: int):
     return threadpool_limits(limits=1)
 
 
-def build_sweep(cls, params: dict, X_layers: dict, y, layers, parent=None, n_prompts=None):
+def build_sweep(cls, params: dict, X_layers: dict, y, layers, runtime=None, n_prompts=None):
     """Fit one probe per layer on precomputed pooled activations.
 
     Parameters
@@ -58,8 +50,8 @@ def build_sweep(cls, params: dict, X_layers: dict, y, layers, parent=None, n_pro
     X_layers : dict of int to ndarray of shape (n_samples, hidden)
     y : ndarray of shape (n_samples,)
     layers : list of int
-    parent : Probe, optional
-        Probe whose loaded model and extractors the per-layer probes share.
+    runtime : ModelRuntime, optional
+        Runtime the per-layer probes share (one model, one set of extractors).
     n_prompts : int, optional
         Number of training prompts (defaults to ``n_samples``).
 
@@ -80,15 +72,12 @@ def build_sweep(cls, params: dict, X_layers: dict, y, layers, parent=None, n_pro
     with small_fit_threads(X_layers[layers[0]].size):
         for layer in iterator:
             p = cls(**{**params, "layers": layer})
-            _share_runtime(p, parent)
+            if runtime is not None:
+                p.runtime = runtime
             X = X_layers[layer]
-            p.fit_from_activations(X, y)
-            # Keep the float32 pooled array (shared with the sweep) instead of a float64
-            # copy: it is only read again for cross-validation.
-            p._X_train_ = X
-            p.layers_ = [layer]
-            p.candidate_layers_ = [layer]
-            p.n_train_ = len(y) if n_prompts is None else n_prompts
+            # fit_from_activations keeps the float32 pooled array (shared with the sweep) as
+            # the training activations, not a float64 copy: only cross-validation reads it.
+            p.fit_from_activations(X, y, layers=[layer], n_prompts=n_prompts)
             train[layer] = p.score_from_activations(X, y)
             probes[layer] = p
     return SweepResult(probes, train_scores=train)
@@ -138,9 +127,10 @@ def sweep_layers(
     SweepResult
     """
     if cls is None:
-        from .probe import Probe
-
-        cls = Probe
+        raise TypeError(
+            "sweep_layers needs the probe class; call Probe.sweep_layers(...) or "
+            "lmprobe_jupyter.sweep_layers(...)"
+        )
     validate_spec(layers)
     if is_selection_spec(layers) and not is_sweep_spec(layers):
         raise ValueError(
@@ -152,9 +142,9 @@ def sweep_layers(
     if cv is not None and cv is not False:
         if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
             raise ValueError(f"cv={cv!r} must be None or an int >= 2 (number of folds)")
-    base = cls(model=model, layers="all", **probe_kwargs)
-    base._validate_params()
-    candidates = resolve_layers(layers, base.n_model_layers())
+    base = cls(model=model, layers="all", **probe_kwargs).validate_params()
+    runtime = base.runtime
+    candidates = resolve_layers(layers, runtime.n_layers)
 
     contrastive = positive_prompts is not None or negative_prompts is not None
     if contrastive and (prompts is not None or labels is not None):
@@ -162,30 +152,25 @@ def sweep_layers(
     if contrastive:
         if positive_prompts is None or negative_prompts is None:
             raise TypeError("give both positive_prompts and negative_prompts")
-        train_prompts, y = base._parse_fit_args(positive_prompts, negative_prompts)
+        train_prompts, y = parse_fit_args(positive_prompts, negative_prompts, task=base.task)
     else:
         if prompts is None or labels is None:
             raise TypeError(
                 "sweep_layers needs training data: positive_prompts and negative_prompts, "
                 "or prompts and labels"
             )
-        train_prompts, y = base._parse_fit_args(prompts, np.asarray(labels))
-    if base.task == "classification" and len(np.unique(y)) < 2:
-        raise ValueError(
-            f"training data has only one class ({np.unique(y)[0]!r}); a probe needs "
-            "examples of at least two classes"
-        )
+        train_prompts, y = parse_fit_args(prompts, np.asarray(labels), task=base.task)
+    if base.task == "classification":
+        check_two_classes(y)
     if (test_prompts is None) != (test_labels is None):
         raise TypeError("give both test_prompts and test_labels, or neither")
 
-    prepared = base._prepare_prompts(train_prompts)
-    train_pool = base.train_pooling_
-    if train_pool == "all":
-        X_layers, y = base._token_training_set(prepared, y, candidates, remote)
-    else:
-        X_layers = base._features(prepared, train_pool, candidates, remote)
+    prepared = runtime.prepare(train_prompts, chat_template=base.chat_template)
+    X_layers, y = runtime.training_set(
+        prepared, y, candidates, base.train_pooling_, roles=base.score_roles, remote=remote
+    )
     result = build_sweep(
-        cls, base.get_params(), X_layers, y, candidates, parent=base, n_prompts=len(prepared)
+        cls, base.get_params(), X_layers, y, candidates, runtime=runtime, n_prompts=len(prepared)
     )
     if cv:
         result.cross_validate(cv)
@@ -250,47 +235,30 @@ class SweepResult:
 
     # ------------------------------------------------------------------ scoring
     def _outputs(self, prompts, remote=None) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
-        """Prompt-level (predictions, probabilities) of every layer's probe, one extraction."""
-        from .classifiers import classifier_proba
+        """Prompt-level (predictions, probabilities) of every layer's probe, one extraction.
+
+        Scored exactly as each probe's own :meth:`Probe.prompt_outputs` (same
+        :mod:`.scoring` functions, same ``score_roles`` restriction), from one forward pass.
+        """
         from .pooling import TOKEN_LEVEL_INFERENCE
 
         first = next(iter(self.probes.values()))
-        prepared = first._prepare_prompts(prompts)
-        how = first.inference_pooling_
-        out = {}
-        if how in TOKEN_LEVEL_INFERENCE:
-            # "all" is scored as "max": a prompt is positive if any of its tokens is.
-            reduce = np.min if how == "min" else np.max
-            toks = first._token_features(prepared, self.layers, remote)
-            for layer, p in self.probes.items():
-                rows = p._token_rows(toks, mode="proba")
-                if self.task == "regression":
-                    out[layer] = (np.array([reduce(r) for r in rows]), None)
-                    continue
-                if rows[0].ndim == 1:
-                    pos = np.array([reduce(r) for r in rows])
-                    proba = np.column_stack([1 - pos, pos])
-                else:
-                    red = np.array([reduce(r, axis=0) for r in rows])
-                    proba = red / red.sum(1, keepdims=True)
-                out[layer] = (p.classes_[proba.argmax(1)], proba)
-            return out
-        feats = first._features(prepared, how, self.layers, remote)
-        for layer, p in self.probes.items():
-            X = feats[layer]
-            if self.task == "regression":
-                out[layer] = (p.pipeline_.predict(X), None)
-            else:
-                proba = classifier_proba(p.pipeline_, X)
-                out[layer] = (p.classes_[proba.argmax(1)], proba)
-        return out
+        prepared = first.runtime.prepare(prompts, chat_template=first.chat_template)
+        if first.inference_pooling_ in TOKEN_LEVEL_INFERENCE:
+            toks, keep = first.runtime.token_features(
+                prepared, self.layers, roles=first.score_roles, remote=remote
+            )
+            return {
+                layer: prompt_outputs(p, rows=restrict(token_rows(p, toks), keep))
+                for layer, p in self.probes.items()
+            }
+        feats = first.runtime.pooled(
+            prepared, self.layers, first.inference_pooling_, roles=first.score_roles, remote=remote
+        )
+        return {layer: prompt_outputs(p, features=feats[layer]) for layer, p in self.probes.items()}
 
     def _labels(self, prompts, labels) -> np.ndarray:
-        first = next(iter(self.probes.values()))
-        y = first._check_labels(list(labels))
-        if len(y) != len(prompts):
-            raise ValueError(f"got {len(prompts)} prompts but {len(y)} labels")
-        return y
+        return check_scoring_data(prompts, labels, self.task)[1]
 
     def score(self, prompts, labels, *, remote: bool | None = None) -> dict[int, float]:
         """Accuracy (R^2 for regression) of every layer's probe on ``prompts``.
@@ -302,21 +270,15 @@ class SweepResult:
         dict of int to float
         """
         y = self._labels(prompts, labels)
-        scores = {}
-        for layer, (pred, _) in self._outputs(prompts, remote).items():
-            if self.task == "regression":
-                from sklearn.metrics import r2_score
-
-                scores[layer] = float(r2_score(y, pred))
-            else:
-                scores[layer] = float(np.mean(pred == y))
+        scores = {
+            layer: score_value(y, pred, self.task)
+            for layer, (pred, _) in self._outputs(prompts, remote).items()
+        }
         self.test_scores = scores
         return scores
 
     def evaluate(self, prompts, labels, *, remote: bool | None = None) -> dict[int, dict]:
         """All metrics of :meth:`Probe.evaluate` for every layer, from one extraction."""
-        from .probe import compute_metrics
-
         y = self._labels(prompts, labels)
         out = {}
         for layer, (pred, proba) in self._outputs(prompts, remote).items():
@@ -332,7 +294,7 @@ class SweepResult:
         if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
             raise ValueError(f"cv={cv!r} must be an int >= 2 (number of folds)")
         first = next(iter(self.probes.values()))
-        with small_fit_threads(first._X_train_.size):
+        with small_fit_threads(first.training_activations[0].size):
             self.cv_scores = {layer: p.cross_validate(cv) for layer, p in self.probes.items()}
         return self.cv_scores
 
@@ -398,9 +360,9 @@ class SweepResult:
         -------
         matplotlib.figure.Figure
         """
-        from .layer_selection import _new_axes
+        from .plotting import new_axes
 
-        ax = _new_axes(ax, figsize=(7.0, 3.4))
+        ax = new_axes(ax, figsize=(7.0, 3.4))
         xs = self.layers
         series = [
             ("train", self.train_scores, {"color": "#9aa7b8", "linestyle": "--"}),
@@ -436,7 +398,7 @@ class SweepResult:
         The widget's "train" curve is the cross-validated score when available (computed
         5-fold if there is no test score at all), else the training score.
         """
-        from ..jupyter.widgets import show_sweep
+        from . import display
 
         if prompts is not None or labels is not None:
             self.score(prompts, labels)
@@ -444,7 +406,8 @@ class SweepResult:
             self.cross_validate(5)
         train = self.cv_scores or self.train_scores
         xs = self.layers
-        return show_sweep(
+        return display.widget(
+            "sweep",
             xs,
             [train.get(x) for x in xs],
             [self.test_scores.get(x) for x in xs] if self.test_scores else None,

@@ -23,7 +23,7 @@ from typing import Any
 import traitlets
 
 from . import render
-from .widgets import _HTMLBackedWidget
+from .widgets import HTMLBackedWidget
 
 __all__ = ["MonitorWidget", "monitor_live", "monitor_magic_target", "render_monitor"]
 
@@ -198,7 +198,7 @@ def render_monitor(
     )
 
 
-class MonitorWidget(_HTMLBackedWidget):
+class MonitorWidget(HTMLBackedWidget):
     """Live view of a monitored generation.
 
     Parameters

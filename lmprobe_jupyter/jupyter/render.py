@@ -77,7 +77,7 @@ def _esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _is_missing(value: object) -> bool:
+def is_missing(value: object) -> bool:
     if value is None:
         return True
     try:
@@ -86,9 +86,9 @@ def _is_missing(value: object) -> bool:
         return True
 
 
-def _fmt(value: object, digits: int = 3) -> str:
+def fmt(value: object, digits: int = 3) -> str:
     """Format a number for display; missing values read ``n/a``."""
-    if _is_missing(value):
+    if is_missing(value):
         return "n/a"
     v = float(value)  # type: ignore[arg-type]
     if v == int(v) and abs(v) < 1e15 and isinstance(value, int):
@@ -141,7 +141,7 @@ def score_color(score: float | None, vmin: float = 0.0, vmax: float = 1.0) -> st
     """
     if vmax <= vmin:
         raise ValueError(f"vmax={vmax!r} must be greater than vmin={vmin!r}")
-    if _is_missing(score):
+    if is_missing(score):
         return NAN_COLOR
     t = (float(score) - vmin) / (vmax - vmin)  # type: ignore[arg-type]
     t = min(1.0, max(0.0, t))
@@ -244,7 +244,7 @@ def normalize_token_texts(texts: object) -> list[dict[str, Any]]:
             tokens = [p[0] for p in pairs]
             scores = [p[1] for p in pairs]
         tokens = [str(t) for t in tokens]
-        scores = [float("nan") if _is_missing(s) else float(s) for s in scores]
+        scores = [float("nan") if is_missing(s) else float(s) for s in scores]
         if len(tokens) != len(scores):
             raise ValueError(
                 f"text {i} has {len(tokens)} tokens but {len(scores)} scores; they must match"
@@ -264,7 +264,7 @@ def _token_span(token: str, score: float, threshold: float, vmin: float, vmax: f
     fg = text_color(bg)
     over = not math.isnan(score) and score > threshold
     cls = "lmpj-tok lmpj-over" if over else "lmpj-tok"
-    shown = _fmt(score)
+    shown = fmt(score)
     title = f"{json.dumps(token, ensure_ascii=False)} score {shown}"
     data_score = "nan" if math.isnan(score) else repr(float(score))
     return (
@@ -303,10 +303,10 @@ def render_token_highlights(
     bar = f"linear-gradient(to right,{NEG_COLOR},{MID_COLOR},{POS_COLOR})"
     legend = (
         '<div class="lmpj-legend lmpj-muted">score '
-        f"<span>{_fmt(vmin, 2)}</span>"
+        f"<span>{fmt(vmin, 2)}</span>"
         f'<span class="lmpj-colorbar" style="background:{bar}"></span>'
-        f"<span>{_fmt(vmax, 2)}</span> &#183; threshold "
-        f'<span class="lmpj-threshold-value">{_fmt(threshold, 2)}</span></div>'
+        f"<span>{fmt(vmax, 2)}</span> &#183; threshold "
+        f'<span class="lmpj-threshold-value">{fmt(threshold, 2)}</span></div>'
     )
     blocks = []
     for i, item in enumerate(items):
@@ -319,7 +319,7 @@ def render_token_highlights(
         head = (
             f'<div class="lmpj-text-head lmpj-muted">text {i + 1} &#183; max '
             f'<span class="lmpj-max" style="background-color:{mbg};color:{text_color(mbg)};'
-            f'padding:0 3px;border-radius:2px">{_fmt(m)}</span> &#183; '
+            f'padding:0 3px;border-radius:2px">{fmt(m)}</span> &#183; '
             f'<span class="lmpj-n-over">{n_over}</span> of {len(item["tokens"])} tokens over '
             "threshold</div>"
         )
@@ -364,7 +364,7 @@ def _layer_ticks(layers: Sequence[int], max_ticks: int = 16) -> list[int]:
 def _clean_series(values: Sequence[object] | None, n: int, name: str) -> list[float] | None:
     if values is None:
         return None
-    vals = [float("nan") if _is_missing(v) else float(v) for v in values]  # type: ignore[arg-type]
+    vals = [float("nan") if is_missing(v) else float(v) for v in values]  # type: ignore[arg-type]
     if len(vals) != n:
         raise ValueError(f"{name} has {len(vals)} values but there are {n} layers; they must match")
     return vals
@@ -492,7 +492,7 @@ def render_sweep_curve(
             f'y1="{_num(top)}" x2="{_num(bx)}" y2="{_num(base)}" stroke="{BEST_COLOR}" '
             'stroke-width="1.5" stroke-dasharray="5 3"/>'
             f'<text class="lmpj-best-label" x="{_num(left)}" y="{_num(top - 10)}" font-size="12" '
-            f'fill="{BEST_COLOR}">best: layer {int(best_layer)} ({_fmt(bval)})</text>'
+            f'fill="{BEST_COLOR}">best: layer {int(best_layer)} ({fmt(bval)})</text>'
         )
     # selected layer line (the widget's JS moves/shows it)
     sel_visible = selected_layer is not None and int(selected_layer) in layers
@@ -535,7 +535,7 @@ def render_sweep_curve(
             parts.append(
                 f'<circle class="{cls}" data-layer="{layer}" data-series="{key}" '
                 f'cx="{_num(x_of(layer))}" cy="{_num(y_of(v))}" r="{r}" fill="{color}"{stroke}>'
-                f"<title>layer {layer} &#183; {label} {_fmt(v)}</title></circle>"
+                f"<title>layer {layer} &#183; {label} {fmt(v)}</title></circle>"
             )
     # legend
     lx = left + pw - 150
@@ -585,12 +585,12 @@ def normalize_battery_rows(rows: Iterable[object]) -> list[dict[str, Any]]:
         out.append(
             {
                 "name": str(name),
-                "score": None if _is_missing(score) else float(score),
+                "score": None if is_missing(score) else float(score),
                 "fit_s": None
-                if _is_missing(get("fit_s", "fit_time"))
+                if is_missing(get("fit_s", "fit_time"))
                 else float(get("fit_s", "fit_time")),
                 "predict_s": None
-                if _is_missing(get("predict_s", "predict_time"))
+                if is_missing(get("predict_s", "predict_time"))
                 else float(get("predict_s", "predict_time")),
                 "is_probe": bool(get("is_probe")),
             }
@@ -669,11 +669,11 @@ def render_battery(
             row.append(
                 f'<rect class="{cls}" x="{_num(min(x0, x1))}" y="{_num(y + 4)}" '
                 f'width="{_num(abs(x1 - x0))}" height="{_num(row_h - 8)}" fill="{color}">'
-                f"<title>{_esc(r['name'])} {_fmt(r['score'])}</title></rect>"
+                f"<title>{_esc(r['name'])} {fmt(r['score'])}</title></rect>"
             )
         row.append(
             f'<text class="lmpj-score" x="{_num(label_w + bar_w + 6)}" y="{_num(y + 15)}" '
-            f'font-size="12" fill="#111111"{weight}>{_fmt(r["score"])}</text>'
+            f'font-size="12" fill="#111111"{weight}>{fmt(r["score"])}</text>'
             f'<text class="lmpj-timing" x="{_num(label_w + bar_w + 56)}" y="{_num(y + 15)}" '
             f'font-size="11" fill="#666666">fit {_seconds(r["fit_s"])} &#183; predict '
             f"{_seconds(r['predict_s'])}</text>"
@@ -690,7 +690,7 @@ def render_battery(
             'stroke-dasharray="5 3"/>'
             f'<text class="lmpj-ref-label" x="{_num(px)}" y="{_num(bottom + 16)}" '
             f'text-anchor="middle" font-size="11" fill="{PROBE_COLOR}">probe '
-            f"{_fmt(probe['score'])}</text>"
+            f"{fmt(probe['score'])}</text>"
         )
     parts.append("</svg>")
     return _root("battery", uid, "".join(parts))
@@ -718,7 +718,7 @@ def _roc_svg(fpr: Sequence[float], tpr: Sequence[float], auc: float | None, size
         f'font-size="10" fill="#555555">{v:g}</text>'
         for v in (0.0, 0.5, 1.0)
     )
-    label = f"AUC {_fmt(auc)}" if auc is not None else "ROC"
+    label = f"AUC {fmt(auc)}" if auc is not None else "ROC"
     return (
         f'<svg class="lmpj-roc-svg" xmlns="http://www.w3.org/2000/svg" width="{size}" '
         f'height="{size + 16}" viewBox="0 0 {size} {size + 16}" role="img" aria-label="ROC curve">'
@@ -763,7 +763,7 @@ def render_metrics(
         if isinstance(value, bool) or not isinstance(value, int | float):
             shown = _esc(value)
         else:
-            shown = _fmt(value, 4)
+            shown = fmt(value, 4)
         rows.append(
             f'<tr data-metric="{_esc(key)}"><th>{_esc(key)}</th><td class="lmpj-value">'
             f"{shown}</td></tr>"
@@ -772,7 +772,7 @@ def render_metrics(
     right = ""
     if roc is not None:
         auc = metrics.get("auroc", metrics.get("auc"))
-        auc_f = None if _is_missing(auc) else float(auc)  # type: ignore[arg-type]
+        auc_f = None if is_missing(auc) else float(auc)  # type: ignore[arg-type]
         right = f'<div style="display:inline-block;vertical-align:top;margin-left:24px">{_roc_svg(roc["fpr"], roc["tpr"], auc_f)}</div>'
     body = (
         f'<div class="lmpj-title">{_esc(title)}</div>'
@@ -783,7 +783,7 @@ def render_metrics(
 
 # ---------------------------------------------------------------- summary card, cache table
 
-_CARD_FIELDS = (
+CARD_FIELDS = (
     ("model", "model"),
     ("layers", "layers"),
     ("pooling", "pooling"),
@@ -799,13 +799,13 @@ _CARD_FIELDS = (
 )
 
 
-def _card_value(key: str, value: object) -> str:
+def card_value(key: str, value: object) -> str:
     if value is None:
         return "n/a"
     if key == "fit_time_s":
         return _seconds(float(value))  # type: ignore[arg-type]
     if isinstance(value, float):
-        return _fmt(value, 3)
+        return fmt(value, 3)
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     return str(value)
@@ -826,12 +826,12 @@ def render_probe_card(summary: Mapping[str, object], uid: str | None = None) -> 
     """
     uid = uid or new_uid("lmpj-card")
     name = summary.get("name")
-    known = {k for k, _ in _CARD_FIELDS} | {"name"}
-    rows = [(key, label, summary[key]) for key, label in _CARD_FIELDS if key in summary] + [
+    known = {k for k, _ in CARD_FIELDS} | {"name"}
+    rows = [(key, label, summary[key]) for key, label in CARD_FIELDS if key in summary] + [
         (k, k, v) for k, v in summary.items() if k not in known
     ]
     trs = "".join(
-        f'<tr data-field="{_esc(k)}"><th>{_esc(label)}</th><td>{_esc(_card_value(k, v))}</td></tr>'
+        f'<tr data-field="{_esc(k)}"><th>{_esc(label)}</th><td>{_esc(card_value(k, v))}</td></tr>'
         for k, label, v in rows
     )
     head = f"probe <code>{_esc(name)}</code>" if name else "probe"
@@ -857,7 +857,7 @@ def _cache_value(key: str, value: object) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool) and "bytes" in key:
         return _human_bytes(float(value))
     if isinstance(value, float):
-        return _fmt(value, 3)
+        return fmt(value, 3)
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     return str(value)

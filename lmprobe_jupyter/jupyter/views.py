@@ -111,8 +111,8 @@ def probe_summary(
 
 def probe_card(summary: Mapping[str, Any]) -> HTMLView:
     """A probe summary card from :func:`probe_summary`'s dict."""
-    labels = dict(render._CARD_FIELDS)
-    rows = [(labels.get(k, k), render._card_value(k, v)) for k, v in summary.items() if k != "name"]
+    labels = dict(render.CARD_FIELDS)
+    rows = [(labels.get(k, k), render.card_value(k, v)) for k, v in summary.items() if k != "name"]
     title = f"probe {summary['name']}" if summary.get("name") else "probe"
     return HTMLView(render.render_probe_card(summary), _text_table(title, rows), dict(summary))
 
@@ -123,7 +123,7 @@ def evaluation_view(
     title: str = "evaluation",
 ) -> HTMLView:
     """Metrics table (plus ROC curve when ``roc={"fpr": ..., "tpr": ...}`` is given)."""
-    rows = [(k, render._fmt(v, 4) if isinstance(v, float) else str(v)) for k, v in metrics.items()]
+    rows = [(k, render.fmt(v, 4) if isinstance(v, float) else str(v)) for k, v in metrics.items()]
     return HTMLView(
         render.render_metrics(metrics, roc=roc, title=title),
         _text_table(title, rows),

@@ -31,7 +31,7 @@ __all__ = [
 _STATIC = pathlib.Path(__file__).parent / "static"
 
 
-class _HTMLBackedWidget(anywidget.AnyWidget):
+class HTMLBackedWidget(anywidget.AnyWidget):
     """Widget whose view mounts ``_html``; ``_repr_mimebundle_`` adds a static copy."""
 
     _css = _STATIC / "widgets.css"
@@ -69,7 +69,7 @@ class _HTMLBackedWidget(anywidget.AnyWidget):
         return data, metadata
 
 
-class TokenHighlightWidget(_HTMLBackedWidget):
+class TokenHighlightWidget(HTMLBackedWidget):
     """Per-token probe scores coloured on a diverging scale, with a threshold slider.
 
     Parameters
@@ -119,7 +119,7 @@ class TokenHighlightWidget(_HTMLBackedWidget):
         )
 
 
-class SweepCurveWidget(_HTMLBackedWidget):
+class SweepCurveWidget(HTMLBackedWidget):
     """Score per layer of a layer sweep, best layer marked; click a layer to select it.
 
     Parameters
@@ -153,7 +153,7 @@ class SweepCurveWidget(_HTMLBackedWidget):
 
     @traitlets.validate("train_scores", "test_scores")
     def _valid_scores(self, proposal: dict) -> list[float | None]:
-        return [None if render._is_missing(v) else float(v) for v in proposal["value"]]
+        return [None if render.is_missing(v) else float(v) for v in proposal["value"]]
 
     @traitlets.validate("selected_layer")
     def _valid_selected(self, proposal: dict) -> int | None:
@@ -178,7 +178,7 @@ class SweepCurveWidget(_HTMLBackedWidget):
         )
 
 
-class BatteryWidget(_HTMLBackedWidget):
+class BatteryWidget(HTMLBackedWidget):
     """Baseline battery as sorted horizontal bars, the probe's score as reference line.
 
     Parameters
@@ -254,7 +254,7 @@ def show_sweep(
         raise ValueError("give train_scores or test_scores (or both)")
     if best_layer is None:
         ref = test_scores if test_scores is not None else train_scores
-        scored = [(s, -i) for i, s in enumerate(ref) if not render._is_missing(s)]  # type: ignore[arg-type]
+        scored = [(s, -i) for i, s in enumerate(ref) if not render.is_missing(s)]  # type: ignore[arg-type]
         if scored:
             best_layer = layers[-max(scored)[1]]
     return SweepCurveWidget(

@@ -123,7 +123,7 @@ def test_message_lists_are_accepted_as_prompts(tiny_model_path):
     proba = probe.predict_proba(POS + NEG)
     assert proba.shape == (6, 2)
     # a message list scores like its rendered text
-    rendered = [str(render_chat(probe._loaded().tokenizer, m)) for m in POS + NEG]
+    rendered = [str(render_chat(probe.runtime.loaded.tokenizer, m)) for m in POS + NEG]
     np.testing.assert_allclose(probe.predict_proba(rendered), proba, atol=1e-6)
 
 
@@ -140,8 +140,8 @@ def test_score_roles_pools_only_the_users_tokens(tiny_model_path):
     prompts = probe._prepare_prompts(POS + NEG)
     restricted = probe._features(prompts, "mean")
     # the reference: mean of the per-token activations over the user's content tokens
-    tok = probe._loaded().tokenizer
-    toks = probe._token_features(prompts)
+    tok = probe.runtime.loaded.tokenizer
+    toks, _ = probe._token_features(prompts)
     for i, (p, t) in enumerate(zip(prompts, toks)):
         mask = role_token_mask(tok, p, ("user",))
         assert 0 < mask.sum() < len(mask)
@@ -159,8 +159,8 @@ def test_score_roles_last_token_is_the_users_last_token(tiny_model_path):
     probe = _probe(tiny_model_path, pooling="last_token", score_roles="user").fit(POS, NEG)
     prompts = probe._prepare_prompts(POS)
     restricted = probe._features(prompts, "last_token")
-    toks = probe._token_features(prompts)
-    tok = probe._loaded().tokenizer
+    toks, _ = probe._token_features(prompts)
+    tok = probe.runtime.loaded.tokenizer
     for i, (p, t) in enumerate(zip(prompts, toks)):
         last = np.flatnonzero(role_token_mask(tok, p, ("user",)))[-1]
         assert last < len(t.tokens) - 2  # the template's closing tokens come after it
@@ -208,7 +208,7 @@ def test_score_roles_restrict_token_level_scoring(tiny_model_path):
     kw = {"pooling": "mean", "score_roles": ("user",)}
     every = _probe(tiny_model_path, inference_pooling="all", **kw).fit(POS, NEG)
     scores = every.predict_proba(POS + NEG)
-    tok = every._loaded().tokenizer
+    tok = every.runtime.loaded.tokenizer
     prompts = every._prepare_prompts(POS + NEG)
     unrestricted = every.score_roles
     every.score_roles = None
@@ -225,4 +225,4 @@ def test_score_roles_restrict_token_level_scoring(tiny_model_path):
     per_token = _probe(tiny_model_path, train_pooling="all", inference_pooling="mean", **kw)
     per_token.fit(POS, NEG)
     n_user = sum(int(role_token_mask(tok, p, ("user",)).sum()) for p in prompts)
-    assert per_token._X_train_.shape[0] == n_user
+    assert per_token.training_activations[0].shape[0] == n_user

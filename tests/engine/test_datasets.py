@@ -123,7 +123,7 @@ def test_train_from_dataset_without_model(fake_hub, pushed, tmp_path, monkeypatc
     probe = Probe(dataset=REPO, layers=4, random_state=0, progress=False).fit(POS, NEG)
     assert models.LOAD_COUNT == loads
     assert probe.model_name == BUNDLED
-    assert probe.dataset_info_["model_key"] == on_model._loaded().key
+    assert probe.dataset_info_["model_key"] == on_model.runtime.loaded.key
     # Only info, index and the shards of layer 4 holding the training rows (0-11) came down.
     assert [f for _, _, f in fake_hub.downloads] == [
         "info.json",

@@ -49,12 +49,12 @@ def _rows_close(a: np.ndarray, b: np.ndarray) -> None:
 def test_probe_fits_and_predicts_on_cuda(smollm):
     gpu = Probe(model=BUNDLED, device="cuda", layers=[15], random_state=0, progress=False)
     gpu.fit(POS, NEG)
-    assert gpu._loaded().device.type == "cuda"
-    assert next(gpu._loaded().model.parameters()).device.type == "cuda"
+    assert gpu.runtime.loaded.device.type == "cuda"
+    assert next(gpu.runtime.loaded.model.parameters()).device.type == "cuda"
     assert gpu.score(POS + NEG, [1] * 4 + [0] * 4) == 1.0
     cpu = Probe(model=BUNDLED, device="cpu", layers=[15], random_state=0, progress=False)
     # A separate cache key would be wrong (same weights), so compute the CPU side fresh.
-    cpu._extractor().use_cache = False
+    cpu.runtime.extractor().use_cache = False
     cpu.fit(POS, NEG)
     np.testing.assert_array_equal(gpu.predict(TEST), cpu.predict(TEST))
     np.testing.assert_allclose(gpu.predict_proba(TEST), cpu.predict_proba(TEST), atol=1e-3)
@@ -78,7 +78,7 @@ def test_bfloat16_on_cuda_returns_float32(smollm):
     p = Probe(model=BUNDLED, device="cuda", dtype="bfloat16", layers=[3, 15], random_state=0).fit(
         POS, NEG
     )
-    loaded = p._loaded()
+    loaded = p.runtime.loaded
     assert loaded.dtype == torch.bfloat16
     assert next(loaded.model.parameters()).dtype == torch.bfloat16
     feats = p._features(PROMPTS, "mean")
@@ -95,7 +95,7 @@ def test_bfloat16_on_cuda_returns_float32(smollm):
 def test_float16_on_cuda_returns_float32(tiny_model_path):
     p = Probe(model=tiny_model_path, device="cuda", dtype="float16", layers=[1, 3])
     p.fit(POS, NEG)
-    assert next(p._loaded().model.parameters()).dtype == torch.float16
+    assert next(p.runtime.loaded.model.parameters()).dtype == torch.float16
     feats = p._features(PROMPTS, "max")
     assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in feats.values())
 

@@ -267,7 +267,7 @@ def test_from_hub_round_trip_preserves_predictions(fake_hub, dog_probe, smollm):
     loads_before = models.LOAD_COUNT
     loaded = Probe.from_hub("alice/ridge-probe", device="cpu")
     assert models.LOAD_COUNT == loads_before  # the memoised bundled model is reused
-    assert loaded.__dict__["_loaded_model"] is smollm
+    assert loaded.runtime.loaded is smollm
     assert loaded.class_labels_ == {0: "cat", 1: "dog"}
     assert loaded.hub_repo_id_ == "alice/ridge-probe"
     assert np.array_equal(loaded.predict_proba(TEST), expected)
@@ -277,7 +277,7 @@ def test_from_hub_round_trip_preserves_predictions(fake_hub, dog_probe, smollm):
 def test_from_hub_without_model_load(fake_hub, dog_probe):
     dog_probe().push_to_hub("alice/p")
     loaded = Probe.from_hub("alice/p", load_model=False)
-    assert "_loaded_model" not in loaded.__dict__
+    assert not loaded.runtime.is_loaded
     assert loaded.device == "auto"
     assert loaded.layers_ == [2, 4]
 
@@ -363,8 +363,8 @@ def test_pickle_probe_needs_trust(fake_hub, dog_probe, monkeypatch):
     loaded = Probe.from_hub("mallory/nb", trust_classifier=True, device="cpu")
     assert np.array_equal(loaded.predict_proba(TEST), expected)
     # Training prompts and activations were not shared (include_training_data=False).
-    assert "_X_train_" in probe.__dict__ and "_train_data_" in probe.__dict__
-    assert not {"_X_train_", "_y_train_", "_train_data_"} & set(loaded.__dict__)
+    assert probe.training_activations is not None and probe.training_data is not None
+    assert loaded.training_activations is None and loaded.training_data is None
     # The downloaded pickle sits in the hub cache: loading it directly needs trust too.
     pkl = fake_hub.cache / "model" / "mallory/nb" / "main" / "probe.pkl"
     with pytest.raises(UntrustedPickleError, match="trust_classifier=True"):

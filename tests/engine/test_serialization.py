@@ -140,7 +140,7 @@ def test_probe_json_contents(bundled_probe, tmp_path, smollm):
     assert loaded.threshold_ == 0.73
     assert loaded.metrics_["accuracy"] == 0.9 and np.isnan(loaded.metrics_["auroc"])
     assert loaded.model_fingerprint_ == smollm.fingerprint
-    assert "_loaded_model" not in loaded.__dict__  # loading a probe loads no model
+    assert not loaded.runtime.is_loaded  # loading a probe loads no model
 
 
 @pytest.mark.parametrize("fmt", ["dir", "file.safetensors"])

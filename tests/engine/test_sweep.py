@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from lmprobe_jupyter import Probe
+from lmprobe_jupyter import Probe, sweep_layers
 from lmprobe_jupyter.engine import sweep as sweep_mod
 from lmprobe_jupyter.engine.extraction import Extractor
-from lmprobe_jupyter.engine.sweep import SweepResult, sweep_layers
+from lmprobe_jupyter.engine.sweep import SweepResult
 
 # ---------------------------------------------------------------------- tiny model (logic)
 POS = ["alpha alpha alpha", "alpha beta alpha", "alpha gamma", "alpha alpha", "beta alpha alpha"]
@@ -53,7 +53,9 @@ def test_one_extraction_serves_every_layer(tiny_sweep, monkeypatch):
     assert all(p.layers_ == [layer] for layer, p in result.probes.items())
     # Memory: each probe keeps its slice of the pooled float32 array, not a float64 copy.
     for p in result.probes.values():
-        assert p._X_train_.dtype == np.float32 and p._X_train_.shape == (10, 32)
+        assert p.training_activations[0].dtype == np.float32 and p.training_activations[
+            0
+        ].shape == (10, 32)
 
 
 def test_per_layer_probes_predict_from_cache(tiny_sweep):

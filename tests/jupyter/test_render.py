@@ -423,6 +423,6 @@ def test_cache_info_table():
 
 
 def test_fmt_helpers():
-    assert render._fmt(None) == "n/a" and render._fmt(math.nan) == "n/a"
-    assert render._fmt(3) == "3" and render._fmt(0.12345) == "0.123"
+    assert render.fmt(None) == "n/a" and render.fmt(math.nan) == "n/a"
+    assert render.fmt(3) == "3" and render.fmt(0.12345) == "0.123"
     assert render._num(-0.04) == "0.0"

@@ -1,0 +1,344 @@
+"""``ModelRuntime``: the one object that owns what a probe needs to run its model.
+
+A probe, a layer sweep, a baseline, the battery and the monitor all read the same things:
+the model's name and identity, its tokenizer, ``n_layers`` and context length, its weights
+(only when an extraction really needs them), an extractor (transformers, nnsight or an
+activation dataset), and prompt preparation (chat template, ``score_roles`` token masks).
+They all go through a runtime instead of reaching into each other.
+
+As in nnsight's split of a meta model and its dispatch, the runtime exists before its
+weights do: the tokenizer, the layer count and the weights' fingerprint come from the
+model's files, and the weights load on the first extraction. A remote (NDIF) runtime and
+a dataset-backed runtime never load weights on this machine.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import numpy as np
+
+from .inputs import check_prompts, is_message_list
+
+__all__ = ["RUNTIME_PARAMS", "ModelRuntime", "load_tokenizer"]
+
+#: Probe parameters that decide which model (and how) a runtime runs.
+RUNTIME_PARAMS = (
+    "model",
+    "dataset",
+    "backend",
+    "remote",
+    "device",
+    "dtype",
+    "batch_size",
+    "progress",
+)
+
+_TOKENIZERS: dict[str, object] = {}
+_TOKENIZER_LOCK = threading.Lock()
+
+
+def load_tokenizer(name: str | None):
+    """The tokenizer of a model, without its weights (memoised per process)."""
+    from .models import quiet_transformers, resolve_model
+
+    _, path, _ = resolve_model(name)
+    with _TOKENIZER_LOCK:
+        tok = _TOKENIZERS.get(path)
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            with warnings.catch_warnings(), quiet_transformers():
+                warnings.simplefilter("ignore")
+                tok = AutoTokenizer.from_pretrained(path)
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token or tok.unk_token
+            _TOKENIZERS[path] = tok
+    return tok
+
+
+class ModelRuntime:
+    """Model access for probes: identity, tokenizer, lazy weights, extraction.
+
+    Parameters
+    ----------
+    model : str or None
+        Hub ID or local path (None: the bundled SmolLM2, unless ``dataset`` is given).
+    dataset : str or None
+        Activation dataset repo ID read instead of running a model.
+    backend : {"local", "nnsight"}
+    remote : bool
+        nnsight remote execution on NDIF.
+    device, dtype : str or None
+        Where and in which dtype the weights run.
+    batch_size : int
+        Prompts per forward pass.
+    progress : bool or None
+        Progress bars (None: on unless ``LMPROBE_PROGRESS=0``).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        dataset: str | None = None,
+        backend: str = "local",
+        remote: bool = False,
+        device: str | None = "auto",
+        dtype=None,
+        batch_size: int = 8,
+        progress: bool | None = None,
+    ) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.backend = backend
+        self.remote = remote
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.progress = progress
+        self._loaded = None
+        self._extractors: dict = {}
+        self._lock = threading.RLock()
+        #: Cache hits of the last pooled extraction (prompts served without a forward pass).
+        self.last_hits = 0
+
+    @classmethod
+    def from_params(cls, params: dict) -> ModelRuntime:
+        """A runtime for a probe's parameters (see :data:`RUNTIME_PARAMS`)."""
+        model = params.get("model")
+        return cls(model, **{k: params[k] for k in RUNTIME_PARAMS[1:] if k in params})
+
+    @classmethod
+    def from_loaded(cls, loaded, params: dict | None = None) -> ModelRuntime:
+        """A runtime over an already loaded model (no second load)."""
+        rt = cls.from_params({**(params or {}), "model": loaded.name})
+        rt._loaded = loaded
+        return rt
+
+    def config(self) -> dict:
+        return {k: getattr(self, k) for k in RUNTIME_PARAMS}
+
+    def serves(self, params: dict) -> bool:
+        """Does this runtime run the model that ``params`` ask for?"""
+        mine = self.config()
+        return all(params.get(k, mine[k]) == mine[k] for k in RUNTIME_PARAMS)
+
+    def __repr__(self) -> str:
+        what = f"dataset={self.dataset!r}" if self.dataset else f"model={self.model_name!r}"
+        state = "loaded" if self._loaded is not None else "not loaded"
+        return f"ModelRuntime({what}, backend={self.backend!r}, {state})"
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def uses_local_weights(self) -> bool:
+        """Whether extraction runs weights on this machine (not NDIF, not a dataset)."""
+        return self.dataset is None and not (self.backend == "nnsight" and self.remote is True)
+
+    @property
+    def dataset_info(self) -> dict | None:
+        """The activation dataset's ``info.json`` (None without ``dataset``)."""
+        return None if self.dataset is None else self.extractor().info
+
+    @property
+    def model_name(self) -> str:
+        """The model this runtime reads (the bundled default when none was given)."""
+        if self.dataset is not None:
+            return self.model or self.dataset_info["model_name"]
+        from .models import DEFAULT_MODEL
+
+        return self.model or DEFAULT_MODEL
+
+    @property
+    def is_loaded(self) -> bool:
+        """Whether local weights have been loaded."""
+        return self._loaded is not None
+
+    @property
+    def loaded(self):
+        """The :class:`~.models.LoadedModel` (loads local weights on first use).
+
+        For nnsight it is the backend's model (a weightless stand-in when remote).
+        """
+        if self.dataset is not None:
+            raise ValueError(
+                f"dataset={self.dataset!r} probes read stored activations and have no model "
+                "weights; give model= to run one"
+            )
+        if self.backend == "nnsight":
+            return self.extractor().loaded
+        with self._lock:
+            if self._loaded is None:
+                from .models import load_model
+
+                self._loaded = load_model(self.model_name, device=self.device, dtype=self.dtype)
+        return self._loaded
+
+    def load(self):
+        """Load the weights now (if this runtime runs any locally); returns ``self``."""
+        if self.uses_local_weights:
+            _ = self.loaded
+        return self
+
+    @property
+    def fingerprint(self) -> str | None:
+        """Identity of the weights this runtime reads (no weights are loaded for it)."""
+        if self.dataset is not None:
+            return (self.dataset_info or {}).get("model_fingerprint")
+        if self._loaded is not None or self.backend == "nnsight":
+            return self.loaded.fingerprint
+        from .models import resolve_model
+
+        return resolve_model(self.model_name)[2]
+
+    @property
+    def tokenizer(self):
+        """The model's tokenizer; never loads weights."""
+        if self._loaded is not None:
+            return self._loaded.tokenizer
+        if self.backend == "nnsight" and self.dataset is None:
+            return self.extractor().loaded.tokenizer
+        return load_tokenizer(self.model_name)
+
+    @property
+    def n_layers(self) -> int:
+        """Number of decoder layers of the model (or of the dataset's model)."""
+        if self.dataset is not None or self.backend == "nnsight":
+            return self.extractor().n_layers
+        if self._loaded is not None:
+            return self._loaded.n_layers
+        from .models import model_n_layers
+
+        return model_n_layers(self.model_name)
+
+    @property
+    def max_length(self) -> int:
+        """Longest input the model reads (tokens)."""
+        if self.backend == "nnsight" or self._loaded is not None:
+            return self.loaded.max_length
+        from .models import config_context_length
+
+        return config_context_length(self.model_name, self.tokenizer)
+
+    # ------------------------------------------------------------------ extraction
+    def extractor(self, remote: bool | None = None, batch_size: int | None = None):
+        """The extraction backend: transformers, nnsight or an activation dataset."""
+        remote = self.remote if remote is None else remote
+        bs = batch_size or self.batch_size
+        key = (remote, bs)
+        with self._lock:
+            ext = self._extractors.get(key)
+            if ext is not None:
+                return ext
+            if self.dataset is not None:
+                from .datasets import DatasetExtractor
+
+                ext = DatasetExtractor(self.dataset, progress=self.progress)
+            elif self.backend == "nnsight":
+                from .nnsight_backend import NNsightExtractor
+
+                ext = NNsightExtractor(
+                    self.model_name,
+                    remote=remote,
+                    device=self.device,
+                    dtype=self.dtype,
+                    batch_size=bs,
+                    progress=self.progress,
+                )
+            else:
+                from .extraction import Extractor
+
+                ext = Extractor(self.loaded, batch_size=bs, progress=self.progress)
+            self._extractors[key] = ext
+            return ext
+
+    def prepare(self, prompts, chat_template: bool = False) -> list:
+        """Validate prompts and render chat prompts (``chat_template`` or message lists)."""
+        prompts = check_prompts(prompts)
+        if not chat_template and not any(is_message_list(p) for p in prompts):
+            return prompts
+        from .chat import format_chat
+
+        return [
+            format_chat(self.tokenizer, p, force=chat_template, model_name=self.model_name)
+            for p in prompts
+        ]
+
+    def role_masks(self, prompts, roles) -> list[np.ndarray]:
+        """Per prepared prompt, the tokens whose text belongs to a message of ``roles``."""
+        from .chat import role_token_masks
+
+        return role_token_masks(self.tokenizer, prompts, roles, self.max_length)
+
+    def pooled(
+        self,
+        prompts,
+        layers,
+        pooling,
+        *,
+        roles=None,
+        remote: bool | None = None,
+        batch_size: int | None = None,
+    ) -> dict[int, np.ndarray]:
+        """Pooled activations of prepared prompts, ``{layer: (n, hidden)}`` float32.
+
+        With ``roles``, pooling reads only the tokens of those chat roles.
+        """
+        ext = self.extractor(remote, batch_size)
+        layers = list(layers)
+        if roles is None:
+            acts = ext.pooled(prompts, layers, pooling)
+        else:
+            from .chat import normalize_roles, roles_key
+
+            roles = normalize_roles(roles)
+            masks = self.role_masks(prompts, roles)
+            if not getattr(ext, "supports_token_masks", False):
+                raise ValueError(
+                    f"score_roles={roles!r} is only supported by backend='local' without "
+                    f"dataset=; {type(ext).__name__} pools every token"
+                )
+            acts = ext.pooled(
+                prompts, layers, pooling, token_masks=masks, key_suffix=roles_key(roles)
+            )
+        self.last_hits = getattr(ext, "last_hits", 0)
+        return acts
+
+    def token_features(self, prompts, layers, *, roles=None, remote: bool | None = None):
+        """Per-token activations of prepared prompts and the tokens a probe may score.
+
+        Returns
+        -------
+        toks : list of TokenActs
+        keep : list of bool ndarray of shape (n_tokens,), or None
+            With ``roles``: per prompt, the tokens of those roles; None means every token.
+        """
+        toks = self.extractor(remote).per_token(prompts, list(layers))
+        keep = None if roles is None else self.role_masks(prompts, roles)
+        return toks, keep
+
+    def training_set(self, prompts, labels, layers, pooling, *, roles=None, remote=None):
+        """Training samples for ``pooling`` over ``layers``: one pooled vector per prompt,
+        or for ``pooling="all"`` every (scored) token with its prompt's label.
+
+        Returns
+        -------
+        X_layers : dict of int to ndarray of shape (n_samples, hidden)
+        labels : ndarray of shape (n_samples,)
+        """
+        labels = np.asarray(labels)
+        if pooling != "all":
+            return self.pooled(prompts, layers, pooling, roles=roles, remote=remote), labels
+        toks, keep = self.token_features(prompts, layers, roles=roles, remote=remote)
+        keep = keep or [np.ones(len(t.tokens), bool) for t in toks]
+        per_layer = {
+            layer: np.concatenate([t.acts[layer][k] for t, k in zip(toks, keep)])
+            for layer in layers
+        }
+        reps = np.concatenate([[labels[i]] * int(k.sum()) for i, k in enumerate(keep)])
+        return per_layer, np.asarray(reps, dtype=labels.dtype)
+
+    def embedding_pooled(self, prompts, pooling) -> np.ndarray:
+        """Pooled input embeddings (no transformer block runs), shape (n, hidden)."""
+        return self.extractor().embedding_pooled(prompts, pooling)
