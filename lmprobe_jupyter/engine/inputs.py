@@ -132,7 +132,8 @@ def parse_fit_args(X, y, labels=None, task: str = "classification"):
     prompts = check_prompts(X, "prompts")
     if len(prompts) != len(y_list):
         raise ValueError(
-            f"got {len(prompts)} prompts but {len(y_list)} labels; they must be the same length"
+            f"got {len(prompts)} prompts but {len(y_list)} labels; labels must be 1-D with "
+            "one label per prompt"
         )
     if not prompts:
         raise ValueError("no training prompts were given")
@@ -152,5 +153,8 @@ def check_scoring_data(prompts, labels, task: str = "classification"):
         raise TypeError("labels must be a list or array with one label per prompt")
     y = check_labels(list(labels), task)
     if len(y) != len(prompts):
-        raise ValueError(f"got {len(prompts)} prompts but {len(y)} labels")
+        raise ValueError(
+            f"got {len(prompts)} prompts but {len(y)} labels; labels must be 1-D with one "
+            "label per prompt"
+        )
     return prompts, y

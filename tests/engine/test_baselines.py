@@ -9,6 +9,7 @@ import socket
 import numpy as np
 import pytest
 
+from lmprobe_jupyter import NotFittedError
 from lmprobe_jupyter.engine import _embeddings, baselines
 from lmprobe_jupyter.engine.baselines import (
     ACTIVATION_METHODS,
@@ -21,6 +22,7 @@ from lmprobe_jupyter.engine.baselines import (
     BatteryResults,
     length_features,
 )
+from lmprobe_jupyter.engine.baselines import activation as activation_baselines
 
 # --------------------------------------------------------------------------------------
 # Data sets
@@ -342,7 +344,8 @@ def test_activation_method_in_baseline_probe_points_to_activation_baseline():
 
 
 def test_unfitted_baseline_says_so():
-    with pytest.raises(RuntimeError, match="not fitted"):
+    # the same error type as an unfitted Probe
+    with pytest.raises(NotFittedError, match="not fitted"):
         BaselineProbe(method="tfidf").predict(["a"])
 
 
@@ -447,10 +450,10 @@ def test_perplexity_feature_is_mean_token_loglik(tiny_model_path):
         expected = torch.log_softmax(logits, -1).gather(-1, t[0, 1:, None]).mean().item()
         assert value == pytest.approx(expected, abs=1e-4)
     # memoised: asking again runs no forward pass
-    before = baselines.PERPLEXITY_FORWARD_CALLS
+    before = activation_baselines.PERPLEXITY_FORWARD_CALLS
     again = baselines.mean_token_logprob(loaded, prompts[::-1], batch_size=2)
     np.testing.assert_array_equal(again, got[::-1])
-    assert baselines.PERPLEXITY_FORWARD_CALLS == before
+    assert activation_baselines.PERPLEXITY_FORWARD_CALLS == before
 
 
 def test_activation_baseline_accepts_loaded_model_and_probe(tiny_model_path):
@@ -633,9 +636,9 @@ def test_full_battery_twice_runs_the_model_once(tiny_model_path):
         "shuffled_labels",
         *ACTIVATION_METHODS,
     }
-    calls, ppl = Extractor.forward_calls, baselines.PERPLEXITY_FORWARD_CALLS
+    calls, ppl = Extractor.forward_calls, activation_baselines.PERPLEXITY_FORWARD_CALLS
     second = battery.fit(pos, neg, test_prompts, test_labels)
-    assert (Extractor.forward_calls, baselines.PERPLEXITY_FORWARD_CALLS) == (calls, ppl)
+    assert (Extractor.forward_calls, activation_baselines.PERPLEXITY_FORWARD_CALLS) == (calls, ppl)
     assert [r.score for r in second] == [r.score for r in first]
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from lmprobe_jupyter import Probe
 from lmprobe_jupyter.engine.extraction import Extractor
+from lmprobe_jupyter.engine.group_lasso import GroupLasso
 from lmprobe_jupyter.engine.layer_selection import (
-    GroupLasso,
     auto_candidate_layers,
     compute_layer_importance,
     validate_selection_params,
