@@ -125,7 +125,8 @@ class S3Remote:
             pages = self._client().get_paginator("list_objects_v2")
             for page in pages.paginate(Bucket=self.bucket, Prefix=self.key(rel_prefix)):
                 for obj in page.get("Contents", []):
-                    out.append(obj["Key"][len(base) :])
+                    if obj["Key"].startswith(base):  # the caller still validates the rest
+                        out.append(obj["Key"][len(base) :])
         except Exception as exc:  # noqa: BLE001
             self._fail("listing shards", exc)
             return None

@@ -211,3 +211,45 @@ def test_server_stopped_mid_run_probe_still_fits(s3, bucket, tmp_path, tiny_mode
     assert Extractor.forward_calls == calls  # everything it fitted on is cached locally
     assert proba.shape == (10, 2) and np.allclose(proba.sum(1), 1)
     assert "offline" in C.cache_info().backend
+
+
+# ----------------------------------------------------------------- untrusted bucket contents
+def _plant(s3, bucket, key: str, body: bytes) -> None:
+    s3.client().put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def test_crafted_key_cannot_write_outside_the_cache(s3, bucket, tmp_path, tiny_model_path):
+    """Reproduces issue 15 #1: an object ``<prefix>/shards/<group>/../../../victim/...``
+    listed from a shared bucket was joined onto the local cache path and ``os.replace``-d
+    over a file outside the cache (a valid shard body of the right group passes every
+    check). A plain ``set_cache_backend("s3://..."); Probe(...).fit(...)`` must leave the
+    victim file untouched and warn with the rejected key."""
+    from lmprobe_jupyter.engine.probe import Probe
+
+    pos, neg = ["good day", "nice work"], ["bad day", "poor work"]
+    use(s3, bucket, tmp_path / "attacker")
+    Probe(model=tiny_model_path, layers=[1], device="cpu", random_state=0).fit(pos, neg)
+    (real,) = s3.keys(bucket)  # team/cache/shards/<group>/<name>.safetensors
+    group = real.split("/")[3]
+    body = s3.client().get_object(Bucket=bucket, Key=real)["Body"].read()
+    s3.client().delete_object(Bucket=bucket, Key=real)  # the victim must miss locally
+    victim = tmp_path / "models" / "m" / "model.safetensors"
+    victim.parent.mkdir(parents=True)
+    victim.write_bytes(b"precious weights")
+    local = tmp_path / "victim-cache"  # <local>/shards/<group>/../../../ == tmp_path
+    evil = f"team/cache/shards/{group}/../../../models/m/model.safetensors"
+    _plant(s3, bucket, evil, body)
+    _plant(s3, bucket, f"team/cache/shards/{group}/sub/x.safetensors", body)
+    assert evil in s3.keys(bucket)  # the server keeps the dot segments as they are
+
+    use(s3, bucket, local)
+    with pytest.warns(CacheWarning, match="rejected") as record:
+        Probe(model=tiny_model_path, layers=[1], device="cpu", random_state=0).fit(pos, neg)
+    assert victim.read_bytes() == b"precious weights"
+    assert sorted(p.name for p in victim.parent.iterdir()) == ["model.safetensors"]
+    text = " ".join(str(w.message) for w in record)
+    assert "../../../models/m/model.safetensors" in text and "sub/x.safetensors" in text
+    inside = [p for p in local.rglob("*") if p.is_file()]
+    assert all(p.resolve().is_relative_to(local.resolve()) for p in inside)
+    C.clear_cache()  # eviction/clear never reach outside either
+    assert victim.read_bytes() == b"precious weights"
