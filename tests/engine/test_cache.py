@@ -565,3 +565,100 @@ def test_probe_warmup_then_predict_hits_the_cache(tiny_model_path):
     refit.fit(["good day", "lovely weather", "nice work"], ["bad day", "awful rain", "poor work"])
     assert Extractor.forward_calls == calls  # a refit of the same prompts recomputes nothing
     np.testing.assert_allclose(refit.predict_proba(tests), first)
+
+
+# ---------------------------------------------------------------- damaged index pages
+_FRESH_PROCESS = r"""
+import json, sys, warnings
+from lmprobe_jupyter.engine import cache as C
+from lmprobe_jupyter.engine.extraction import Extractor
+from lmprobe_jupyter.engine.probe import Probe
+
+model, pos, neg = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+out = {}
+with warnings.catch_warnings(record=True) as record:
+    warnings.simplefilter("always")
+    p = Probe(model=model, layers=[1, 2], device="cpu", random_state=0).fit(pos, neg)
+    out["proba"] = p.predict_proba(pos + neg)[:, 1].tolist()
+    out["forward_calls"] = Extractor.forward_calls
+    out["entries"] = C.cache_info().entries
+    out["cleared"] = C.clear_cache()
+    out["after_clear"] = C.cache_info().entries
+out["warnings"] = [str(w.message) for w in record if issubclass(w.category, C.CacheWarning)]
+print("RESULT" + json.dumps(out))
+"""
+
+
+def _run_fresh(model: str, pos, neg, env_dir: Path) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ, LMPROBE_CACHE_DIR=str(env_dir), PYTHONPATH=os.getcwd())
+    proc = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS, model, json.dumps(pos), json.dumps(neg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT") :])
+
+
+def _zero_page_headers(index: Path, tables: tuple[str, ...]) -> list[int]:
+    """Zero the b-tree page header of each table's root page (a torn write, a bad sector)."""
+    con = sqlite3.connect(index)
+    page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    roots = [
+        r
+        for (r,) in con.execute(
+            f"SELECT rootpage FROM sqlite_master WHERE name IN ({','.join('?' * len(tables))})",
+            tables,
+        )
+    ]
+    con.close()
+    data = bytearray(index.read_bytes())
+    for page in roots:
+        start = (page - 1) * page_size
+        data[start : start + 12] = bytes(12)
+    index.write_bytes(bytes(data))
+    return roots
+
+
+def test_damaged_index_pages_are_quarantined_and_rebuilt_in_a_fresh_process(
+    tmp_path, tiny_model_path, monkeypatch
+):
+    """Reproduces issue 15 #4: a few zeroed page headers in the sqlite index made fit,
+    predict, cache_info and clear_cache raise ``sqlite3.DatabaseError: database disk image
+    is malformed`` in every new process. Now the first query that meets the damage moves
+    the index aside, rebuilds it from the shards (warning once), and the recovered entries
+    are served with no forward pass."""
+    from lmprobe_jupyter.engine.probe import Probe
+
+    pos = ["good day", "lovely weather", "nice work", "great news"]
+    neg = ["bad day", "awful rain", "poor work", "sad news"]
+    C.reset_cache()
+    monkeypatch.setenv("LMPROBE_CACHE_DIR", str(tmp_path / "root"))
+    p = Probe(model=tiny_model_path, layers=[1, 2], device="cpu", random_state=0).fit(pos, neg)
+    ref = p.predict_proba(pos + neg)[:, 1]
+    n_entries = C.cache_info().entries
+    C.reset_cache()  # closes the index (checkpoints the WAL into the file)
+    index = tmp_path / "root" / "activations" / C.INDEX_NAME
+    assert not index.with_name(C.INDEX_NAME + "-wal").exists()
+    tables = ("entries", "entries_shard", "entries_group", "shards", "shards_group", "shards_lru")
+    assert len(_zero_page_headers(index, tables)) == 6
+    with pytest.raises(sqlite3.DatabaseError, match="malformed"):
+        sqlite3.connect(index).execute("SELECT COUNT(*) FROM entries").fetchone()
+
+    out = _run_fresh(tiny_model_path, pos, neg, tmp_path / "root")
+    assert out["forward_calls"] == 0  # fit and predict were served from the rebuilt index
+    np.testing.assert_allclose(out["proba"], ref, atol=1e-6)
+    assert out["entries"] == n_entries and out["cleared"] == n_entries
+    assert out["after_clear"] == 0
+    assert len(out["warnings"]) == 1 and "rebuilt the index" in out["warnings"][0]
+    assert list(index.parent.glob(C.INDEX_NAME + ".corrupt-*"))  # kept for inspection
+    # and the next process finds a healthy index: no warning at all
+    again = _run_fresh(tiny_model_path, pos, neg, tmp_path / "root")
+    assert again["warnings"] == [] and again["forward_calls"] > 0
