@@ -73,6 +73,7 @@ import numpy as np
 
 from . import _shard
 from ._shard import DTYPES, ShardError
+from .pooling import UNCACHED_PREFIX  # callables that cannot be keyed: never cached
 
 __all__ = [
     "ActivationCache",
@@ -95,9 +96,6 @@ INDEX_NAME = "index-v1.sqlite"
 #: Anything else (an S3 key with ``..``, a separator, another suffix) is never joined onto
 #: the cache root.
 SHARD_PATH = re.compile(r"shards/([0-9a-f]{16})/([0-9a-f]{32})\.safetensors")
-#: A pooling key with this prefix names a callable that cannot be keyed deterministically
-#: (see :func:`.pooling.pooling_key`): lookups miss and stores are skipped.
-UNCACHED_PREFIX = "uncached:"
 _GB = 10**9
 _SQL_CHUNK = 900  # bound parameters per statement (well under sqlite's limit)
 
