@@ -662,3 +662,101 @@ def test_damaged_index_pages_are_quarantined_and_rebuilt_in_a_fresh_process(
     # and the next process finds a healthy index: no warning at all
     again = _run_fresh(tiny_model_path, pos, neg, tmp_path / "root")
     assert again["warnings"] == [] and again["forward_calls"] > 0
+
+
+# ---------------------------------------------------------------- limits and read-only caches
+def test_infinite_limit_means_no_limit():
+    """issue 15 (smaller): ``set_cache_limit(inf)`` raised OverflowError; it means no limit."""
+    c = C.get_cache()
+    c.store("m", ["a"], 0, "mean", [vec("a")])
+    C.set_cache_limit(float("inf"))
+    assert C.cache_info().limit_bytes is None
+    c.store("m", ["b"], 1, "mean", [vec("b")])
+    assert C.cache_info().entries == 2
+    with pytest.raises(ValueError, match=r"gb=nan must be a number >= 0, float\('inf'\) or None"):
+        C.set_cache_limit(float("nan"))
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "-inf"], ids=["negative", "nan", "minus-inf"])
+def test_bad_limit_in_the_environment_names_the_variable_and_evicts_nothing(monkeypatch, value):
+    """issue 15 (smaller): ``LMPROBE_CACHE_LIMIT_GB=-5`` evicted everything; now it is an
+    error naming the variable, raised before the cache is touched."""
+    c = C.get_cache()
+    c.store("m", ["a", "b"], 0, "mean", [vec("a"), vec("b")])
+    C.reset_cache()
+    monkeypatch.setenv("LMPROBE_CACHE_LIMIT_GB", value)
+    with pytest.raises(ValueError, match=rf"LMPROBE_CACHE_LIMIT_GB='{value}'.*>= 0"):
+        C.get_cache()
+    monkeypatch.setenv("LMPROBE_CACHE_LIMIT_GB", "inf")
+    C.reset_cache()
+    assert C.cache_info().limit_bytes is None and C.cache_info().entries == 2
+
+
+@pytest.fixture
+def read_only():
+    """Make a folder (and everything in it) unwritable, even for root; undone afterwards."""
+    import shutil
+    import subprocess
+
+    made: list[Path] = []
+
+    def apply(root: Path) -> None:
+        paths = [root, *root.rglob("*")]
+        if os.geteuid() == 0:  # root ignores permission bits: use the immutable attribute
+            if shutil.which("chattr") is None:
+                pytest.fail("running as root needs chattr to make a read-only folder")
+            subprocess.run(["chattr", "+i", *map(str, paths)], check=True)
+        else:
+            for p in sorted(paths, reverse=True):
+                p.chmod(0o555 if p.is_dir() else 0o444)
+        made.extend(paths)
+
+    yield apply
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", *map(str, made)], check=False)
+    else:
+        for p in made:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_read_only_cache_is_read_and_management_fails_clearly(tmp_path, read_only):
+    """issue 15 (smaller): a read-only cache folder was never read (every lookup missed
+    with "could not read"), and cache_info/clear_cache/set_cache_limit raised raw sqlite
+    errors. Now it is opened read-only: lookups are served, cache_info works, stores are
+    skipped with one warning, clear_cache and an evicting set_cache_limit raise
+    CacheReadOnlyError naming the folder."""
+    root = tmp_path / "shared"
+    c = ActivationCache(root)
+    c.store("m", ["a", "b"], 0, "mean", [vec("a"), vec("b")])
+    c.close()
+    read_only(root)
+    C.set_cache_backend(root)
+    with pytest.warns(CacheWarning, match="read-only") as record:
+        got = C.get_cache().lookup("m", ["a", "b", "c"], 0, "mean")
+        C.get_cache().store("m", ["c"], 0, "mean", [vec("c")])
+        info = C.cache_info()
+    assert len(record) == 1
+    np.testing.assert_array_equal(got[0], vec("a"))
+    np.testing.assert_array_equal(got[1], vec("b"))
+    assert got[2] is None and info.entries == 2
+    with pytest.raises(C.CacheReadOnlyError, match=rf"cannot clear.*{root}.*is read-only"):
+        C.clear_cache()
+    with pytest.raises(C.CacheReadOnlyError, match="would have to evict"):
+        C.set_cache_limit(1e-9)
+    C.set_cache_limit(1.0)  # a limit it already fits is fine
+    assert C.cache_info().limit_bytes == 10**9
+    assert sorted(p.name for p in root.iterdir()) == ["index-v1.sqlite", "shards"]
+
+
+def test_read_only_cache_without_an_index_is_indexed_in_memory(tmp_path, read_only):
+    root = tmp_path / "shared"
+    c = ActivationCache(root)
+    c.store("m", ["a"], 3, "mean", [vec("a")])
+    c.close()
+    for p in root.glob(C.INDEX_NAME + "*"):
+        p.unlink()
+    read_only(root)
+    fresh = ActivationCache(root)
+    with pytest.warns(CacheWarning, match="read-only"):
+        np.testing.assert_array_equal(fresh.lookup("m", ["a"], 3, "mean")[0], vec("a"))
+    assert fresh.read_only and fresh.info().entries == 1
