@@ -19,8 +19,10 @@ moto_server = pytest.importorskip("moto.server")
 class S3Server:
     """A moto S3 server on 127.0.0.1 that a test can stop."""
 
-    def __init__(self) -> None:
-        self.server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    def __init__(self, port: int = 0) -> None:
+        self.server = moto_server.ThreadedMotoServer(
+            ip_address="127.0.0.1", port=port, verbose=False
+        )
         self.server.start()
         host, port = self.server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
@@ -253,3 +255,36 @@ def test_crafted_key_cannot_write_outside_the_cache(s3, bucket, tmp_path, tiny_m
     assert all(p.resolve().is_relative_to(local.resolve()) for p in inside)
     C.clear_cache()  # eviction/clear never reach outside either
     assert victim.read_bytes() == b"precious weights"
+
+
+def test_shards_stored_while_s3_was_down_are_uploaded_on_the_next_sync(s3, bucket, tmp_path):
+    """issue 15 (smaller): shards written while the bucket was unreachable stayed local
+    for ever. They are remembered as pending and uploaded when the backend reconnects
+    (``set_cache_backend`` again, or the next process), so other machines get them."""
+    a = use(s3, bucket, tmp_path / "a")
+    a.store("m", ["p0"], 0, "mean", [vec("p0")])
+    assert len(s3.keys(bucket)) == 1
+    port = int(s3.endpoint.rsplit(":", 1)[1])
+    s3.stop()
+    with pytest.warns(CacheWarning, match="unreachable"):
+        a.store("m", ["p1", "p2"], 0, "mean", [vec("p1"), vec("p2")])
+        a.store("m", ["p3"], 2, "mean", [vec("p3")])
+    assert a.info().shards == 3
+
+    restarted = S3Server(port=port)  # same address; moto keeps the bucket in this process
+    try:
+        assert len(restarted.keys(bucket)) == 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            a = use(restarted, bucket, tmp_path / "a")  # reconnect: back-fill runs
+        local = sorted(
+            f"team/cache/{p.relative_to(a.path).as_posix()}" for p in a.path.rglob("*.safetensors")
+        )
+        assert restarted.keys(bucket) == local and len(local) == 3
+        b = use(restarted, bucket, tmp_path / "b")
+        got = b.lookup("m", ["p0", "p1", "p2"], 0, "mean") + b.lookup("m", ["p3"], 2, "mean")
+        for p, g in zip(["p0", "p1", "p2", "p3"], got):
+            np.testing.assert_array_equal(g, vec(p))
+        assert use(restarted, bucket, tmp_path / "a").sync_up() == 0  # nothing left pending
+    finally:
+        restarted.stop()
