@@ -6,6 +6,10 @@ best-effort: the first failure to reach the bucket (no endpoint, no credentials,
 bucket, a timeout) issues one :class:`~lmprobe_jupyter.engine.cache.CacheWarning` and
 switches the remote off for this backend, and caching carries on locally. Timeouts are
 short and retries few, so an unreachable endpoint costs seconds, not minutes.
+
+Listed keys are returned as they are (relative to the prefix); the cache, not this
+module, decides which of them are shard names it will download (a bucket others can
+write to is untrusted input).
 """
 
 from __future__ import annotations

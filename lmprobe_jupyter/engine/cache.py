@@ -40,7 +40,21 @@ Why this layout
 - **S3 mirror.** With ``set_cache_backend("s3://bucket/prefix")`` every shard is also
   uploaded (write-through) and kept locally; a lookup that misses locally lists the
   group's shards on S3 and ingests the new ones. An unreachable bucket gives one warning
-  and the cache carries on locally.
+  and the cache carries on locally; shards stored meanwhile are queued
+  (``pending_upload``) and uploaded when the backend reconnects (:meth:`sync_up`).
+- **A shared bucket is untrusted input.** Only keys of the exact shape this module
+  writes (``shards/<16 hex>/<32 hex>.safetensors``, see :data:`SHARD_PATH`) are
+  downloaded; anything else is rejected with a warning naming the key. Every local path
+  built from a relative shard path is resolved and checked to lie inside the cache root,
+  and a download replaces nothing until its header, CRCs and group are verified.
+- **A damaged index heals itself.** When opening the index, or any later query, reports
+  a damaged file ("not a database", "database disk image is malformed"), the index is
+  moved aside (``index-v1.sqlite.corrupt-<time>``), rebuilt from the shard headers, and
+  the operation retried, with one :class:`CacheWarning`.
+- **Read-only caches are read.** A folder that cannot be written is opened read-only
+  (the index as an immutable file, or, without a usable one, an in-memory index built
+  from the shards); lookups are served, stores are skipped, and ``clear_cache`` or an
+  evicting ``set_cache_limit`` raise :class:`CacheReadOnlyError`.
 
 Settings are per process: ``set_cache_backend``, ``set_cache_dtype``, ``set_cache_limit``
 and ``set_cache_enabled``; ``$LMPROBE_CACHE_DTYPE`` and ``$LMPROBE_CACHE_LIMIT_GB`` give
