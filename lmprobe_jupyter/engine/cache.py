@@ -418,6 +418,7 @@ class ActivationCache:
         self._bad_shards: set[int] = set()  # damaged shards of a read-only cache
         self._rejected: set[str] = set()  # S3 keys refused (warned once each)
         self._backfilled = False
+        self._index_id: tuple[int, int] | None = None  # (dev, inode) of the open index
 
     def __repr__(self) -> str:
         remote = f", remote={self.remote.url!r}" if self.remote is not None else ""
@@ -445,6 +446,7 @@ class ActivationCache:
                     raise
                 self._conn = self._open_readonly(exc)
             self._pid = os.getpid()
+            self._index_id = None if self._readonly else self._current_index_id()
             if not self._readonly:
                 self._remove_orphans()
         return self._conn
@@ -611,6 +613,11 @@ class ActivationCache:
         db = self._db()
         if self._readonly:
             raise CacheReadOnlyError(f"the activation cache at {self.path} is read-only")
+        if self._index_id is not None and self._current_index_id() != self._index_id:
+            # another process quarantined a damaged index and rebuilt it: write to the new
+            # one (one stat per write transaction; a shard write costs an fsync anyway)
+            self.close()
+            db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
@@ -635,13 +642,27 @@ class ActivationCache:
             if not _is_corrupt(exc):
                 raise
             with self._lock:
+                opened = self._index_id
                 with contextlib.suppress(sqlite3.Error):
                     if self._conn is not None:
                         self._conn.close()
                 self._conn, self._groups, self._touched, self._verified = None, {}, {}, {}
-                self._conn = self._recover_index(exc)
-                self._pid = os.getpid()
+                if opened is not None and self._current_index_id() not in (opened, None):
+                    # another process already moved the damaged file aside and rebuilt
+                    # it: use its index rather than quarantining a healthy one
+                    self._db()
+                else:
+                    self._conn = self._recover_index(exc)
+                    self._pid = os.getpid()
+                    self._index_id = None if self._readonly else self._current_index_id()
             return fn(*args, **kwargs)
+
+    def _current_index_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path / INDEX_NAME)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
 
     # ---------------------------------------------------------------- groups
     def _group_in(self, db, model_key: str, layer: int, pooling: str) -> tuple[int, str]:

@@ -760,3 +760,48 @@ def test_read_only_cache_without_an_index_is_indexed_in_memory(tmp_path, read_on
     with pytest.warns(CacheWarning, match="read-only"):
         np.testing.assert_array_equal(fresh.lookup("m", ["a"], 3, "mean")[0], vec("a"))
     assert fresh.read_only and fresh.info().entries == 1
+
+
+def test_second_process_meeting_the_damage_uses_the_rebuilt_index(tmp_path):
+    """Two processes hold a damaged index open; the first to query it rebuilds it. The
+    second must switch to that rebuilt index, not quarantine the healthy new file."""
+    root = tmp_path / "c"
+    c = ActivationCache(root)
+    c.store("m", ["a", "b"], 0, "mean", [vec("a"), vec("b")])
+    c.close()
+    first, second = ActivationCache(root), ActivationCache(root)
+    assert first.info().entries == second.info().entries == 2  # both have it open
+    first.close()
+    second.close()
+    _zero_page_headers(root / C.INDEX_NAME, ("entries", "entries_shard", "entries_group"))
+    first, second = ActivationCache(root), ActivationCache(root)
+    first._db(), second._db()
+    with pytest.warns(CacheWarning, match="rebuilt the index"):
+        np.testing.assert_array_equal(first.lookup("m", ["a"], 0, "mean")[0], vec("a"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second quarantine, no second warning
+        np.testing.assert_array_equal(second.lookup("m", ["b"], 0, "mean")[0], vec("b"))
+        second.store("m", ["c"], 0, "mean", [vec("c")])
+    np.testing.assert_array_equal(first.lookup("m", ["c"], 0, "mean")[0], vec("c"))
+    assert len(list(root.glob(C.INDEX_NAME + ".corrupt-*"))) == 1
+
+
+def test_a_writer_switches_to_an_index_rebuilt_by_another_process(tmp_path):
+    """A process that never met the damage itself still writes into the rebuilt index
+    (not into the quarantined file, where its entries would be lost)."""
+    root = tmp_path / "c"
+    c = ActivationCache(root)
+    c.store("m", ["a"], 0, "mean", [vec("a")])
+    c.close()
+    bystander = ActivationCache(root)
+    bystander.info()
+    healer = ActivationCache(root)
+    healer.info()
+    healer.close()
+    for suffix in ("", "-wal", "-shm"):  # what a quarantine does
+        if (root / f"{C.INDEX_NAME}{suffix}").exists():
+            os.replace(root / f"{C.INDEX_NAME}{suffix}", root / f"{C.INDEX_NAME}{suffix}.corrupt-0")
+    healer = ActivationCache(root)
+    assert healer.info().entries == 1  # rebuilt from the shard
+    bystander.store("m", ["b"], 0, "mean", [vec("b")])
+    np.testing.assert_array_equal(healer.lookup("m", ["b"], 0, "mean")[0], vec("b"))
