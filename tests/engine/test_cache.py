@@ -805,3 +805,22 @@ def test_a_writer_switches_to_an_index_rebuilt_by_another_process(tmp_path):
     assert healer.info().entries == 1  # rebuilt from the shard
     bystander.store("m", ["b"], 0, "mean", [vec("b")])
     np.testing.assert_array_equal(healer.lookup("m", ["b"], 0, "mean")[0], vec("b"))
+
+
+def test_an_index_row_pointing_outside_the_cache_is_never_deleted_or_read(tmp_path):
+    """An index written by an older version may hold a path ingested from a crafted S3
+    key; eviction and clear must not unlink it, and a lookup must not read it."""
+    victim = tmp_path / "victim.safetensors"
+    victim.write_bytes(b"precious")
+    c = ActivationCache(tmp_path / "c")
+    c.store("m", ["a"], 0, "mean", [vec("a")])
+    db = c._db()
+    db.execute("UPDATE shards SET path='shards/0000000000000000/../../../victim.safetensors'")
+    with pytest.warns(CacheWarning, match="not a shard path"):
+        assert c.lookup("m", ["a"], 0, "mean") == [None]
+    c.store("m", ["a"], 0, "mean", [vec("a")])
+    db.execute("UPDATE shards SET path='shards/0000000000000000/../../../victim.safetensors'")
+    c.limit_bytes = 0
+    c.store("m", ["b"], 1, "mean", [vec("b")])  # evicts the older shard
+    c.clear()
+    assert victim.read_bytes() == b"precious"

@@ -288,3 +288,33 @@ def test_shards_stored_while_s3_was_down_are_uploaded_on_the_next_sync(s3, bucke
         assert use(restarted, bucket, tmp_path / "a").sync_up() == 0  # nothing left pending
     finally:
         restarted.stop()
+
+
+@pytest.mark.parametrize(
+    "items,meta_change",
+    [
+        ([("../../evil", "F32", (4,), bytes(16))], {}),
+        ([("ab" * 16, "F64", (2,), bytes(16))], {}),
+        ([("ab" * 16, "F32", (9,), bytes(16))], {}),
+        ([("ab" * 16, "F32", (4,), bytes(16))], {"layer": 7}),
+    ],
+    ids=["entry-name", "dtype", "shape-vs-bytes", "other-group"],
+)
+def test_well_named_but_crafted_shard_is_verified_before_use(
+    s3, bucket, tmp_path, items, meta_change
+):
+    """A correctly named object whose header lies (entry names that are not keys, an
+    unknown dtype, a shape that does not match its bytes, another group) is skipped with
+    a warning before it replaces anything; it used to crash the lookup (``fromhex``) or be
+    indexed."""
+    from lmprobe_jupyter.engine import _shard
+
+    ghash = C.group_hash("m", 0, "mean")
+    meta = {"model_key": "m", "layer": 0, "pooling": "mean", **meta_change}
+    crafted = tmp_path / "crafted.safetensors"
+    _shard.write_shard(crafted, meta, items)
+    _plant(s3, bucket, f"team/cache/shards/{ghash}/{'c' * 32}.safetensors", crafted.read_bytes())
+    b = use(s3, bucket, tmp_path / "b")
+    with pytest.warns(CacheWarning, match="skipped damaged shard"):
+        assert b.lookup("m", ["a"], 0, "mean") == [None]
+    assert list(b.path.rglob("*.safetensors")) == [] and b.info().entries == 0
