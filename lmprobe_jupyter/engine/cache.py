@@ -472,13 +472,19 @@ class ActivationCache:
         """
         index = self.path / INDEX_NAME
         conn = None
-        if index.is_file() and not damaged:
-            uri = f"{index.resolve().as_uri()}?mode=ro&immutable=1"
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        # Plain read-only first: it sees a live writer's WAL (a cache another user writes
+        # to); "immutable" when the WAL side files cannot be opened (nobody can write).
+        for mode in ("ro", "ro&immutable=1") if index.is_file() and not damaged else ():
+            uri = f"{index.resolve().as_uri()}?mode={mode}"
             try:
+                conn = sqlite3.connect(
+                    uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False
+                )
                 conn.execute("SELECT COUNT(*) FROM shards").fetchone()
+                break
             except sqlite3.DatabaseError:
-                conn.close()
+                if conn is not None:
+                    conn.close()
                 conn = None
         if conn is None:  # no usable index on disk: index the shard files in memory
             conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
