@@ -1207,11 +1207,23 @@ class ActivationCache:
             done += 1
         return done
 
+    #: Rejected S3 keys warned about one by one; beyond this, one summary warning.
+    REJECT_WARNINGS = 5
+
     def _reject(self, rel: str, why: str) -> None:
         key = self.remote.key(rel)
         if key in self._rejected:
             return
         self._rejected.add(key)
+        if len(self._rejected) > self.REJECT_WARNINGS:
+            if len(self._rejected) == self.REJECT_WARNINGS + 1:
+                warnings.warn(
+                    f"more S3 objects in {self.remote.url} were rejected (not shard names "
+                    "this library writes); further ones are skipped without a warning",
+                    CacheWarning,
+                    stacklevel=6,
+                )
+            return
         warnings.warn(
             f"rejected S3 object {key!r} in {self.remote.url}: {why}; it was not "
             "downloaded (only objects named <prefix>/shards/<16 hex>/<32 hex>.safetensors "
