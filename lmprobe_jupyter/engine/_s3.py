@@ -31,6 +31,10 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.strip("/")
 
 
+class ObjectTooLarge(ValueError):
+    """An object is larger than the caller allows (a shared bucket is untrusted input)."""
+
+
 class S3Remote:
     """Best-effort S3 store for shard files; ``online`` goes False after the first failure.
 
@@ -136,15 +140,22 @@ class S3Remote:
             return None
         return out
 
-    def get(self, rel: str, dest: Path) -> bool:
-        """Download one object to ``dest``; False if offline or the object is gone."""
+    def get(self, rel: str, dest: Path, max_bytes: int | None = None) -> bool:
+        """Download one object to ``dest``; False if offline, gone or over ``max_bytes``."""
         if not self.online:
             return False
         try:
             body = self._client().get_object(Bucket=self.bucket, Key=self.key(rel))["Body"]
+            size = 0
             with open(dest, "wb") as f:
                 for chunk in iter(lambda: body.read(1 << 20), b""):
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        body.close()
+                        raise ObjectTooLarge(f"{self.key(rel)} is over {max_bytes} bytes")
                     f.write(chunk)
+        except ObjectTooLarge:
+            raise
         except Exception as exc:  # noqa: BLE001
             if self._is_missing_key(exc):  # removed by another machine's compaction
                 return False

@@ -1207,6 +1207,9 @@ class ActivationCache:
             done += 1
         return done
 
+    #: Largest S3 object downloaded as a shard (bytes): a planted huge object cannot
+    #: fill the disk. Shards this library writes are a few MB to a few hundred MB.
+    MAX_DOWNLOAD = 8 * 2**30
     #: Rejected S3 keys warned about one by one; beyond this, one summary warning.
     REJECT_WARNINGS = 5
 
@@ -1271,7 +1274,13 @@ class ActivationCache:
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.parent / f"{_shard.TMP_PREFIX}{_shard.new_name()}"
-            if not self.remote.get(rel, tmp):
+            try:
+                got = self.remote.get(rel, tmp, max_bytes=self.MAX_DOWNLOAD)
+            except ValueError as exc:  # over MAX_DOWNLOAD
+                tmp.unlink(missing_ok=True)
+                self._reject(rel, str(exc))
+                continue
+            if not got:
                 tmp.unlink(missing_ok=True)
                 if not self.remote.online:
                     break

@@ -318,3 +318,16 @@ def test_well_named_but_crafted_shard_is_verified_before_use(
     with pytest.warns(CacheWarning, match="skipped damaged shard"):
         assert b.lookup("m", ["a"], 0, "mean") == [None]
     assert list(b.path.rglob("*.safetensors")) == [] and b.info().entries == 0
+
+
+def test_oversized_object_is_not_downloaded_past_the_bound(s3, bucket, tmp_path):
+    """A correctly named but huge object (planted to fill the disk) stops downloading at
+    ``MAX_DOWNLOAD`` bytes and is rejected; nothing of it stays on disk."""
+    ghash = C.group_hash("m", 0, "mean")
+    key = f"team/cache/shards/{ghash}/{'d' * 32}.safetensors"
+    _plant(s3, bucket, key, b"\0" * (3 << 20))
+    b = use(s3, bucket, tmp_path / "b")
+    b.MAX_DOWNLOAD = 1 << 20
+    with pytest.warns(CacheWarning, match=r"rejected S3 object.*over 1048576 bytes"):
+        assert b.lookup("m", ["a"], 0, "mean") == [None]
+    assert [p for p in b.path.rglob("*") if p.is_file() and "shards" in p.parts] == []
