@@ -6,6 +6,10 @@ best-effort: the first failure to reach the bucket (no endpoint, no credentials,
 bucket, a timeout) issues one :class:`~lmprobe_jupyter.engine.cache.CacheWarning` and
 switches the remote off for this backend, and caching carries on locally. Timeouts are
 short and retries few, so an unreachable endpoint costs seconds, not minutes.
+
+Listed keys are returned as they are (relative to the prefix); the cache, not this
+module, decides which of them are shard names it will download (a bucket others can
+write to is untrusted input).
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     if parsed.scheme != "s3" or not parsed.netloc:
         raise ValueError(f"cache backend {url!r} is not an 's3://bucket/prefix' URL")
     return parsed.netloc, parsed.path.strip("/")
+
+
+class ObjectTooLarge(ValueError):
+    """An object is larger than the caller allows (a shared bucket is untrusted input)."""
 
 
 class S3Remote:
@@ -125,21 +133,29 @@ class S3Remote:
             pages = self._client().get_paginator("list_objects_v2")
             for page in pages.paginate(Bucket=self.bucket, Prefix=self.key(rel_prefix)):
                 for obj in page.get("Contents", []):
-                    out.append(obj["Key"][len(base) :])
+                    if obj["Key"].startswith(base):  # the caller still validates the rest
+                        out.append(obj["Key"][len(base) :])
         except Exception as exc:  # noqa: BLE001
             self._fail("listing shards", exc)
             return None
         return out
 
-    def get(self, rel: str, dest: Path) -> bool:
-        """Download one object to ``dest``; False if offline or the object is gone."""
+    def get(self, rel: str, dest: Path, max_bytes: int | None = None) -> bool:
+        """Download one object to ``dest``; False if offline, gone or over ``max_bytes``."""
         if not self.online:
             return False
         try:
             body = self._client().get_object(Bucket=self.bucket, Key=self.key(rel))["Body"]
+            size = 0
             with open(dest, "wb") as f:
                 for chunk in iter(lambda: body.read(1 << 20), b""):
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        body.close()
+                        raise ObjectTooLarge(f"{self.key(rel)} is over {max_bytes} bytes")
                     f.write(chunk)
+        except ObjectTooLarge:
+            raise
         except Exception as exc:  # noqa: BLE001
             if self._is_missing_key(exc):  # removed by another machine's compaction
                 return False

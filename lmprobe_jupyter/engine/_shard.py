@@ -15,7 +15,9 @@ half-written shard under its final name.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import struct
 import uuid
 import zlib
@@ -38,6 +40,8 @@ DTYPES: dict[str, tuple[str, int]] = {
 _NUMPY_OF_CODE = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
 # Refuse absurd headers from damaged files instead of allocating gigabytes.
 _MAX_HEADER = 256 * 1024 * 1024
+_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2}
+_ENTRY_NAME = re.compile(r"[0-9a-f]{32}")  # the hex of a 16-byte entry key
 
 
 class ShardError(ValueError):
@@ -161,18 +165,27 @@ def read_header(path: Path) -> tuple[dict[str, str], list[ShardEntry]]:
         data_start = 8 + hlen
         entries = []
         for name, spec in header.items():
-            a, b = spec["data_offsets"]
+            a, b = (int(x) for x in spec["data_offsets"])
+            code = spec["dtype"]
+            shape = tuple(int(d) for d in spec["shape"])
+            # Shards can come from a shared bucket: accept only what write_shard writes.
+            if not isinstance(name, str) or not _ENTRY_NAME.fullmatch(name):
+                raise ValueError(f"entry name {name!r} is not a 32-digit hex key")
+            if code not in _ITEMSIZE or any(d < 0 for d in shape) or not 0 <= a <= b:
+                raise ValueError(f"entry {name}: bad dtype, shape or offsets")
+            if (b - a) != math.prod(shape) * _ITEMSIZE[code]:
+                raise ValueError(f"entry {name}: {b - a} bytes do not fit {code}{list(shape)}")
             entries.append(
                 ShardEntry(
                     name=name,
-                    code=spec["dtype"],
-                    shape=tuple(int(d) for d in spec["shape"]),
-                    offset=data_start + int(a),
-                    nbytes=int(b) - int(a),
+                    code=code,
+                    shape=shape,
+                    offset=data_start + a,
+                    nbytes=b - a,
                     crc=int(crcs[name]),
                 )
             )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ShardError(f"{path}: malformed header ({exc})") from exc
     end = max((e.offset + e.nbytes for e in entries), default=data_start)
     if end > size:

@@ -40,7 +40,21 @@ Why this layout
 - **S3 mirror.** With ``set_cache_backend("s3://bucket/prefix")`` every shard is also
   uploaded (write-through) and kept locally; a lookup that misses locally lists the
   group's shards on S3 and ingests the new ones. An unreachable bucket gives one warning
-  and the cache carries on locally.
+  and the cache carries on locally; shards stored meanwhile are queued
+  (``pending_upload``) and uploaded when the backend reconnects (:meth:`sync_up`).
+- **A shared bucket is untrusted input.** Only keys of the exact shape this module
+  writes (``shards/<16 hex>/<32 hex>.safetensors``, see :data:`SHARD_PATH`) are
+  downloaded; anything else is rejected with a warning naming the key. Every local path
+  built from a relative shard path is resolved and checked to lie inside the cache root,
+  and a download replaces nothing until its header, CRCs and group are verified.
+- **A damaged index heals itself.** When opening the index, or any later query, reports
+  a damaged file ("not a database", "database disk image is malformed"), the index is
+  moved aside (``index-v1.sqlite.corrupt-<time>``), rebuilt from the shard headers, and
+  the operation retried, with one :class:`CacheWarning`.
+- **Read-only caches are read.** A folder that cannot be written is opened read-only
+  (the index as an immutable file, or, without a usable one, an in-memory index built
+  from the shards); lookups are served, stores are skipped, and ``clear_cache`` or an
+  evicting ``set_cache_limit`` raise :class:`CacheReadOnlyError`.
 
 Settings are per process: ``set_cache_backend``, ``set_cache_dtype``, ``set_cache_limit``
 and ``set_cache_enabled``; ``$LMPROBE_CACHE_DTYPE`` and ``$LMPROBE_CACHE_LIMIT_GB`` give
@@ -59,6 +73,7 @@ import html
 import math
 import mmap
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -72,10 +87,12 @@ import numpy as np
 
 from . import _shard
 from ._shard import DTYPES, ShardError
+from .pooling import UNCACHED_PREFIX  # callables that cannot be keyed: never cached
 
 __all__ = [
     "ActivationCache",
     "CacheInfo",
+    "CacheReadOnlyError",
     "CacheWarning",
     "ModelCacheInfo",
     "cache_info",
@@ -89,6 +106,10 @@ __all__ = [
 ]
 
 INDEX_NAME = "index-v1.sqlite"
+#: The only relative paths a shard may have: ``shards/<16 hex group>/<32 hex name>.safetensors``.
+#: Anything else (an S3 key with ``..``, a separator, another suffix) is never joined onto
+#: the cache root.
+SHARD_PATH = re.compile(r"shards/([0-9a-f]{16})/([0-9a-f]{32})\.safetensors")
 _GB = 10**9
 _SQL_CHUNK = 900  # bound parameters per statement (well under sqlite's limit)
 
@@ -112,13 +133,53 @@ CREATE TABLE IF NOT EXISTS entries(
 CREATE INDEX IF NOT EXISTS entries_shard ON entries(shard_id);
 CREATE INDEX IF NOT EXISTS entries_group ON entries(group_id);
 CREATE TABLE IF NOT EXISTS remote_seen(path TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS pending_upload(path TEXT PRIMARY KEY, url TEXT NOT NULL);
 """
+
+# sqlite result codes that mean the index file itself is damaged (not busy, not read-only).
+_CORRUPT_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+# ... and those that mean it cannot be written here (read-only disk or folder).
+_READONLY_CODES = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR")
 
 _NEXT_CLOCK = "(SELECT COALESCE(MAX(last_access), 0) + 1 FROM shards)"
 
 
 class CacheWarning(UserWarning):
     """The activation cache hit a problem it worked around (damaged shard, S3 offline)."""
+
+
+class CacheReadOnlyError(PermissionError):
+    """A cache operation needs to write, but the cache folder is read-only."""
+
+
+def _sqlite_code(exc: BaseException) -> str:
+    return str(getattr(exc, "sqlite_errorname", "") or "")
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    """Whether a sqlite error says the index file is damaged ("malformed", "not a database")."""
+    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = _sqlite_code(exc)
+    if code:
+        return code.startswith(_CORRUPT_CODES)
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
+def _is_readonly(exc: BaseException) -> bool:
+    """Whether a sqlite error says the index cannot be written here."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = _sqlite_code(exc)
+    text = str(exc).lower()
+    return code.startswith(_READONLY_CODES) or "readonly" in text or "unable to open" in text
+
+
+def is_shard_path(rel: str, group: str | None = None) -> bool:
+    """Whether ``rel`` has the exact shape of a shard path (optionally of ``group``)."""
+    m = SHARD_PATH.fullmatch(rel) if isinstance(rel, str) else None
+    return m is not None and (group is None or m.group(1) == group)
 
 
 def default_cache_dir() -> Path:
@@ -323,6 +384,11 @@ class ActivationCache:
     remote_sync_interval = 10.0
     #: A shard's access time is recorded at most once per this many seconds per process.
     touch_interval = 1.0
+    #: Extractions store their vectors every this many prompts (one shard per chunk and
+    #: layer), so a warmup killed late loses at most one chunk of work. 256 pooled
+    #: vectors of a 576-wide model are ~0.6 MB per layer: big enough that shard and
+    #: commit overheads stay negligible, small enough to lose seconds, not an hour.
+    commit_prompts = 256
 
     def __init__(
         self,
@@ -348,6 +414,11 @@ class ActivationCache:
         self._last_sync: dict[str, float] = {}
         self._io_warned: set[str] = set()
         self._verified: dict[str, tuple[tuple, set[bytes]]] = {}
+        self._readonly = False
+        self._bad_shards: set[int] = set()  # damaged shards of a read-only cache
+        self._rejected: set[str] = set()  # S3 keys refused (warned once each)
+        self._backfilled = False
+        self._index_id: tuple[int, int] | None = None  # (dev, inode) of the open index
 
     def __repr__(self) -> str:
         remote = f", remote={self.remote.url!r}" if self.remote is not None else ""
@@ -358,17 +429,105 @@ class ActivationCache:
         if self._conn is None or self._pid != os.getpid():
             # a connection inherited through fork must not be used; open a fresh one
             self._conn, self._groups, self._touched, self._verified = None, {}, {}, {}
-            self.path.mkdir(parents=True, exist_ok=True)
+            self._readonly, self._bad_shards = False, set()
             try:
+                self.path.mkdir(parents=True, exist_ok=True)
                 self._conn = self._open()
-            except sqlite3.OperationalError:
-                raise  # locked, read-only, no space...: the index itself is fine
+            except sqlite3.OperationalError as exc:
+                if not _is_readonly(exc) or not self.path.is_dir():
+                    raise  # locked, no space...: the index itself is fine
+                self._conn = self._open_readonly(exc)
             except sqlite3.DatabaseError as exc:  # "not a database", "malformed"
-                self._quarantine_index(exc)
-                self._conn = self._open()
+                if not _is_corrupt(exc):
+                    raise
+                self._conn = self._recover_index(exc)
+            except OSError as exc:  # the folder cannot be created or written
+                if not self.path.is_dir():
+                    raise
+                self._conn = self._open_readonly(exc)
             self._pid = os.getpid()
-            self._remove_orphans()
+            self._index_id = None if self._readonly else self._current_index_id()
+            if not self._readonly:
+                self._remove_orphans()
         return self._conn
+
+    def _recover_index(self, exc: BaseException) -> sqlite3.Connection:
+        """Move a damaged index aside and rebuild it from the shards (in memory if read-only)."""
+        try:
+            self._quarantine_index(exc)
+        except OSError as err:  # a read-only folder: rebuild in memory instead
+            return self._open_readonly(err, damaged=True)
+        try:
+            return self._open()
+        except sqlite3.OperationalError as err:
+            if not _is_readonly(err):
+                raise
+            return self._open_readonly(err, damaged=True)
+
+    def _open_readonly(self, reason: BaseException, damaged: bool = False) -> sqlite3.Connection:
+        """Read a cache that cannot be written: its index as an immutable file, or in memory.
+
+        New activations are not stored, access times are not recorded and nothing is
+        evicted or deleted; lookups are served as usual.
+        """
+        index = self.path / INDEX_NAME
+        conn = None
+        # Plain read-only first: it sees a live writer's WAL (a cache another user writes
+        # to); "immutable" when the WAL side files cannot be opened (nobody can write).
+        for mode in ("ro", "ro&immutable=1") if index.is_file() and not damaged else ():
+            uri = f"{index.resolve().as_uri()}?mode={mode}"
+            try:
+                conn = sqlite3.connect(
+                    uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("SELECT COUNT(*) FROM shards").fetchone()
+                break
+            except sqlite3.DatabaseError:
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is None:  # no usable index on disk: index the shard files in memory
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            conn.executescript(_SCHEMA)
+            self._rebuild(conn, remove_bad=False)
+        self._readonly = True
+        if "readonly" not in self._io_warned:
+            self._io_warned.add("readonly")
+            warnings.warn(
+                f"the activation cache at {self.path} cannot be written "
+                f"({type(reason).__name__}: {reason}); reading it as a read-only cache "
+                "(new activations are not cached)",
+                CacheWarning,
+                stacklevel=5,
+            )
+        return conn
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the cache folder turned out to be read-only (lookups only)."""
+        self._db()
+        return self._readonly
+
+    def _check_writable(self, what: str) -> None:
+        if self.read_only:
+            raise CacheReadOnlyError(
+                f"cannot {what}: the activation cache at {self.path} is read-only. Make the "
+                "folder writable, or point LMPROBE_CACHE_DIR / set_cache_backend() at a "
+                "writable folder"
+            )
+
+    def _file(self, rel: str) -> Path:
+        """Local path of shard ``rel``; refuses anything that is not a shard path inside the root."""
+        if not is_shard_path(rel):
+            raise ShardError(f"{rel!r} is not a shard path of this cache")
+        path = self.path / rel
+        if not path.resolve().is_relative_to(self.path.resolve()):
+            raise ShardError(f"{rel!r} resolves outside the cache folder {self.path}")
+        return path
+
+    def _unlink(self, rel: str) -> None:
+        with contextlib.suppress(OSError, ShardError):
+            self._file(rel).unlink()
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -412,20 +571,23 @@ class ActivationCache:
             stacklevel=4,
         )
 
-    def _rebuild(self, conn: sqlite3.Connection) -> None:
+    def _rebuild(self, conn: sqlite3.Connection, remove_bad: bool = True) -> None:
         """Index every shard file found on disk (new or lost index). Runs in a transaction."""
         root = self.path / "shards"
         if not root.is_dir():
             return
         bad = 0
         for p in sorted(root.glob(f"*/*{_shard.SUFFIX}")):
+            if not is_shard_path(p.relative_to(self.path).as_posix()):
+                continue  # not a file this library wrote: leave it alone
             try:
                 meta, entries = _shard.read_header(p)
                 gid, _ = self._group_in(
                     conn, meta["model_key"], int(meta["layer"]), meta["pooling"]
                 )
             except (ShardError, KeyError, ValueError):
-                p.unlink(missing_ok=True)
+                if remove_bad:
+                    p.unlink(missing_ok=True)
                 bad += 1
                 continue
             self._insert_shard(conn, gid, p.relative_to(self.path).as_posix(), entries, p)
@@ -455,11 +617,19 @@ class ActivationCache:
     def _write(self):
         """A write transaction; BEGIN IMMEDIATE serialises writers across processes."""
         db = self._db()
+        if self._readonly:
+            raise CacheReadOnlyError(f"the activation cache at {self.path} is read-only")
+        if self._index_id is not None and self._current_index_id() != self._index_id:
+            # another process quarantined a damaged index and rebuilt it: write to the new
+            # one (one stat per write transaction; a shard write costs an fsync anyway)
+            self.close()
+            db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # keep the first error, not the rollback's
+                db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
 
@@ -469,6 +639,36 @@ class ActivationCache:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+
+    def _recovering(self, fn, *args, **kwargs):
+        """Run ``fn``; if the index turns out damaged, quarantine and rebuild it, run again."""
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise
+            with self._lock:
+                opened = self._index_id
+                with contextlib.suppress(sqlite3.Error):
+                    if self._conn is not None:
+                        self._conn.close()
+                self._conn, self._groups, self._touched, self._verified = None, {}, {}, {}
+                if opened is not None and self._current_index_id() not in (opened, None):
+                    # another process already moved the damaged file aside and rebuilt
+                    # it: use its index rather than quarantining a healthy one
+                    self._db()
+                else:
+                    self._conn = self._recover_index(exc)
+                    self._pid = os.getpid()
+                    self._index_id = None if self._readonly else self._current_index_id()
+            return fn(*args, **kwargs)
+
+    def _current_index_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path / INDEX_NAME)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
 
     # ---------------------------------------------------------------- groups
     def _group_in(self, db, model_key: str, layer: int, pooling: str) -> tuple[int, str]:
@@ -542,7 +742,8 @@ class ActivationCache:
                 f"FROM entries e JOIN shards s ON s.id = e.shard_id WHERE e.key IN ({q})",
                 chunk,
             ):
-                out[row[0]] = row[1:]
+                if row[1] not in self._bad_shards:
+                    out[row[0]] = row[1:]
         return out
 
     def _read_shard(self, rel: str, items: list[tuple]) -> dict[bytes, np.ndarray]:
@@ -553,7 +754,7 @@ class ActivationCache:
         """
         out = {}
         batches: dict[tuple[str, str], tuple[list[bytes], list[bytes]]] = {}
-        with open(self.path / rel, "rb") as f:
+        with open(self._file(rel), "rb") as f:
             st = os.fstat(f.fileno())
             end = max(pos + nb for _, pos, nb, _, _, _ in items)
             if end > st.st_size:
@@ -611,6 +812,8 @@ class ActivationCache:
         return found
 
     def _touch(self, sids: list[int]) -> None:
+        if self._readonly:
+            return
         now = time.monotonic()
         stale = [s for s in sids if now - self._touched.get(s, -math.inf) >= self.touch_interval]
         if not stale:
@@ -622,14 +825,19 @@ class ActivationCache:
             self._touched[s] = now
 
     def _drop_shard(self, sid: int, rel: str, reason: str) -> None:
-        with self._write() as db:
-            n = db.execute("SELECT COUNT(*) FROM entries WHERE shard_id=?", (sid,)).fetchone()[0]
-            db.execute("DELETE FROM entries WHERE shard_id=?", (sid,))
-            db.execute("DELETE FROM shards WHERE id=?", (sid,))
-            # a healthy copy may still be on S3: let the next sync fetch it again
-            db.execute("DELETE FROM remote_seen WHERE path=?", (rel,))
-        with contextlib.suppress(OSError):
-            (self.path / rel).unlink()
+        if self._readonly:  # nothing can be deleted: just never read it again
+            self._bad_shards.add(sid)
+            n = self._db().execute("SELECT COUNT(*) FROM entries WHERE shard_id=?", (sid,))
+            n = n.fetchone()[0]
+        else:
+            with self._write() as db:
+                n = db.execute("SELECT COUNT(*) FROM entries WHERE shard_id=?", (sid,))
+                n = n.fetchone()[0]
+                db.execute("DELETE FROM entries WHERE shard_id=?", (sid,))
+                db.execute("DELETE FROM shards WHERE id=?", (sid,))
+                # a healthy copy may still be on S3: let the next sync fetch it again
+                db.execute("DELETE FROM remote_seen WHERE path=?", (rel,))
+            self._unlink(rel)
         warnings.warn(
             f"activation cache shard {rel} is damaged ({reason}); dropped it and its "
             f"{n} entries, which will be recomputed",
@@ -659,39 +867,47 @@ class ActivationCache:
         """
         prompts = list(prompts)
         out: list[np.ndarray | None] = [None] * len(prompts)
-        if not self.enabled or not prompts:
+        if not self.enabled or not prompts or pooling.startswith(UNCACHED_PREFIX):
             return out
         with self._lock:
-            keys = entry_keys(model_key, layer, pooling, prompts)
-            unique = list(dict.fromkeys(keys))
-            found: dict[bytes, np.ndarray] = {}
-            try:
-                found = self._read(unique)
-                if len(found) < len(unique) and self.remote is not None and self.remote.online:
-                    gid, ghash = self._group(model_key, layer, pooling)
-                    if self._sync_group(gid, ghash):
-                        found.update(self._read([k for k in unique if k not in found]))
-            except (OSError, sqlite3.OperationalError) as exc:
-                self._io_failed("read from", exc)
-            given = set()
-            for i, k in enumerate(keys):
-                a = found.get(k)
-                if a is not None:
-                    out[i] = a.copy() if k in given else a
-                    given.add(k)
-            hits = sum(a is not None for a in out)
-            self.hits += hits
-            self.misses += len(out) - hits
+            return self._recovering(self._lookup, model_key, prompts, layer, pooling, out)
+
+    def _lookup(self, model_key, prompts, layer, pooling, out):
+        keys = entry_keys(model_key, layer, pooling, prompts)
+        unique = list(dict.fromkeys(keys))
+        found: dict[bytes, np.ndarray] = {}
+        try:
+            found = self._read(unique)
+            if (
+                len(found) < len(unique)
+                and self.remote is not None
+                and self.remote.online
+                and not self._readonly
+            ):
+                gid, ghash = self._group(model_key, layer, pooling)
+                if self._sync_group(gid, ghash):
+                    found.update(self._read([k for k in unique if k not in found]))
+        except (OSError, sqlite3.OperationalError) as exc:
+            self._io_failed("read from", exc)
+        given = set()
+        for i, k in enumerate(keys):
+            a = found.get(k)
+            if a is not None:
+                out[i] = a.copy() if k in given else a
+                given.add(k)
+        hits = sum(a is not None for a in out)
+        self.hits += hits
+        self.misses += len(out) - hits
         return out
 
     def contains(self, model_key: str, prompts: list[str], layer: int, pooling: str) -> list[bool]:
         """Whether each prompt has an index entry (no data is read or verified)."""
         prompts = list(prompts)
-        if not self.enabled or not prompts:
+        if not self.enabled or not prompts or pooling.startswith(UNCACHED_PREFIX):
             return [False] * len(prompts)
         with self._lock:
             keys = entry_keys(model_key, layer, pooling, prompts)
-            rows = self._rows(list(dict.fromkeys(keys)))
+            rows = self._recovering(self._rows, list(dict.fromkeys(keys)))
         return [k in rows for k in keys]
 
     # ----------------------------------------------------------------- store
@@ -710,11 +926,11 @@ class ActivationCache:
         prompts, arrays = list(prompts), list(arrays)
         if len(prompts) != len(arrays):
             raise ValueError(f"store() got {len(prompts)} prompts but {len(arrays)} arrays")
-        if not self.enabled or not prompts:
+        if not self.enabled or not prompts or pooling.startswith(UNCACHED_PREFIX):
             return
         with self._lock:
             try:
-                self._store(model_key, prompts, layer, pooling, arrays)
+                self._recovering(self._store, model_key, prompts, layer, pooling, arrays)
             except (OSError, sqlite3.OperationalError) as exc:  # disk full, read-only, ...
                 self._io_failed("write to", exc)
 
@@ -729,6 +945,9 @@ class ActivationCache:
             )
 
     def _store(self, model_key, prompts, layer, pooling, arrays) -> None:
+        self._db()
+        if self._readonly:
+            return  # warned once when the cache was found read-only
         gid, ghash = self._group(model_key, layer, pooling)
         todo = dict(zip(entry_keys(model_key, layer, pooling, prompts), arrays))
         have = self._rows(list(todo))
@@ -743,15 +962,16 @@ class ActivationCache:
             return
         rel = f"shards/{ghash}/{_shard.new_name()}{_shard.SUFFIX}"
         meta = {"model_key": model_key, "layer": int(layer), "pooling": pooling}
-        entries = _shard.write_shard(self.path / rel, meta, items)
+        path = self._file(rel)
+        entries = _shard.write_shard(path, meta, items)
         try:
             with self._write() as db:
-                sid = self._insert_shard(db, gid, rel, entries, self.path / rel)
+                sid = self._insert_shard(db, gid, rel, entries, path)
         except BaseException:
-            (self.path / rel).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             raise
         if sid is None:
-            (self.path / rel).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             return
         self._touched[sid] = time.monotonic()
         self._upload(sid, rel)
@@ -827,7 +1047,7 @@ class ActivationCache:
             for key, sid, pos, nb, code, shape, crc in live:
                 f = handles.get(sid)
                 if f is None:
-                    f = handles[sid] = open(self.path / paths[sid], "rb")
+                    f = handles[sid] = open(self._file(paths[sid]), "rb")
                 f.seek(pos)
                 raw = f.read(nb)
                 if len(raw) != nb or zlib.crc32(raw) != crc:
@@ -851,8 +1071,9 @@ class ActivationCache:
             return False
         rel = f"shards/{ghash}/{_shard.new_name()}{_shard.SUFFIX}"
         meta = {"model_key": model_key, "layer": layer, "pooling": pooling}
-        entries = _shard.write_shard(self.path / rel, meta, items)
-        size = (self.path / rel).stat().st_size
+        path = self._file(rel)
+        entries = _shard.write_shard(path, meta, items)
+        size = path.stat().st_size
         committed = False
         try:
             with self._write() as db:
@@ -873,19 +1094,18 @@ class ActivationCache:
                     committed = True
         finally:
             if not committed:
-                (self.path / rel).unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
         if not committed:
             return False
         for r in sources:
-            with contextlib.suppress(OSError):
-                (self.path / r[1]).unlink()
+            self._unlink(r[1])
         if self._upload(new, rel):
             self.remote.delete([r[1] for r in sources if r[3]])
         return True
 
     # -------------------------------------------------------------- eviction
     def _enforce_limit(self) -> None:
-        if self.limit_bytes is None:
+        if self.limit_bytes is None or self._readonly:
             return
         victims = []
         with self._write() as db:
@@ -904,25 +1124,116 @@ class ActivationCache:
                 total -= nb
                 victims.append(rel)
         for rel in victims:
-            with contextlib.suppress(OSError):
-                (self.path / rel).unlink()
+            self._unlink(rel)
 
     def set_limit(self, limit_bytes: int | None) -> None:
-        """Change the LRU limit and evict at once if the cache is over it."""
+        """Change the LRU limit and evict at once if the cache is over it.
+
+        Raises
+        ------
+        CacheReadOnlyError
+            The cache is read-only and already larger than the new limit (nothing can be
+            evicted). A limit it already fits is accepted.
+        """
         with self._lock:
-            self.limit_bytes = limit_bytes
-            self._enforce_limit()
+            self._recovering(self._set_limit, limit_bytes)
+
+    def _set_limit(self, limit_bytes: int | None) -> None:
+        if limit_bytes is not None and self.read_only:
+            size = self._db().execute("SELECT COALESCE(SUM(nbytes), 0) FROM shards").fetchone()[0]
+            if size > limit_bytes:
+                self._check_writable(
+                    f"set a cache limit of {_fmt_bytes(limit_bytes)} (the cache holds "
+                    f"{_fmt_bytes(size)} and would have to evict)"
+                )
+        self.limit_bytes = limit_bytes
+        self._enforce_limit()
 
     # ---------------------------------------------------------------- remote
     def _upload(self, sid: int, rel: str) -> bool:
-        if self.remote is None or not self.remote.online:
+        """Upload one shard; if S3 is unreachable, remember it for :meth:`sync_up`."""
+        if self.remote is None:
             return False
-        if not self.remote.put(rel, self.path / rel):
-            return False
+        ok = self.remote.online and self.remote.put(rel, self._file(rel))
         with self._write() as db:
-            db.execute("UPDATE shards SET remote=1 WHERE id=?", (sid,))
-            db.execute("INSERT OR IGNORE INTO remote_seen(path) VALUES (?)", (rel,))
-        return True
+            if ok:
+                db.execute("UPDATE shards SET remote=1 WHERE id=?", (sid,))
+                db.execute("INSERT OR IGNORE INTO remote_seen(path) VALUES (?)", (rel,))
+                db.execute("DELETE FROM pending_upload WHERE path=?", (rel,))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO pending_upload(path, url) VALUES (?, ?)",
+                    (rel, self.remote.url),
+                )
+        if ok and not self._backfilled:
+            self.sync_up()
+        return ok
+
+    def sync_up(self) -> int:
+        """Upload the shards written while S3 was unreachable; returns how many went up.
+
+        Runs when an S3 backend is (re)connected (``set_cache_backend``) and after the
+        first successful upload of a process, so shards stored during an outage reach the
+        bucket on the next sync. Shards evicted or merged meanwhile are skipped (a merged
+        shard is pending in their place).
+        """
+        if self.remote is None or not self.remote.online:
+            return 0
+        with self._lock:
+            try:
+                return self._recovering(self._sync_up)
+            except (OSError, sqlite3.OperationalError) as exc:
+                self._io_failed("write to", exc)
+                return 0
+
+    def _sync_up(self) -> int:
+        db = self._db()
+        if self._readonly:
+            return 0
+        self._backfilled = True
+        rows = db.execute(
+            "SELECT p.path, s.id FROM pending_upload p LEFT JOIN shards s ON s.path = p.path "
+            "WHERE p.url=? ORDER BY s.id",
+            (self.remote.url,),
+        ).fetchall()
+        done = 0
+        for rel, sid in rows:
+            if sid is None:  # evicted, merged or cleared since
+                with self._write() as db:
+                    db.execute("DELETE FROM pending_upload WHERE path=?", (rel,))
+                continue
+            if not self._upload(sid, rel):
+                break  # offline again: the rest stays pending
+            done += 1
+        return done
+
+    #: Largest S3 object downloaded as a shard (bytes): a planted huge object cannot
+    #: fill the disk. Shards this library writes are a few MB to a few hundred MB.
+    MAX_DOWNLOAD = 8 * 2**30
+    #: Rejected S3 keys warned about one by one; beyond this, one summary warning.
+    REJECT_WARNINGS = 5
+
+    def _reject(self, rel: str, why: str) -> None:
+        key = self.remote.key(rel)
+        if key in self._rejected:
+            return
+        self._rejected.add(key)
+        if len(self._rejected) > self.REJECT_WARNINGS:
+            if len(self._rejected) == self.REJECT_WARNINGS + 1:
+                warnings.warn(
+                    f"more S3 objects in {self.remote.url} were rejected (not shard names "
+                    "this library writes); further ones are skipped without a warning",
+                    CacheWarning,
+                    stacklevel=6,
+                )
+            return
+        warnings.warn(
+            f"rejected S3 object {key!r} in {self.remote.url}: {why}; it was not "
+            "downloaded (only objects named <prefix>/shards/<16 hex>/<32 hex>.safetensors "
+            "are read)",
+            CacheWarning,
+            stacklevel=6,
+        )
 
     def _sync_group(self, gid: int, ghash: str) -> bool:
         """Ingest the group's shards that are on S3 but not here; True if any were added."""
@@ -930,7 +1241,15 @@ class ActivationCache:
         if now - self._last_sync.get(ghash, -math.inf) < self.remote_sync_interval:
             return False
         self._last_sync[ghash] = now
-        rels = self.remote.list(f"shards/{ghash}/")
+        listed = self.remote.list(f"shards/{ghash}/")
+        if not listed:
+            return False
+        rels = []
+        for rel in listed:  # a shared bucket is untrusted input: exact names only
+            if is_shard_path(rel, ghash):
+                rels.append(rel)
+            else:
+                self._reject(rel, "not a shard name this library writes")
         if not rels:
             return False
         db = self._db()
@@ -946,12 +1265,22 @@ class ActivationCache:
             )
         added = False
         for rel in rels:
-            if rel in known or not rel.endswith(_shard.SUFFIX):
+            if rel in known:
                 continue
-            dest = self.path / rel
+            try:
+                dest = self._file(rel)
+            except ShardError as exc:  # e.g. the group folder is a link out of the cache
+                self._reject(rel, str(exc))
+                continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.parent / f"{_shard.TMP_PREFIX}{_shard.new_name()}"
-            if not self.remote.get(rel, tmp):
+            try:
+                got = self.remote.get(rel, tmp, max_bytes=self.MAX_DOWNLOAD)
+            except ValueError as exc:  # over MAX_DOWNLOAD
+                tmp.unlink(missing_ok=True)
+                self._reject(rel, str(exc))
+                continue
+            if not got:
                 tmp.unlink(missing_ok=True)
                 if not self.remote.online:
                     break
@@ -971,6 +1300,7 @@ class ActivationCache:
                     stacklevel=5,
                 )
                 continue
+            # only a complete, checked shard of this group replaces anything, and only here
             os.replace(tmp, dest)
             with self._write() as db:
                 sid = self._insert_shard(db, gid, rel, entries, dest, remote=True)
@@ -988,95 +1318,105 @@ class ActivationCache:
 
         ``model`` is a model key (``name@fingerprint``) or a name (all its fingerprints).
         With ``remote=True`` the S3 copies are deleted too (shared with other machines!).
+
+        Raises
+        ------
+        CacheReadOnlyError
+            The cache folder is read-only.
         """
         with self._lock:
-            with self._write() as db:
-                if model is None:
-                    groups = db.execute("SELECT id, hash FROM groups").fetchall()
-                else:
-                    prefix = f"{model}@"
-                    groups = db.execute(
-                        "SELECT id, hash FROM groups WHERE model_key=? "
-                        "OR substr(model_key, 1, ?)=?",
-                        (model, len(prefix), prefix),
-                    ).fetchall()
-                removed, paths = 0, []
-                for gid, _ in groups:
-                    removed += db.execute(
-                        "SELECT COUNT(*) FROM entries WHERE group_id=?", (gid,)
-                    ).fetchone()[0]
-                    paths += [
-                        r[0] for r in db.execute("SELECT path FROM shards WHERE group_id=?", (gid,))
-                    ]
-                    db.execute("DELETE FROM entries WHERE group_id=?", (gid,))
-                    db.execute("DELETE FROM shards WHERE group_id=?", (gid,))
-                for rel in paths:
-                    db.execute("DELETE FROM remote_seen WHERE path=?", (rel,))
+            return self._recovering(self._clear, model, remote)
+
+    def _clear(self, model: str | None, remote: bool) -> int:
+        self._check_writable("clear the activation cache")
+        with self._write() as db:
+            if model is None:
+                groups = db.execute("SELECT id, hash FROM groups").fetchall()
+            else:
+                prefix = f"{model}@"
+                groups = db.execute(
+                    "SELECT id, hash FROM groups WHERE model_key=? OR substr(model_key, 1, ?)=?",
+                    (model, len(prefix), prefix),
+                ).fetchall()
+            removed, paths = 0, []
+            for gid, _ in groups:
+                removed += db.execute(
+                    "SELECT COUNT(*) FROM entries WHERE group_id=?", (gid,)
+                ).fetchone()[0]
+                paths += [
+                    r[0] for r in db.execute("SELECT path FROM shards WHERE group_id=?", (gid,))
+                ]
+                db.execute("DELETE FROM entries WHERE group_id=?", (gid,))
+                db.execute("DELETE FROM shards WHERE group_id=?", (gid,))
             for rel in paths:
-                with contextlib.suppress(OSError):
-                    (self.path / rel).unlink()
-            for _, ghash in groups:
-                with contextlib.suppress(OSError):
-                    (self.path / "shards" / ghash).rmdir()  # only if now empty
-            if remote and self.remote is not None:
-                prefixes = ["shards/"] if model is None else [f"shards/{h}/" for _, h in groups]
-                for pre in prefixes:
-                    rels = self.remote.list(pre)
-                    if rels:
-                        self.remote.delete(rels)
-                if model is None:
-                    with self._write() as db:
-                        db.execute("DELETE FROM remote_seen")
-            self._last_sync.clear()
-            return removed
+                db.execute("DELETE FROM remote_seen WHERE path=?", (rel,))
+        for rel in paths:
+            self._unlink(rel)
+        for _, ghash in groups:
+            with contextlib.suppress(OSError):
+                (self.path / "shards" / ghash).rmdir()  # only if now empty
+        if remote and self.remote is not None:
+            prefixes = ["shards/"] if model is None else [f"shards/{h}/" for _, h in groups]
+            for pre in prefixes:
+                rels = self.remote.list(pre)
+                if rels:
+                    self.remote.delete(rels)
+            if model is None:
+                with self._write() as db:
+                    db.execute("DELETE FROM remote_seen")
+        self._last_sync.clear()
+        return removed
 
     def info(self) -> CacheInfo:
         """Sizes, per-model contents and this process's hit/miss counts."""
         with self._lock:
-            db = self._db()
-            models: dict[str, ModelCacheInfo] = {}
-            for mk, n, nb in db.execute(
-                "SELECT g.model_key, COUNT(*), SUM(e.nbytes) FROM entries e "
-                "JOIN groups g ON g.id = e.group_id GROUP BY g.model_key ORDER BY g.model_key"
-            ):
-                models[mk] = ModelCacheInfo(model=mk, entries=n, bytes=0, data_bytes=nb)
-            for mk, nb in db.execute(
-                "SELECT g.model_key, SUM(s.nbytes) FROM shards s "
-                "JOIN groups g ON g.id = s.group_id GROUP BY g.model_key"
-            ):
-                if mk in models:
-                    models[mk].bytes = nb
-            for mk, layer, pooling in db.execute(
-                "SELECT DISTINCT g.model_key, g.layer, g.pooling FROM groups g "
-                "WHERE EXISTS (SELECT 1 FROM shards s WHERE s.group_id = g.id) "
-                "ORDER BY g.layer"
-            ):
-                if mk in models:
-                    if layer not in models[mk].layers:
-                        models[mk].layers.append(layer)
-                    if pooling not in models[mk].poolings:
-                        models[mk].poolings.append(pooling)
-            entries, data = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM entries"
-            ).fetchone()
-            shards, size = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM shards"
-            ).fetchone()
-            backend = "local" if self.remote is None else f"s3 {self.remote.status()}"
-            return CacheInfo(
-                path=str(self.path),
-                backend=backend,
-                dtype=self.dtype,
-                enabled=self.enabled,
-                limit_bytes=self.limit_bytes,
-                entries=entries,
-                bytes=size,
-                data_bytes=data,
-                shards=shards,
-                hits=self.hits,
-                misses=self.misses,
-                models=models,
-            )
+            return self._recovering(self._info)
+
+    def _info(self) -> CacheInfo:
+        db = self._db()
+        models: dict[str, ModelCacheInfo] = {}
+        for mk, n, nb in db.execute(
+            "SELECT g.model_key, COUNT(*), SUM(e.nbytes) FROM entries e "
+            "JOIN groups g ON g.id = e.group_id GROUP BY g.model_key ORDER BY g.model_key"
+        ):
+            models[mk] = ModelCacheInfo(model=mk, entries=n, bytes=0, data_bytes=nb)
+        for mk, nb in db.execute(
+            "SELECT g.model_key, SUM(s.nbytes) FROM shards s "
+            "JOIN groups g ON g.id = s.group_id GROUP BY g.model_key"
+        ):
+            if mk in models:
+                models[mk].bytes = nb
+        for mk, layer, pooling in db.execute(
+            "SELECT DISTINCT g.model_key, g.layer, g.pooling FROM groups g "
+            "WHERE EXISTS (SELECT 1 FROM shards s WHERE s.group_id = g.id) "
+            "ORDER BY g.layer"
+        ):
+            if mk in models:
+                if layer not in models[mk].layers:
+                    models[mk].layers.append(layer)
+                if pooling not in models[mk].poolings:
+                    models[mk].poolings.append(pooling)
+        entries, data = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM entries"
+        ).fetchone()
+        shards, size = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM shards"
+        ).fetchone()
+        backend = "local" if self.remote is None else f"s3 {self.remote.status()}"
+        return CacheInfo(
+            path=str(self.path),
+            backend=backend,
+            dtype=self.dtype,
+            enabled=self.enabled,
+            limit_bytes=self.limit_bytes,
+            entries=entries,
+            bytes=size,
+            data_bytes=data,
+            shards=shards,
+            hits=self.hits,
+            misses=self.misses,
+            models=models,
+        )
 
 
 # ------------------------------------------------------------ process-wide cache
@@ -1108,12 +1448,13 @@ def _build() -> ActivationCache:
     dtype = _settings["dtype"] or os.environ.get("LMPROBE_CACHE_DTYPE") or "float32"
     limit = _settings["limit_bytes"]
     if limit is ...:
-        env = os.environ.get("LMPROBE_CACHE_LIMIT_GB")
+        env = os.environ.get("LMPROBE_CACHE_LIMIT_GB", "").strip()
         try:
-            limit = int(float(env) * _GB) if env else None
+            limit = _limit_bytes(float(env)) if env else None
         except ValueError:
             raise ValueError(
-                f"LMPROBE_CACHE_LIMIT_GB={env!r} is not a number of gigabytes"
+                f"LMPROBE_CACHE_LIMIT_GB={env!r} is not a number of gigabytes >= 0 (use "
+                "'inf' or leave it unset for no limit)"
             ) from None
     cache = ActivationCache(
         path,
@@ -1122,9 +1463,16 @@ def _build() -> ActivationCache:
         remote=remote,
         enabled=bool(_settings["enabled"]),
     )
-    if remote is not None:
-        remote.check()
+    if remote is not None and remote.check():
+        cache.sync_up()  # shards stored while the bucket was unreachable go up now
     return cache
+
+
+def _limit_bytes(gb: float) -> int | None:
+    """Gigabytes to bytes; ``inf`` means no limit; raises ValueError below 0 or for nan."""
+    if not gb >= 0:  # also catches nan
+        raise ValueError(gb)
+    return None if math.isinf(gb) else int(gb * _GB)
 
 
 def get_cache() -> ActivationCache:
@@ -1216,13 +1564,23 @@ def set_cache_dtype(dtype: str) -> None:
 def set_cache_limit(gb: float | None) -> None:
     """Limit the local cache to ``gb`` gigabytes (10**9 bytes), evicting LRU shards.
 
-    None removes the limit. The cache may exceed the limit by at most one shard (the
-    one just written is never evicted).
+    None or ``float("inf")`` removes the limit. The cache may exceed the limit by at most
+    one shard (the one just written is never evicted).
+
+    Raises
+    ------
+    ValueError
+        ``gb`` is negative, nan or not a number.
+    CacheReadOnlyError
+        The cache folder is read-only and already larger than ``gb`` (nothing can be
+        evicted).
     """
     if gb is not None:
         if isinstance(gb, bool) or not isinstance(gb, (int, float)) or not gb >= 0:
-            raise ValueError(f"cache limit gb={gb!r} must be a number >= 0 or None")
-    limit = None if gb is None else int(gb * _GB)
+            raise ValueError(
+                f"cache limit gb={gb!r} must be a number >= 0, float('inf') or None (no limit)"
+            )
+    limit = None if gb is None else _limit_bytes(float(gb))
     with _GLOBAL_LOCK:
         _settings["limit_bytes"] = limit
         get_cache().set_limit(limit)

@@ -30,7 +30,13 @@ config); without one, creating a remote extractor fails at once with
 settable with ``NDIF_HOST``) gets a pre-flight TCP connect: at most 3 tries, each bounded
 by a 3 s timeout (DNS included), with 0.5 s and 1 s back-off between tries, so an
 unreachable server fails with :class:`NDIFUnreachableError` in about 10 s rather than
-hanging. Cache hits need neither the key check's network nor the pre-flight.
+hanging. A host that accepts the connection but never answers (a stuck proxy, a
+half-dead server) passes the pre-flight, so the rest of the set-up is bounded too: the
+websocket handshake and the first message (the session id) each get at most
+``HANDSHAKE_TIMEOUT`` (10 s) before the call fails with :class:`NDIFUnreachableError`
+naming the host (nnsight itself passes no timeout there). Once the job is running, waiting
+for its result is not bounded: a long job is not a hang. Cache hits need neither the key
+check's network nor the pre-flight.
 
 On the server, the named poolings (``last_token``, ``first_token``, ``mean``, ``max``,
 ``min``) are computed next to the model, so only ``(batch, hidden)`` vectors are
@@ -65,6 +71,8 @@ PREFLIGHT_TIMEOUT = 3.0
 PREFLIGHT_BACKOFF = (0.5, 1.0, 2.0)
 # A successful pre-flight is trusted for this long (s) before checking the host again.
 PREFLIGHT_TTL = 60.0
+#: Seconds the websocket handshake, and each wait for a message on it, may take.
+HANDSHAKE_TIMEOUT = 10.0
 
 # Poolings computed next to the model on NDIF (torch only; no lmprobe code ships there).
 _SERVER_POOLINGS = ("last_token", "first_token", "mean", "max", "min")
@@ -220,6 +228,47 @@ def _nnsight_remote_settings(api_key: str, logging: bool):
         yield
     finally:
         config.API.APIKEY, config.APP.REMOTE_LOGGING = old_key, old_log
+
+
+_WS_LOCK = threading.Lock()
+_WS_STATE: dict = {"depth": 0, "original": None}
+
+
+@contextlib.contextmanager
+def _bounded_handshake(timeout: float):
+    """While active, nnsight's websocket opens with a ``timeout`` (it passes none).
+
+    nnsight calls ``websocket.create_connection(url, header=...)`` with no timeout, so a
+    host that accepts TCP and never answers blocks the handshake, and then the recv of the
+    session id, forever. The timeout is the socket's, so it also bounds each later recv;
+    nnsight's wait loop treats a recv timeout as "no news yet" and keeps waiting, so a
+    long job still completes. Calls that pass their own timeout are left alone.
+    """
+    try:
+        import websocket
+    except ImportError:  # pragma: no cover - nnsight depends on websocket-client
+        yield
+        return
+    with _WS_LOCK:
+        if _WS_STATE["depth"] == 0:
+            original = websocket.create_connection
+
+            def create_connection(url, timeout_=None, *args, **kwargs):
+                if "timeout" in kwargs:
+                    timeout_ = kwargs.pop("timeout")
+                return original(url, timeout if timeout_ is None else timeout_, *args, **kwargs)
+
+            _WS_STATE["original"] = original
+            websocket.create_connection = create_connection
+        _WS_STATE["depth"] += 1
+    try:
+        yield
+    finally:
+        with _WS_LOCK:
+            _WS_STATE["depth"] -= 1
+            if _WS_STATE["depth"] == 0:
+                websocket.create_connection = _WS_STATE["original"]
+                _WS_STATE["original"] = None
 
 
 # ---------------------------------------------------------------------------- nnsight models
@@ -491,12 +540,13 @@ class NNsightExtractor(Extractor):
         if remote is True:
             check_ndif_reachable()
             settings = _nnsight_remote_settings(self._api_key, progress_enabled(self.progress))
+            bounded = _bounded_handshake(HANDSHAKE_TIMEOUT)
         else:
-            settings = contextlib.nullcontext()
+            settings = bounded = contextlib.nullcontext()
         Extractor.forward_calls += 1
         out = None
         try:
-            with settings, torch.inference_mode():
+            with settings, bounded, torch.inference_mode():
                 with lm.trace(inputs, remote=remote, use_cache=False) as tracer:
                     out = nnsight.save(dict())
                     for i in order:
@@ -552,7 +602,13 @@ def _remote_error(exc: BaseException) -> NDIFError:
     """Turn an nnsight/network failure of a remote trace into a clear NDIFError."""
     name = type(exc).__name__
     text = str(exc) or name
-    if isinstance(exc, OSError | TimeoutError) or any(
+    if isinstance(exc, TimeoutError) or "Timeout" in name:
+        return NDIFUnreachableError(
+            f"the NDIF server at {ndif_host()} accepted the connection but did not answer "
+            f"within {HANDSHAKE_TIMEOUT:g} s ({name}: {text}); check https://ndif.us for "
+            "service status, point NDIF_HOST at another server, or pass remote=False"
+        )
+    if isinstance(exc, OSError) or any(
         k in name for k in ("Connect", "Timeout", "WebSocket", "Network")
     ):
         return NDIFUnreachableError(

@@ -565,3 +565,262 @@ def test_probe_warmup_then_predict_hits_the_cache(tiny_model_path):
     refit.fit(["good day", "lovely weather", "nice work"], ["bad day", "awful rain", "poor work"])
     assert Extractor.forward_calls == calls  # a refit of the same prompts recomputes nothing
     np.testing.assert_allclose(refit.predict_proba(tests), first)
+
+
+# ---------------------------------------------------------------- damaged index pages
+_FRESH_PROCESS = r"""
+import json, sys, warnings
+from lmprobe_jupyter.engine import cache as C
+from lmprobe_jupyter.engine.extraction import Extractor
+from lmprobe_jupyter.engine.probe import Probe
+
+model, pos, neg = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+out = {}
+with warnings.catch_warnings(record=True) as record:
+    warnings.simplefilter("always")
+    p = Probe(model=model, layers=[1, 2], device="cpu", random_state=0).fit(pos, neg)
+    out["proba"] = p.predict_proba(pos + neg)[:, 1].tolist()
+    out["forward_calls"] = Extractor.forward_calls
+    out["entries"] = C.cache_info().entries
+    out["cleared"] = C.clear_cache()
+    out["after_clear"] = C.cache_info().entries
+out["warnings"] = [str(w.message) for w in record if issubclass(w.category, C.CacheWarning)]
+print("RESULT" + json.dumps(out))
+"""
+
+
+def _run_fresh(model: str, pos, neg, env_dir: Path) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ, LMPROBE_CACHE_DIR=str(env_dir), PYTHONPATH=os.getcwd())
+    proc = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS, model, json.dumps(pos), json.dumps(neg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT") :])
+
+
+def _zero_page_headers(index: Path, tables: tuple[str, ...]) -> list[int]:
+    """Zero the b-tree page header of each table's root page (a torn write, a bad sector)."""
+    con = sqlite3.connect(index)
+    page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    roots = [
+        r
+        for (r,) in con.execute(
+            f"SELECT rootpage FROM sqlite_master WHERE name IN ({','.join('?' * len(tables))})",
+            tables,
+        )
+    ]
+    con.close()
+    data = bytearray(index.read_bytes())
+    for page in roots:
+        start = (page - 1) * page_size
+        data[start : start + 12] = bytes(12)
+    index.write_bytes(bytes(data))
+    return roots
+
+
+def test_damaged_index_pages_are_quarantined_and_rebuilt_in_a_fresh_process(
+    tmp_path, tiny_model_path, monkeypatch
+):
+    """Reproduces issue 15 #4: a few zeroed page headers in the sqlite index made fit,
+    predict, cache_info and clear_cache raise ``sqlite3.DatabaseError: database disk image
+    is malformed`` in every new process. Now the first query that meets the damage moves
+    the index aside, rebuilds it from the shards (warning once), and the recovered entries
+    are served with no forward pass."""
+    from lmprobe_jupyter.engine.probe import Probe
+
+    pos = ["good day", "lovely weather", "nice work", "great news"]
+    neg = ["bad day", "awful rain", "poor work", "sad news"]
+    C.reset_cache()
+    monkeypatch.setenv("LMPROBE_CACHE_DIR", str(tmp_path / "root"))
+    p = Probe(model=tiny_model_path, layers=[1, 2], device="cpu", random_state=0).fit(pos, neg)
+    ref = p.predict_proba(pos + neg)[:, 1]
+    n_entries = C.cache_info().entries
+    C.reset_cache()  # closes the index (checkpoints the WAL into the file)
+    index = tmp_path / "root" / "activations" / C.INDEX_NAME
+    assert not index.with_name(C.INDEX_NAME + "-wal").exists()
+    tables = ("entries", "entries_shard", "entries_group", "shards", "shards_group", "shards_lru")
+    assert len(_zero_page_headers(index, tables)) == 6
+    with pytest.raises(sqlite3.DatabaseError, match="malformed"):
+        sqlite3.connect(index).execute("SELECT COUNT(*) FROM entries").fetchone()
+
+    out = _run_fresh(tiny_model_path, pos, neg, tmp_path / "root")
+    assert out["forward_calls"] == 0  # fit and predict were served from the rebuilt index
+    np.testing.assert_allclose(out["proba"], ref, atol=1e-6)
+    assert out["entries"] == n_entries and out["cleared"] == n_entries
+    assert out["after_clear"] == 0
+    assert len(out["warnings"]) == 1 and "rebuilt the index" in out["warnings"][0]
+    assert list(index.parent.glob(C.INDEX_NAME + ".corrupt-*"))  # kept for inspection
+    # and the next process finds a healthy index: no warning at all
+    again = _run_fresh(tiny_model_path, pos, neg, tmp_path / "root")
+    assert again["warnings"] == [] and again["forward_calls"] > 0
+
+
+# ---------------------------------------------------------------- limits and read-only caches
+def test_infinite_limit_means_no_limit():
+    """issue 15 (smaller): ``set_cache_limit(inf)`` raised OverflowError; it means no limit."""
+    c = C.get_cache()
+    c.store("m", ["a"], 0, "mean", [vec("a")])
+    C.set_cache_limit(float("inf"))
+    assert C.cache_info().limit_bytes is None
+    c.store("m", ["b"], 1, "mean", [vec("b")])
+    assert C.cache_info().entries == 2
+    with pytest.raises(ValueError, match=r"gb=nan must be a number >= 0, float\('inf'\) or None"):
+        C.set_cache_limit(float("nan"))
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "-inf"], ids=["negative", "nan", "minus-inf"])
+def test_bad_limit_in_the_environment_names_the_variable_and_evicts_nothing(monkeypatch, value):
+    """issue 15 (smaller): ``LMPROBE_CACHE_LIMIT_GB=-5`` evicted everything; now it is an
+    error naming the variable, raised before the cache is touched."""
+    c = C.get_cache()
+    c.store("m", ["a", "b"], 0, "mean", [vec("a"), vec("b")])
+    C.reset_cache()
+    monkeypatch.setenv("LMPROBE_CACHE_LIMIT_GB", value)
+    with pytest.raises(ValueError, match=rf"LMPROBE_CACHE_LIMIT_GB='{value}'.*>= 0"):
+        C.get_cache()
+    monkeypatch.setenv("LMPROBE_CACHE_LIMIT_GB", "inf")
+    C.reset_cache()
+    assert C.cache_info().limit_bytes is None and C.cache_info().entries == 2
+
+
+@pytest.fixture
+def read_only():
+    """Make a folder (and everything in it) unwritable, even for root; undone afterwards."""
+    import shutil
+    import subprocess
+
+    made: list[Path] = []
+
+    def apply(root: Path) -> None:
+        paths = [root, *root.rglob("*")]
+        if os.geteuid() == 0:  # root ignores permission bits: use the immutable attribute
+            if shutil.which("chattr") is None:
+                pytest.fail("running as root needs chattr to make a read-only folder")
+            subprocess.run(["chattr", "+i", *map(str, paths)], check=True)
+        else:
+            for p in sorted(paths, reverse=True):
+                p.chmod(0o555 if p.is_dir() else 0o444)
+        made.extend(paths)
+
+    yield apply
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", *map(str, made)], check=False)
+    else:
+        for p in made:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_read_only_cache_is_read_and_management_fails_clearly(tmp_path, read_only):
+    """issue 15 (smaller): a read-only cache folder was never read (every lookup missed
+    with "could not read"), and cache_info/clear_cache/set_cache_limit raised raw sqlite
+    errors. Now it is opened read-only: lookups are served, cache_info works, stores are
+    skipped with one warning, clear_cache and an evicting set_cache_limit raise
+    CacheReadOnlyError naming the folder."""
+    root = tmp_path / "shared"
+    c = ActivationCache(root)
+    c.store("m", ["a", "b"], 0, "mean", [vec("a"), vec("b")])
+    c.close()
+    read_only(root)
+    C.set_cache_backend(root)
+    with pytest.warns(CacheWarning, match="read-only") as record:
+        got = C.get_cache().lookup("m", ["a", "b", "c"], 0, "mean")
+        C.get_cache().store("m", ["c"], 0, "mean", [vec("c")])
+        info = C.cache_info()
+    assert len(record) == 1
+    np.testing.assert_array_equal(got[0], vec("a"))
+    np.testing.assert_array_equal(got[1], vec("b"))
+    assert got[2] is None and info.entries == 2
+    with pytest.raises(C.CacheReadOnlyError, match=rf"cannot clear.*{root}.*is read-only"):
+        C.clear_cache()
+    with pytest.raises(C.CacheReadOnlyError, match="would have to evict"):
+        C.set_cache_limit(1e-9)
+    C.set_cache_limit(1.0)  # a limit it already fits is fine
+    assert C.cache_info().limit_bytes == 10**9
+    assert sorted(p.name for p in root.iterdir()) == ["index-v1.sqlite", "shards"]
+
+
+def test_read_only_cache_without_an_index_is_indexed_in_memory(tmp_path, read_only):
+    root = tmp_path / "shared"
+    c = ActivationCache(root)
+    c.store("m", ["a"], 3, "mean", [vec("a")])
+    c.close()
+    for p in root.glob(C.INDEX_NAME + "*"):
+        p.unlink()
+    read_only(root)
+    fresh = ActivationCache(root)
+    with pytest.warns(CacheWarning, match="read-only"):
+        np.testing.assert_array_equal(fresh.lookup("m", ["a"], 3, "mean")[0], vec("a"))
+    assert fresh.read_only and fresh.info().entries == 1
+
+
+def test_second_process_meeting_the_damage_uses_the_rebuilt_index(tmp_path):
+    """Two processes hold a damaged index open; the first to query it rebuilds it. The
+    second must switch to that rebuilt index, not quarantine the healthy new file."""
+    root = tmp_path / "c"
+    c = ActivationCache(root)
+    c.store("m", ["a", "b"], 0, "mean", [vec("a"), vec("b")])
+    c.close()
+    first, second = ActivationCache(root), ActivationCache(root)
+    assert first.info().entries == second.info().entries == 2  # both have it open
+    first.close()
+    second.close()
+    _zero_page_headers(root / C.INDEX_NAME, ("entries", "entries_shard", "entries_group"))
+    first, second = ActivationCache(root), ActivationCache(root)
+    first._db(), second._db()
+    with pytest.warns(CacheWarning, match="rebuilt the index"):
+        np.testing.assert_array_equal(first.lookup("m", ["a"], 0, "mean")[0], vec("a"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second quarantine, no second warning
+        np.testing.assert_array_equal(second.lookup("m", ["b"], 0, "mean")[0], vec("b"))
+        second.store("m", ["c"], 0, "mean", [vec("c")])
+    np.testing.assert_array_equal(first.lookup("m", ["c"], 0, "mean")[0], vec("c"))
+    assert len(list(root.glob(C.INDEX_NAME + ".corrupt-*"))) == 1
+
+
+def test_a_writer_switches_to_an_index_rebuilt_by_another_process(tmp_path):
+    """A process that never met the damage itself still writes into the rebuilt index
+    (not into the quarantined file, where its entries would be lost)."""
+    root = tmp_path / "c"
+    c = ActivationCache(root)
+    c.store("m", ["a"], 0, "mean", [vec("a")])
+    c.close()
+    bystander = ActivationCache(root)
+    bystander.info()
+    healer = ActivationCache(root)
+    healer.info()
+    healer.close()
+    for suffix in ("", "-wal", "-shm"):  # what a quarantine does
+        if (root / f"{C.INDEX_NAME}{suffix}").exists():
+            os.replace(root / f"{C.INDEX_NAME}{suffix}", root / f"{C.INDEX_NAME}{suffix}.corrupt-0")
+    healer = ActivationCache(root)
+    assert healer.info().entries == 1  # rebuilt from the shard
+    bystander.store("m", ["b"], 0, "mean", [vec("b")])
+    np.testing.assert_array_equal(healer.lookup("m", ["b"], 0, "mean")[0], vec("b"))
+
+
+def test_an_index_row_pointing_outside_the_cache_is_never_deleted_or_read(tmp_path):
+    """An index written by an older version may hold a path ingested from a crafted S3
+    key; eviction and clear must not unlink it, and a lookup must not read it."""
+    victim = tmp_path / "victim.safetensors"
+    victim.write_bytes(b"precious")
+    c = ActivationCache(tmp_path / "c")
+    c.store("m", ["a"], 0, "mean", [vec("a")])
+    db = c._db()
+    db.execute("UPDATE shards SET path='shards/0000000000000000/../../../victim.safetensors'")
+    with pytest.warns(CacheWarning, match="not a shard path"):
+        assert c.lookup("m", ["a"], 0, "mean") == [None]
+    c.store("m", ["a"], 0, "mean", [vec("a")])
+    db.execute("UPDATE shards SET path='shards/0000000000000000/../../../victim.safetensors'")
+    c.limit_bytes = 0
+    c.store("m", ["b"], 1, "mean", [vec("b")])  # evicts the older shard
+    c.clear()
+    assert victim.read_bytes() == b"precious"

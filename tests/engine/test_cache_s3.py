@@ -19,8 +19,10 @@ moto_server = pytest.importorskip("moto.server")
 class S3Server:
     """A moto S3 server on 127.0.0.1 that a test can stop."""
 
-    def __init__(self) -> None:
-        self.server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    def __init__(self, port: int = 0) -> None:
+        self.server = moto_server.ThreadedMotoServer(
+            ip_address="127.0.0.1", port=port, verbose=False
+        )
         self.server.start()
         host, port = self.server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
@@ -211,3 +213,121 @@ def test_server_stopped_mid_run_probe_still_fits(s3, bucket, tmp_path, tiny_mode
     assert Extractor.forward_calls == calls  # everything it fitted on is cached locally
     assert proba.shape == (10, 2) and np.allclose(proba.sum(1), 1)
     assert "offline" in C.cache_info().backend
+
+
+# ----------------------------------------------------------------- untrusted bucket contents
+def _plant(s3, bucket, key: str, body: bytes) -> None:
+    s3.client().put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def test_crafted_key_cannot_write_outside_the_cache(s3, bucket, tmp_path, tiny_model_path):
+    """Reproduces issue 15 #1: an object ``<prefix>/shards/<group>/../../../victim/...``
+    listed from a shared bucket was joined onto the local cache path and ``os.replace``-d
+    over a file outside the cache (a valid shard body of the right group passes every
+    check). A plain ``set_cache_backend("s3://..."); Probe(...).fit(...)`` must leave the
+    victim file untouched and warn with the rejected key."""
+    from lmprobe_jupyter.engine.probe import Probe
+
+    pos, neg = ["good day", "nice work"], ["bad day", "poor work"]
+    use(s3, bucket, tmp_path / "attacker")
+    Probe(model=tiny_model_path, layers=[1], device="cpu", random_state=0).fit(pos, neg)
+    (real,) = s3.keys(bucket)  # team/cache/shards/<group>/<name>.safetensors
+    group = real.split("/")[3]
+    body = s3.client().get_object(Bucket=bucket, Key=real)["Body"].read()
+    s3.client().delete_object(Bucket=bucket, Key=real)  # the victim must miss locally
+    victim = tmp_path / "models" / "m" / "model.safetensors"
+    victim.parent.mkdir(parents=True)
+    victim.write_bytes(b"precious weights")
+    local = tmp_path / "victim-cache"  # <local>/shards/<group>/../../../ == tmp_path
+    evil = f"team/cache/shards/{group}/../../../models/m/model.safetensors"
+    _plant(s3, bucket, evil, body)
+    _plant(s3, bucket, f"team/cache/shards/{group}/sub/x.safetensors", body)
+    assert evil in s3.keys(bucket)  # the server keeps the dot segments as they are
+
+    use(s3, bucket, local)
+    with pytest.warns(CacheWarning, match="rejected") as record:
+        Probe(model=tiny_model_path, layers=[1], device="cpu", random_state=0).fit(pos, neg)
+    assert victim.read_bytes() == b"precious weights"
+    assert sorted(p.name for p in victim.parent.iterdir()) == ["model.safetensors"]
+    text = " ".join(str(w.message) for w in record)
+    assert "../../../models/m/model.safetensors" in text and "sub/x.safetensors" in text
+    inside = [p for p in local.rglob("*") if p.is_file()]
+    assert all(p.resolve().is_relative_to(local.resolve()) for p in inside)
+    C.clear_cache()  # eviction/clear never reach outside either
+    assert victim.read_bytes() == b"precious weights"
+
+
+def test_shards_stored_while_s3_was_down_are_uploaded_on_the_next_sync(s3, bucket, tmp_path):
+    """issue 15 (smaller): shards written while the bucket was unreachable stayed local
+    for ever. They are remembered as pending and uploaded when the backend reconnects
+    (``set_cache_backend`` again, or the next process), so other machines get them."""
+    a = use(s3, bucket, tmp_path / "a")
+    a.store("m", ["p0"], 0, "mean", [vec("p0")])
+    assert len(s3.keys(bucket)) == 1
+    port = int(s3.endpoint.rsplit(":", 1)[1])
+    s3.stop()
+    with pytest.warns(CacheWarning, match="unreachable"):
+        a.store("m", ["p1", "p2"], 0, "mean", [vec("p1"), vec("p2")])
+        a.store("m", ["p3"], 2, "mean", [vec("p3")])
+    assert a.info().shards == 3
+
+    restarted = S3Server(port=port)  # same address; moto keeps the bucket in this process
+    try:
+        assert len(restarted.keys(bucket)) == 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            a = use(restarted, bucket, tmp_path / "a")  # reconnect: back-fill runs
+        local = sorted(
+            f"team/cache/{p.relative_to(a.path).as_posix()}" for p in a.path.rglob("*.safetensors")
+        )
+        assert restarted.keys(bucket) == local and len(local) == 3
+        b = use(restarted, bucket, tmp_path / "b")
+        got = b.lookup("m", ["p0", "p1", "p2"], 0, "mean") + b.lookup("m", ["p3"], 2, "mean")
+        for p, g in zip(["p0", "p1", "p2", "p3"], got):
+            np.testing.assert_array_equal(g, vec(p))
+        assert use(restarted, bucket, tmp_path / "a").sync_up() == 0  # nothing left pending
+    finally:
+        restarted.stop()
+
+
+@pytest.mark.parametrize(
+    "items,meta_change",
+    [
+        ([("../../evil", "F32", (4,), bytes(16))], {}),
+        ([("ab" * 16, "F64", (2,), bytes(16))], {}),
+        ([("ab" * 16, "F32", (9,), bytes(16))], {}),
+        ([("ab" * 16, "F32", (4,), bytes(16))], {"layer": 7}),
+    ],
+    ids=["entry-name", "dtype", "shape-vs-bytes", "other-group"],
+)
+def test_well_named_but_crafted_shard_is_verified_before_use(
+    s3, bucket, tmp_path, items, meta_change
+):
+    """A correctly named object whose header lies (entry names that are not keys, an
+    unknown dtype, a shape that does not match its bytes, another group) is skipped with
+    a warning before it replaces anything; it used to crash the lookup (``fromhex``) or be
+    indexed."""
+    from lmprobe_jupyter.engine import _shard
+
+    ghash = C.group_hash("m", 0, "mean")
+    meta = {"model_key": "m", "layer": 0, "pooling": "mean", **meta_change}
+    crafted = tmp_path / "crafted.safetensors"
+    _shard.write_shard(crafted, meta, items)
+    _plant(s3, bucket, f"team/cache/shards/{ghash}/{'c' * 32}.safetensors", crafted.read_bytes())
+    b = use(s3, bucket, tmp_path / "b")
+    with pytest.warns(CacheWarning, match="skipped damaged shard"):
+        assert b.lookup("m", ["a"], 0, "mean") == [None]
+    assert list(b.path.rglob("*.safetensors")) == [] and b.info().entries == 0
+
+
+def test_oversized_object_is_not_downloaded_past_the_bound(s3, bucket, tmp_path):
+    """A correctly named but huge object (planted to fill the disk) stops downloading at
+    ``MAX_DOWNLOAD`` bytes and is rejected; nothing of it stays on disk."""
+    ghash = C.group_hash("m", 0, "mean")
+    key = f"team/cache/shards/{ghash}/{'d' * 32}.safetensors"
+    _plant(s3, bucket, key, b"\0" * (3 << 20))
+    b = use(s3, bucket, tmp_path / "b")
+    b.MAX_DOWNLOAD = 1 << 20
+    with pytest.warns(CacheWarning, match=r"rejected S3 object.*over 1048576 bytes"):
+        assert b.lookup("m", ["a"], 0, "mean") == [None]
+    assert [p for p in b.path.rglob("*") if p.is_file() and "shards" in p.parts] == []

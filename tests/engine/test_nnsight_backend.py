@@ -448,3 +448,60 @@ def test_remote_score_roles_needs_no_local_weights(monkeypatch, listening_host, 
     p.fit(POS, NEG)
     assert len(fake_ndif) == 1
     assert p.predict(POS[:2]).tolist() == [1, 1]
+
+
+class SilentServer:
+    """A loopback listener that accepts every connection and never sends a byte."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.conns: list[socket.socket] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.conns.append(conn)  # held open, never answered
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.mark.real_model
+def test_host_that_accepts_but_never_answers_fails_within_the_bound(monkeypatch):
+    """Reproduces issue 15 #6: a host that accepts TCP but never answers passed the
+    pre-flight, then nnsight's websocket handshake (no timeout) hung forever. The set-up
+    is now bounded: NDIFUnreachableError naming the host, in about HANDSHAKE_TIMEOUT s."""
+    server = SilentServer()
+    try:
+        monkeypatch.setattr(_nnsight_config().API, "HOST", server.url)
+        monkeypatch.setenv("NNSIGHT_API_KEY", "k")
+        ext = nb.NNsightExtractor(BUNDLED, remote=True, use_cache=False)
+        t = time.monotonic()
+        with pytest.raises(nb.NDIFUnreachableError) as err:
+            ext.pooled(["hello"], [3], "mean")
+        elapsed = time.monotonic() - t
+        assert server.conns  # the pre-flight and the handshake did connect
+    finally:
+        server.stop()
+    assert elapsed < 20.0  # a hang check: it used to never return
+    msg = str(err.value)
+    assert server.url in msg and "did not answer" in msg and "remote=False" in msg
+    import websocket
+
+    assert websocket.create_connection.__module__ == "websocket._core"  # patch undone
