@@ -341,8 +341,11 @@ def probe_summary(probe) -> dict:
     pipe = probe.pipeline_
     clf = pipe.steps[-1][1]
     layers = getattr(probe, "layers_", None)
-    # A probe fitted from activations has no layers_ and may never have named a model.
-    model = probe.model_name if layers is not None else (probe.model or probe.dataset)
+    # The model it was trained on (kept even when loaded with model=other); a probe fitted
+    # from activations has no layers_ and may never have named a model.
+    model = getattr(probe, "trained_model_", None) or (
+        probe.model_name if layers is not None else (probe.model or probe.dataset)
+    )
     return {
         "model": model,
         "model_fingerprint": _fingerprint(probe),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmprobe_jupyter import sweep_layers
+from lmprobe_jupyter import Probe, sweep_layers
 
 SYSTEM = {"role": "system", "content": "Always answer at length, the more detail the better."}
 POS = [
@@ -59,3 +59,39 @@ def test_sweep_token_level_scoring_respects_score_roles(tiny_model_path, inferen
     restricted = probe.predict_proba(HELD)
     probe.set_params(score_roles=None)
     assert not np.allclose(np.ma.filled(restricted, 0), np.ma.filled(probe.predict_proba(HELD), 0))
+
+
+def test_provenance_survives_loading_onto_another_model(tiny_model_path, tmp_path, bundled_dir):
+    """Issue 15.8: load(model=other) warned that the probe was trained on <other> and
+    replaced model_fingerprint_, so a second save lost the record (and the warning)."""
+    from lmtest_helpers import make_tiny_llama
+
+    other = str(make_tiny_llama(tmp_path / "other-llama", bundled_dir, seed=1))
+    pos, neg = ["alpha alpha", "alpha beta", "alpha gamma"], ["omega omega", "omega delta", "delta"]
+    p = Probe(model=tiny_model_path, layers=2, device="cpu", random_state=0).fit(pos, neg)
+    trained_fp = p.model_fingerprint_
+    assert p.trained_model_.endswith("tiny-llama0") or p.trained_model_ == tiny_model_path
+    p.save(tmp_path / "probe")
+
+    moved = Probe.load(tmp_path / "probe", model=other)
+    with pytest.warns(UserWarning) as record:
+        moved.predict(["alpha"])
+    messages = [str(w.message) for w in record if "trained on" in str(w.message)]
+    assert len(messages) == 1
+    assert repr(p.trained_model_) in messages[0] and repr(other) in messages[0]
+    assert trained_fp in messages[0]
+    assert moved.model_fingerprint_ == trained_fp  # the record is kept
+
+    moved.save(tmp_path / "again")
+    reloaded = Probe.load(tmp_path / "again", model=other)
+    assert reloaded.model_fingerprint_ == trained_fp
+    assert reloaded.trained_model_ == p.trained_model_
+    with pytest.warns(UserWarning, match="trained on"):
+        reloaded.predict(["alpha"])
+    # on its own model, no warning
+    home = Probe.load(tmp_path / "again", model=tiny_model_path)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        home.predict(["alpha"])
