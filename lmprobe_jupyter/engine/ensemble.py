@@ -47,23 +47,9 @@ def _has_no_probabilities(probe: Probe) -> bool:
 
 
 def _share_key(probe: Probe) -> tuple:
-    """Members with equal keys read the same model the same way (only their layers may
-    differ): one extraction of the union of their layers serves them all."""
-    params = probe.get_params()
-    keep = (
-        "model",
-        "dataset",
-        "pooling",
-        "train_pooling",
-        "inference_pooling",
-        "device",
-        "remote",
-        "backend",
-        "dtype",
-        "chat_template",
-        "score_roles",
-    )
-    return tuple(repr(params[k]) for k in keep)
+    """Members with equal keys read the same model through the same runtime and prepare
+    prompts alike: one extraction (the union of their layers and poolings) serves them."""
+    return (id(probe.runtime), bool(probe.chat_template), repr(probe.score_roles))
 
 
 class ProbeEnsemble:
@@ -269,37 +255,40 @@ class ProbeEnsemble:
     def _share_extraction(
         self, members: list[Probe], prompts: list, inference: bool = False, **kwargs
     ) -> None:
-        """Extract ``prompts`` once per group of members that read the same model the same
-        way (every layer any of them reads, in one pass), so each member's fit (or, with
-        ``inference``, its prediction) reads its activations from the cache."""
-        from sklearn.base import clone
+        """Extract ``prompts`` once per group of members that read the same model: every
+        layer and every pooling any of them reads, in one forward pass per batch, so each
+        member's fit (or, with ``inference``, its prediction) reads the cache.
 
+        ``kwargs``: per-call ``remote``, ``batch_size``, ``max_retries``.
+        """
         from .cache import get_cache
         from .layers import is_selection_spec, resolve_layers
-        from .pooling import is_token_level
+        from .pooling import extractor_pooling, is_token_level, pooling_stage
 
         if not get_cache().enabled:
             return
-        groups: dict[tuple, tuple[Probe, set]] = {}
+        groups: dict[tuple, tuple[Probe, set, dict]] = {}
         for m in members:
             if inference:
-                if is_token_level(m.inference_pooling_):
+                how = m.inference_pooling_
+                if is_token_level(how):
                     continue
                 layers = m.layers_
             else:
-                if is_selection_spec(m.layers) or m.train_pooling_ == "all":
+                how = m.train_pooling_
+                if is_selection_spec(m.layers) or pooling_stage(how, role="train") != "activation":
                     continue
                 layers = resolve_layers(m.layers, m.n_model_layers())
-            first, union = groups.setdefault(_share_key(m), (m, set()))
+            first, union, poolings = groups.setdefault(_share_key(m), (m, set(), {}))
             union.update(int(x) for x in layers)
-        for first, union in groups.values():
-            rep = clone(first).set_params(layers=sorted(union))
-            rep.runtime = first.runtime
-            if inference:
-                # only the pooling predictions read (a warmup also extracts the train one)
-                how = first.inference_pooling_
-                rep.set_params(pooling=how, train_pooling=None, inference_pooling=None)
-            rep.warmup(prompts, **kwargs)
+            name = extractor_pooling(how)
+            poolings.setdefault(repr(name) if callable(name) else name, name)
+        for first, union, poolings in groups.values():
+            rt = first.runtime
+            prepared = rt.prepare(prompts, chat_template=first.chat_template)
+            rt.pooled_many(
+                prepared, sorted(union), list(poolings.values()), roles=first.score_roles, **kwargs
+            )
 
     def fit(
         self,
@@ -344,7 +333,9 @@ class ProbeEnsemble:
             )
         members = [clone(p) for p in probes]
         self._share_runtimes(members)
-        extract_kwargs = {k: v for k, v in fit_kwargs.items() if k in ("remote", "max_retries")}
+        extract_kwargs = {
+            k: v for k, v in fit_kwargs.items() if k in ("remote", "batch_size", "max_retries")
+        }
         self._share_extraction(members, prompts, **extract_kwargs)
         if self.resample:
             indices = self._resamples(y_all, groups, len(members))
@@ -381,7 +372,9 @@ class ProbeEnsemble:
     def _prepare_members(self, prompts, kwargs) -> None:
         """Members that share a model read ``prompts`` from one extraction."""
         if len(self.probes_) > 1:
-            extract = {k: v for k, v in kwargs.items() if k in ("remote", "max_retries")}
+            extract = {
+                k: v for k, v in kwargs.items() if k in ("remote", "batch_size", "max_retries")
+            }
             self._share_extraction(self.probes_, prompts, inference=True, **extract)
 
     def _member_proba(self, prompts, **kwargs) -> np.ndarray:

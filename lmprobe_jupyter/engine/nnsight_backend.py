@@ -467,6 +467,9 @@ class NNsightExtractor(Extractor):
             self._lm, self._blocks = wrap_loaded(self.loaded)
         return self._lm, self._blocks
 
+    #: Remote poolings run next to the model, one named pooling per trace.
+    shares_forward_passes = False
+
     def _compute_pooled(self, prompts, layers, pooling, token_masks=None):
         # Named poolings over all tokens run next to the model on NDIF; anything else
         # (callables, pooling over a subset of tokens) downloads hidden states.

@@ -325,6 +325,37 @@ class ModelRuntime:
         self.last_hits = getattr(ext, "last_hits", 0)
         return acts
 
+    def pooled_many(
+        self,
+        prompts,
+        layers,
+        poolings,
+        *,
+        roles=None,
+        remote: bool | None = None,
+        batch_size: int | None = None,
+        max_retries: int | None = None,
+    ) -> dict:
+        """Several activation-stage poolings of prepared prompts, from one forward pass
+        per batch where the extractor can (transformers backend, cache on, no ``roles``).
+
+        Returns
+        -------
+        dict
+            ``{pooling: {layer: (n, hidden)}}`` keyed by the poolings as given.
+        """
+        from .pooling import extractor_pooling
+
+        poolings = list(dict.fromkeys(poolings))
+        names = [extractor_pooling(p) for p in poolings]
+        opts = {"remote": remote, "batch_size": batch_size, "max_retries": max_retries}
+        ext = self.extractor(remote, batch_size, max_retries)
+        if roles is None and hasattr(ext, "pooled_many"):
+            got = ext.pooled_many(prompts, list(layers), list(dict.fromkeys(names)))
+            self.last_hits = getattr(ext, "last_hits", 0)
+            return {p: got[n] for p, n in zip(poolings, names)}
+        return {p: self.pooled(prompts, layers, p, roles=roles, **opts) for p in poolings}
+
     def token_features(
         self,
         prompts,

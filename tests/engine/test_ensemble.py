@@ -269,3 +269,21 @@ def test_members_with_different_inference_poolings_predict_right(tiny):
     ens = ProbeEnsemble(members).fit(POS, NEG)
     want = np.mean([m.predict_proba(TEXTS) for m in ens.probes_], axis=0)
     np.testing.assert_allclose(ens.predict_proba(TEXTS), want)
+
+
+def test_members_with_different_poolings_share_one_pass(tiny):
+    members = [
+        tiny(pooling="last_token"),
+        tiny(pooling="mean", layers=1),
+        tiny(pooling="activation:max", layers=3, classifier="mass_mean"),
+        tiny(pooling="first_token", inference_pooling="mean"),
+    ]
+    before = Extractor.forward_calls
+    ens = ProbeEnsemble(members).fit(POS, NEG)
+    assert Extractor.forward_calls - before == math.ceil(10 / 8)  # not one pass per pooling
+    assert len({id(m.runtime) for m in ens.probes_}) == 1  # one runtime for the whole ensemble
+    before = Extractor.forward_calls
+    proba = ens.predict_proba(TEXTS)
+    assert Extractor.forward_calls - before == math.ceil(len(TEXTS) / 8)
+    alone = [p.fit(POS, NEG).predict_proba(TEXTS) for p in members]
+    np.testing.assert_allclose(proba, np.mean(alone, axis=0), atol=1e-6)
