@@ -1,10 +1,13 @@
 """``ProbeEnsemble``: several probes voting as one, and bootstrap ensembles for uncertainty.
 
 Members are :class:`~.probe.Probe` objects. ``fit`` clones them (sklearn's habit: the
-probes you pass stay unfitted; the fitted ones are ``probes_``) and fits every clone;
-members that read the same model (and prompts) share one extraction: the whole prompt
-set is extracted once, before any member fits, and every member reads those activations
-from the activation cache instead of running the model again.
+probes you pass stay unfitted; the fitted ones are ``probes_``) and fits every clone.
+Members that read the same model share one :class:`~.runtime.ModelRuntime` and one
+extraction: before any member fits (or predicts), the prompts go through the model once,
+pooled at every layer and in every way some member reads
+(:meth:`~.runtime.ModelRuntime.pooled_many`), and every member then reads its
+activations from the activation cache. With the cache turned off
+(``set_cache_enabled(False)``) each member extracts on its own.
 
 Soft voting averages the members' class probabilities (weighted); hard voting counts
 their predictions (weighted), ties going to the lower class, and reports vote fractions as
