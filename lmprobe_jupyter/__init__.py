@@ -17,6 +17,9 @@ _EXPORTS = {
     "LinearProbe": "engine.probe",
     "NotFittedError": "engine.probe",
     "TokenScores": "engine.probe",
+    "ProbeEnsemble": "engine.ensemble",
+    "ActivationStore": "engine.activation_store",
+    "WarmupStats": "engine.activation_store",
     # models and extraction
     "DEFAULT_MODEL": "engine.models",
     "load_model": "engine.models",
@@ -56,14 +59,23 @@ _EXPORTS = {
     "MonitorResult": "engine.monitoring",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__", "load_ipython_extension"])
+# lmprobe's public names that are spelled differently here: alias -> (module, our name)
+_ALIASES = {
+    "LayerSweepResult": ("engine.sweep", "SweepResult"),
+    "BaselineResults": ("engine.baselines", "BatteryResults"),
+    "PerLayerScaler": ("engine.features", "LayerNormalizer"),
+}
+
+__all__ = sorted([*_EXPORTS, *_ALIASES, "__version__", "load_ipython_extension"])
 
 
 def __getattr__(name: str):
-    module = _EXPORTS.get(name)
+    module, attr = _EXPORTS.get(name), name
+    if module is None and name in _ALIASES:
+        module, attr = _ALIASES[name]
     if module is None:
         raise AttributeError(f"module 'lmprobe_jupyter' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
     globals()[name] = value
     return value
 

@@ -55,3 +55,15 @@ def test_unknown_attribute():
 
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         lmprobe_jupyter.Nope  # noqa: B018
+
+
+def test_lmprobe_names_resolve_to_ours():
+    from lmprobe_jupyter.engine.baselines import BatteryResults
+    from lmprobe_jupyter.engine.features import LayerNormalizer
+    from lmprobe_jupyter.engine.sweep import SweepResult
+
+    assert lmprobe_jupyter.LayerSweepResult is SweepResult
+    assert lmprobe_jupyter.BaselineResults is BatteryResults
+    assert lmprobe_jupyter.PerLayerScaler is LayerNormalizer
+    for name in ("ProbeEnsemble", "ActivationStore", "WarmupStats", "CacheInfo", "BaselineResult"):
+        assert name in lmprobe_jupyter.__all__

@@ -4,17 +4,40 @@
 adds a *documented* ``predict_proba``: the logistic sigmoid of the decision function for
 two classes and a softmax over decision values for more. These are monotone scores, not
 calibrated probabilities; use ``logistic_regression`` or ``svm`` when calibration matters.
+
+``logistic_regression_cv``: sklearn's LogisticRegressionCV (regularization chosen by 5-fold
+cross-validation; fewer folds when the smallest class has fewer than 5 samples).
+``ensemble``: :class:`LogisticEnsembleClassifier`, logistic regressions over several
+regularization strengths (``classifier_kwargs={"C_values": [...]}``), probabilities
+averaged, ``coef_`` the average of the members' (so layer importance still works).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.linear_model import RidgeClassifier
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, RidgeClassifier
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
-CLASSIFIERS = ("logistic_regression", "ridge", "svm", "lda", "mass_mean", "sgd")
+CLASSIFIERS = (
+    "logistic_regression",
+    "ridge",
+    "svm",
+    "lda",
+    "mass_mean",
+    "sgd",
+    "logistic_regression_cv",
+    "ensemble",
+)
+
+#: Where a probe's classifier trains (``Probe(compute_backend=...)``).
+COMPUTE_BACKENDS = ("sklearn", "cuml")
+#: Named classifiers cuML provides (classification; regression uses its Ridge).
+CUML_CLASSIFIERS = ("logistic_regression", "svm")
+
+#: Default regularization strengths of the ``"ensemble"`` classifier.
+DEFAULT_C_VALUES = (0.01, 0.1, 1.0, 10.0)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -85,6 +108,101 @@ class MassMeanClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 
+class CVLogisticRegression(LogisticRegressionCV):
+    """LogisticRegressionCV whose integer ``cv`` shrinks to the smallest class's size
+    (at least 2), so a probe fitted on a handful of prompts still fits."""
+
+    def fit(self, X, y, sample_weight=None, **params):
+        cv = self.cv
+        if isinstance(cv, int) or cv is None:
+            counts = np.unique(np.asarray(y), return_counts=True)[1]
+            k = min(5 if cv is None else cv, int(counts.min()))
+            if k < 2:
+                raise ValueError(
+                    "logistic_regression_cv needs at least 2 samples of every class for "
+                    f"cross-validation, got class counts {counts.tolist()}; use "
+                    "classifier='logistic_regression' for smaller training sets"
+                )
+            self.cv = k
+            try:
+                return super().fit(X, y, sample_weight=sample_weight, **params)
+            finally:
+                self.cv = cv
+        return super().fit(X, y, sample_weight=sample_weight, **params)
+
+
+class LogisticEnsembleClassifier(ClassifierMixin, BaseEstimator):
+    """Logistic regressions over several regularization strengths, probabilities averaged.
+
+    Parameters
+    ----------
+    C_values : sequence of float, default (0.01, 0.1, 1.0, 10.0)
+        One member per value (sklearn's ``C``: smaller is stronger regularization).
+    max_iter : int, default 2000
+    class_weight : dict, "balanced" or None
+    random_state : int or None
+
+    Attributes
+    ----------
+    estimators_ : list of LogisticRegression
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        The members' mean ``coef_`` (what layer importance reads).
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+    classes_ : ndarray of shape (n_classes,)
+    """
+
+    def __init__(
+        self, C_values=DEFAULT_C_VALUES, max_iter: int = 2000, class_weight=None, random_state=None
+    ):
+        self.C_values = C_values
+        self.max_iter = max_iter
+        self.class_weight = class_weight
+        self.random_state = random_state
+
+    def fit(self, X, y, sample_weight=None):
+        values = list(np.atleast_1d(np.asarray(self.C_values, dtype=np.float64)))
+        if not values or any(not np.isfinite(c) or c <= 0 for c in values):
+            raise ValueError(
+                f"C_values={self.C_values!r} must be a non-empty list of positive numbers, "
+                "e.g. [0.01, 0.1, 1.0, 10.0]"
+            )
+        self.estimators_ = [
+            LogisticRegression(
+                C=float(c),
+                max_iter=self.max_iter,
+                class_weight=self.class_weight,
+                random_state=self.random_state,
+            ).fit(X, y, sample_weight=sample_weight)
+            for c in values
+        ]
+        self.classes_ = self.estimators_[0].classes_
+        self.coef_ = np.mean([e.coef_ for e in self.estimators_], axis=0)
+        self.intercept_ = np.mean([e.intercept_ for e in self.estimators_], axis=0)
+        self.n_features_in_ = self.estimators_[0].n_features_in_
+        return self
+
+    def predict_proba(self, X):
+        """Mean of the members' probabilities, shape (n_samples, n_classes)."""
+        check_is_fitted(self, "estimators_")
+        return np.mean([e.predict_proba(X) for e in self.estimators_], axis=0)
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+def _cv_defaults(random_state) -> dict:
+    """LogisticRegressionCV defaults; on sklearn >= 1.8 also the settings that keep its
+    fitted attributes plain float arrays (storable in the safe format) and silence its
+    transition warnings: L2 only (``l1_ratios=(0.0,)``), accuracy scoring (today's default)."""
+    import inspect
+
+    out = {"cv": 5, "max_iter": 2000, "random_state": random_state}
+    params = inspect.signature(LogisticRegressionCV).parameters
+    if "use_legacy_attributes" in params:
+        out.update(use_legacy_attributes=False, scoring=None, l1_ratios=(0.0,))
+    return out
+
+
 def build_classifier(
     classifier, task: str = "classification", random_state=None, classifier_kwargs=None
 ):
@@ -127,9 +245,11 @@ def build_classifier(
             "'ridge' (default), 'svm', 'sgd' or an sklearn regressor"
         )
     if classifier == "logistic_regression":
-        from sklearn.linear_model import LogisticRegression
-
         return LogisticRegression(**{"max_iter": 2000, "random_state": random_state, **kwargs})
+    if classifier == "logistic_regression_cv":
+        return CVLogisticRegression(**{**_cv_defaults(random_state), **kwargs})
+    if classifier == "ensemble":
+        return LogisticEnsembleClassifier(**{"random_state": random_state, **kwargs})
     if classifier == "ridge":
         return RidgeProbaClassifier(**kwargs)
     if classifier == "svm":
@@ -153,6 +273,87 @@ def build_classifier(
         f"classifier={classifier!r} is not one of {', '.join(map(repr, CLASSIFIERS))} "
         "(or pass an sklearn estimator)"
     )
+
+
+def check_compute_backend(compute_backend) -> None:
+    """Refuse unknown backends, and ``"cuml"`` where cuML or a CUDA GPU is missing."""
+    if compute_backend not in COMPUTE_BACKENDS:
+        raise ValueError(
+            f"compute_backend={compute_backend!r} is not one of "
+            f"{', '.join(map(repr, COMPUTE_BACKENDS))}"
+        )
+    if compute_backend == "sklearn":
+        return
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("cuml") is not None
+    except (ImportError, ValueError):  # a broken or blocked install counts as missing
+        found = False
+    if not found:
+        raise ImportError(
+            "compute_backend='cuml' needs RAPIDS cuML (pip install cuml-cu12) and an NVIDIA "
+            "GPU; cuML is not installed here, so use compute_backend='sklearn'"
+        )
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "compute_backend='cuml' trains on an NVIDIA GPU, but no CUDA device is available "
+            "here; use compute_backend='sklearn'"
+        )
+
+
+def build_cuml_classifier(
+    classifier, task: str = "classification", random_state=None, classifier_kwargs=None
+):
+    """The cuML (GPU) counterpart of :func:`build_classifier` for a named classifier."""
+    kwargs = dict(classifier_kwargs or {})
+    if task == "regression":
+        if classifier not in ("logistic_regression", "ridge"):
+            raise ValueError(
+                f"classifier={classifier!r} is not available with compute_backend='cuml' for "
+                "task='regression'; use 'ridge' or compute_backend='sklearn'"
+            )
+        from cuml.linear_model import Ridge
+
+        return Ridge(**kwargs)
+    if classifier == "logistic_regression":
+        from cuml.linear_model import LogisticRegression as CuLogisticRegression
+
+        return CuLogisticRegression(**{"max_iter": 2000, **kwargs})
+    if classifier == "svm":
+        from cuml.svm import SVC as CuSVC
+
+        return CuSVC(**{"kernel": "linear", "probability": True, **kwargs})
+    raise ValueError(
+        f"classifier={classifier!r} is not available with compute_backend='cuml'; use one of "
+        f"{', '.join(map(repr, CUML_CLASSIFIERS))} or compute_backend='sklearn'"
+    )
+
+
+def check_sample_weight(est, sample_weight, n_samples: int) -> np.ndarray | None:
+    """Validate ``sample_weight`` for ``est``: shape (n_samples,), finite, >= 0, and an
+    estimator whose ``fit`` takes it (else a clear error)."""
+    if sample_weight is None:
+        return None
+    from sklearn.utils.validation import has_fit_parameter
+
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight has shape {w.shape}; it needs one weight per training prompt "
+            f"({n_samples},)"
+        )
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("sample_weight must be finite, non-negative and not all zero")
+    if not has_fit_parameter(est, "sample_weight"):
+        raise TypeError(
+            f"{type(est).__name__}.fit does not accept sample_weight; use a classifier that "
+            "does ('logistic_regression', 'ridge', 'svm', 'sgd', 'ensemble', "
+            "'logistic_regression_cv') or drop sample_weight"
+        )
+    return w
 
 
 def classifier_proba(est, X) -> np.ndarray:

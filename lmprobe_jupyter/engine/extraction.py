@@ -68,6 +68,8 @@ class Extractor:
     forward_calls = 0
     #: ``pooled(token_masks=...)`` restricts pooling to given tokens (``score_roles``).
     supports_token_masks = True
+    #: ``pooled_many`` computes several poolings in one forward pass per batch.
+    shares_forward_passes = True
 
     def __init__(
         self,
@@ -235,6 +237,64 @@ class Extractor:
             layer: (np.stack(v).astype(np.float32, copy=False) if n else np.zeros((0, hidden)))
             for layer, v in out.items()
         }
+
+    def pooled_many(self, prompts: list[str], layers: list[int], poolings) -> dict:
+        """Several poolings of the same prompts from one forward pass per batch.
+
+        What a probe ensemble whose members pool differently (or a probe whose train and
+        inference poolings differ) needs: the model runs once, each batch's hidden states
+        are pooled every way asked for, and every result lands in the activation cache.
+
+        Returns
+        -------
+        dict
+            ``{pooling: {layer: (n_prompts, hidden)}}``, each exactly as :meth:`pooled`
+            returns it.
+        """
+        prompts = list(prompts)
+        layers = sorted(set(int(x) for x in layers))
+        poolings = list(dict.fromkeys(poolings))
+        cache = get_cache() if self.use_cache else None
+        if len(poolings) > 1 and cache is not None and cache.enabled and self.shares_forward_passes:
+            missing = {}  # (pooling index, layer) -> prompts not cached
+            for i, p in enumerate(poolings):
+                for layer in layers:
+                    hits = cache.lookup(self.loaded.key, prompts, layer, pooling_key(p))
+                    missing[i, layer] = {q for q, h in zip(prompts, hits) if h is None}
+            todo = list(dict.fromkeys(q for q in prompts if any(q in m for m in missing.values())))
+            if todo:
+                computed = self._compute_pooled_many(todo, layers, poolings)
+                for (i, layer), need in missing.items():
+                    rows = [j for j, q in enumerate(todo) if q in need]
+                    if rows:
+                        cache.store(
+                            self.loaded.key,
+                            [todo[j] for j in rows],
+                            layer,
+                            pooling_key(poolings[i]),
+                            list(computed[i][layer][rows]),
+                        )
+        # Every vector is cached now: these read it back (and keep pooled()'s contract).
+        return {p: self.pooled(prompts, layers, p) for p in poolings}
+
+    def _compute_pooled_many(self, prompts, layers, poolings) -> list[dict[int, np.ndarray]]:
+        """Per pooling (in order), ``{layer: (n, hidden)}`` from one pass per batch."""
+        seqs = self.encode(prompts)
+        hidden = self.loaded.hidden_size
+        result = [
+            {layer: np.empty((len(prompts), hidden), np.float32) for layer in layers}
+            for _ in poolings
+        ]
+        for batch in self._iter_batches(seqs, "extracting"):
+            ids, mask = self._collate([seqs[i] for i in batch])
+            rows = np.asarray(batch)
+
+            def capture(layer, h, m, rows=rows):
+                for out, pooling in zip(result, poolings):
+                    out[layer][rows] = pool_batch(h, m, pooling).float().cpu().numpy()
+
+            self._forward(ids, mask, layers, capture)
+        return result
 
     def _compute_pooled(self, prompts, layers, pooling, token_masks=None) -> dict[int, np.ndarray]:
         seqs = self.encode(prompts)

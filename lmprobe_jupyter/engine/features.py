@@ -61,6 +61,51 @@ class LayerNormalizer(TransformerMixin, BaseEstimator):
         return (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
 
 
+class MassMeanAugmenter(TransformerMixin, BaseEstimator):
+    """Append one feature: the projection on the mass-mean direction (``mass_mean_augment``).
+
+    The direction is the positive-class mean minus the negative-class mean of the
+    (already preprocessed) training features, scaled to unit length; the extra feature of
+    a sample ``x`` is ``x @ direction_``. A linear classifier then gets, for free, the
+    direction that mass-mean probing finds, next to every original feature.
+
+    Attributes
+    ----------
+    direction_ : ndarray of shape (n_features,)
+        Unit vector from the negative to the positive class mean.
+    classes_ : ndarray of shape (2,)
+        ``classes_[1]`` is the positive class.
+    """
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y)
+        classes = np.unique(y)
+        if len(classes) != 2:
+            raise ValueError(
+                f"mass_mean_augment needs exactly two classes (a positive and a negative "
+                f"mean), got {len(classes)}; set mass_mean_augment=False"
+            )
+        w = X[y == classes[1]].mean(0) - X[y == classes[0]].mean(0)
+        norm = np.linalg.norm(w)
+        self.direction_ = w / norm if norm > 0 else w
+        self.classes_ = classes
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def fold_coef(self, coef) -> np.ndarray:
+        """Coefficients of a linear model over the augmented features, (k, n_features + 1),
+        as the same linear function of the input features, (k, n_features)."""
+        coef = np.atleast_2d(np.asarray(coef, dtype=np.float64))
+        return coef[:, :-1] + coef[:, -1:] * self.direction_
+
+    def transform(self, X):
+        """(n_samples, n_features) -> (n_samples, n_features + 1)."""
+        check_is_fitted(self, "direction_")
+        X = np.asarray(X, dtype=np.float64)
+        return np.column_stack([X, X @ self.direction_])
+
+
 def validate_preprocessing(preprocessing, pca_components) -> None:
     if preprocessing is not None and preprocessing not in PREPROCESSING:
         raise ValueError(
@@ -77,9 +122,16 @@ def validate_normalize(mode) -> None:
 
 
 def build_steps(
-    n_layers: int, normalize_layers, preprocessing, pca_components, n_samples: int, random_state
+    n_layers: int,
+    normalize_layers,
+    preprocessing,
+    pca_components,
+    n_samples: int,
+    random_state,
+    mass_mean_augment: bool = False,
 ) -> list:
-    """Pipeline steps placed before the classifier."""
+    """Pipeline steps placed before the classifier (``mass_mean_augment`` last, so it
+    reads the preprocessed features)."""
     steps = []
     if n_layers > 1 and normalize_layers is not False:
         steps.append(("normalize", LayerNormalizer(mode=normalize_layers, n_layers=n_layers)))
@@ -93,6 +145,8 @@ def build_steps(
         k = pca_components or 50
         k = max(1, min(k, n_samples - 1 if n_samples > 1 else 1))
         steps.append(("pca", PCA(n_components=k, random_state=random_state)))
+    if mass_mean_augment:
+        steps.append(("mass_mean_augment", MassMeanAugmenter()))
     return steps
 
 

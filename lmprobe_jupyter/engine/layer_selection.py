@@ -62,6 +62,8 @@ def _input_space_coef(probe) -> np.ndarray:
             f"{', '.join(map(repr, LINEAR_CLASSIFIERS))}"
         )
     coef = np.atleast_2d(np.asarray(coef, dtype=np.float64))
+    if "mass_mean_augment" in pipe.named_steps:
+        coef = pipe.named_steps["mass_mean_augment"].fold_coef(coef)
     if "pca" in pipe.named_steps:
         coef = coef @ pipe.named_steps["pca"].components_
     return coef

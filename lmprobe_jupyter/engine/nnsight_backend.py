@@ -83,9 +83,14 @@ _INSTALL_HINT = "pip install 'lmprobe-jupyter[nnsight]'"
 class NDIFError(RuntimeError):
     """Remote execution on NDIF failed."""
 
+    #: Another try may succeed (``max_retries`` retries it; see :mod:`.retry`).
+    transient = True
+
 
 class NDIFAuthError(NDIFError):
     """No NDIF API key was found."""
+
+    transient = False
 
 
 class NDIFUnreachableError(NDIFError, ConnectionError):
@@ -439,6 +444,9 @@ class NNsightExtractor(Extractor):
         As for :class:`~.extraction.Extractor`.
     loaded : LoadedModel, optional
         Wrap this already loaded model instead of loading ``model_name`` (local only).
+    max_retries : int or None
+        Retries of a remote batch that failed for a transient reason, with exponential
+        backoff (see :mod:`.retry`); settable later as ``extractor.retry``.
 
     Raises
     ------
@@ -457,7 +465,11 @@ class NNsightExtractor(Extractor):
         use_cache: bool = True,
         padding_side: str = "right",
         loaded: LoadedModel | None = None,
+        max_retries: int | None = None,
     ) -> None:
+        from .retry import RetryPolicy
+
+        self.retry = RetryPolicy(max_retries)
         if remote not in (True, False, "local"):
             raise ValueError(f"remote={remote!r} is not one of True, False, 'local'")
         _transformers_model_class()  # clear ImportError early when nnsight is missing
@@ -504,6 +516,9 @@ class NNsightExtractor(Extractor):
             self._lm, self._blocks = wrap_loaded(self.loaded)
         return self._lm, self._blocks
 
+    #: Remote poolings run next to the model, one named pooling per trace.
+    shares_forward_passes = False
+
     def _compute_pooled(self, prompts, layers, pooling, token_masks=None):
         # Named poolings over all tokens run next to the model on NDIF; anything else
         # (callables, pooling over a subset of tokens) downloads hidden states.
@@ -515,7 +530,14 @@ class NNsightExtractor(Extractor):
             self._how = "full"
 
     def _forward(self, ids, mask, layers: list[int], capture) -> None:
-        """Run the model up to ``max(layers)`` through nnsight, calling ``capture``."""
+        """Run the model up to ``max(layers)`` through nnsight, calling ``capture``; a
+        remote batch that fails for a transient reason is rerun per ``self.retry``."""
+        if self.remote is not True:
+            return self._forward_once(ids, mask, layers, capture)
+        # Remotely, capture runs only after the trace returned: a retry repeats no capture.
+        return self.retry.run(lambda: self._forward_once(ids, mask, layers, capture))
+
+    def _forward_once(self, ids, mask, layers: list[int], capture) -> None:
         import nnsight
         import torch
 

@@ -6,6 +6,8 @@ validation and work happen in ``fit``, learned state ends in ``_``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import time
 import warnings
@@ -20,11 +22,23 @@ from .inputs import (
     parse_fit_args,
 )
 from .layers import is_selection_spec, resolve_layers, validate_spec
-from .pooling import TOKEN_LEVEL_INFERENCE, resolve_poolings
+from .pooling import extractor_pooling, is_token_level, pooling_stage, resolve_poolings
 from .scoring import compute_metrics
 
 TASKS = ("classification", "regression")
 BACKENDS = ("local", "nnsight")
+
+
+def _per_call_options(method):
+    """Run ``method`` with its ``batch_size`` / ``max_retries`` keywords applied to every
+    extraction it does (see :meth:`Probe._call_options`)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._call_options(kwargs.get("batch_size"), kwargs.get("max_retries")):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -86,7 +100,11 @@ class Probe:
     pooling, train_pooling, inference_pooling : str or callable
         ``"last_token"``, ``"mean"``, ``"first_token"``, ``"all"``, ``"max"``, ``"min"`` or
         a callable ``f(Tensor[seq, hidden]) -> Tensor[hidden]``. Explicit train/inference
-        values override ``pooling``.
+        values override ``pooling``. A stage prefix says where the reduction happens:
+        ``"activation:NAME"`` pools activations before the classifier
+        (``activation:max`` is the element-wise max over tokens), ``"score:NAME"``
+        classifies every token and reduces the scores (``score:mean`` is the mean
+        per-token probability; trained on every token); see :mod:`.pooling`.
     classifier : str or sklearn estimator, default "logistic_regression"
     task : {"classification", "regression"}
     device : str, default "auto"
@@ -109,6 +127,18 @@ class Probe:
         Pool only over tokens of these chat roles (e.g. ``("user",)``).
     progress : bool or None
         Progress bars (None: on unless ``LMPROBE_PROGRESS=0``).
+    mass_mean_augment : bool, default False
+        Append one feature after preprocessing: the projection on the mass-mean direction
+        (positive-class mean minus negative-class mean, unit length, learned at fit); the
+        classifier sees ``d + 1`` features. Binary classification only.
+    max_retries : int or None
+        Retries of a failed remote (nnsight) extraction batch, with exponential backoff
+        (1 s, doubling, capped at 30 s), then the last error is raised. Also a per-call
+        keyword of ``fit``, ``warmup``, ``predict``, ``predict_proba``, ``score``,
+        ``evaluate``.
+    compute_backend : {"sklearn", "cuml"}, default "sklearn"
+        Where the classifier trains. ``"cuml"`` (RAPIDS, NVIDIA GPU) offers
+        ``logistic_regression`` and ``svm`` (``ridge`` for regression).
     """
 
     def __init__(
@@ -137,6 +167,9 @@ class Probe:
         chat_template: bool = False,
         score_roles=None,
         progress: bool | None = None,
+        mass_mean_augment: bool = False,
+        max_retries: int | None = None,
+        compute_backend: str = "sklearn",
     ) -> None:
         self.model = model
         self.dataset = dataset
@@ -162,6 +195,9 @@ class Probe:
         self.chat_template = chat_template
         self.score_roles = score_roles
         self.progress = progress
+        self.mass_mean_augment = mass_mean_augment
+        self.max_retries = max_retries
+        self.compute_backend = compute_backend
 
     # ------------------------------------------------------------------ sklearn API
     @classmethod
@@ -200,6 +236,7 @@ class Probe:
         state = self.__dict__.copy()
         state.pop("_runtime", None)
         state.pop("_identity_warned", None)
+        state.pop("_call_opts", None)
         return state
 
     # ------------------------------------------------------------------ learned state
@@ -270,6 +307,22 @@ class Probe:
             or self.batch_size < 1
         ):
             raise ValueError(f"batch_size={self.batch_size!r} must be a positive int")
+        from .classifiers import COMPUTE_BACKENDS
+        from .retry import validate_max_retries
+
+        validate_max_retries(self.max_retries)
+        if self.compute_backend not in COMPUTE_BACKENDS:
+            raise ValueError(
+                f"compute_backend={self.compute_backend!r} is not one of "
+                f"{', '.join(map(repr, COMPUTE_BACKENDS))}"
+            )
+        if not isinstance(self.mass_mean_augment, bool):
+            raise ValueError(f"mass_mean_augment={self.mass_mean_augment!r} must be True or False")
+        if self.mass_mean_augment and self.task == "regression":
+            raise ValueError(
+                "mass_mean_augment=True needs two classes (a mass-mean direction); "
+                "it is not defined for task='regression'"
+            )
         validate_spec(self.layers)
         validate_normalize(self.normalize_layers)
         validate_preprocessing(self.preprocessing, self.pca_components)
@@ -385,6 +438,36 @@ class Probe:
         use_chat = self.chat_template if chat_template is None else chat_template
         return self.runtime.prepare(prompts, chat_template=use_chat)
 
+    @contextlib.contextmanager
+    def _call_options(self, batch_size=None, max_retries=None):
+        """Per-call ``batch_size`` / ``max_retries`` for every extraction inside the block."""
+        from .retry import validate_max_retries
+
+        if batch_size is not None and (
+            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
+        ):
+            raise ValueError(f"batch_size={batch_size!r} must be a positive int")
+        validate_max_retries(max_retries)
+        before = self.__dict__.get("_call_opts")
+        self._call_opts = {"batch_size": batch_size, "max_retries": max_retries}
+        try:
+            yield
+        finally:
+            if before is None:
+                self.__dict__.pop("_call_opts", None)
+            else:
+                self._call_opts = before
+
+    def _extraction_options(self, batch_size=None) -> dict:
+        """``batch_size`` and ``max_retries`` for an extraction: this call's, else the
+        probe's."""
+        opts = self.__dict__.get("_call_opts") or {}
+        retries = opts.get("max_retries")
+        return {
+            "batch_size": batch_size or opts.get("batch_size"),
+            "max_retries": self.max_retries if retries is None else retries,
+        }
+
     def _features(self, prompts, pooling, layers=None, remote=None, batch_size=None) -> dict:
         """Pooled activations of already-prepared prompts: {layer: (n, hidden)}."""
         layers = list(self.layers_ if layers is None else layers)
@@ -394,16 +477,28 @@ class Probe:
             pooling,
             roles=self.score_roles,
             remote=remote,
-            batch_size=batch_size,
+            **self._extraction_options(batch_size),
         )
 
     def _token_features(self, prompts, layers=None, remote=None):
         """Per-token activations of prepared prompts and the ``score_roles`` token masks."""
         layers = list(self.layers_ if layers is None else layers)
-        return self.runtime.token_features(prompts, layers, roles=self.score_roles, remote=remote)
+        return self.runtime.token_features(
+            prompts, layers, roles=self.score_roles, remote=remote, **self._extraction_options()
+        )
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y=None, *, labels=None, remote: bool | None = None) -> Probe:
+    def fit(
+        self,
+        X,
+        y=None,
+        *,
+        labels=None,
+        remote: bool | None = None,
+        batch_size: int | None = None,
+        sample_weight=None,
+        max_retries: int | None = None,
+    ) -> Probe:
         """Fit on contrastive prompts or on prompts with labels.
 
         Parameters
@@ -416,11 +511,34 @@ class Probe:
             Labels by keyword (needed for string class labels given as a list).
         remote : bool, optional
             Override ``remote`` for this call.
+        batch_size : int, optional
+            Prompts per forward pass for this call.
+        sample_weight : array-like of shape (n_samples,), optional
+            One weight per training prompt, passed to the classifier's ``fit`` (with
+            ``train_pooling="all"`` every token carries its prompt's weight). Layer
+            selection (``auto``, ``fast_auto``, sweeps) does not use it.
+        max_retries : int, optional
+            Override ``max_retries`` for this call.
         """
         self._validate_params()
+        with self._call_options(batch_size, max_retries):
+            return self._fit_prompts(X, y, labels, remote, sample_weight)
+
+    def _fit_prompts(self, X, y, labels, remote, sample_weight) -> Probe:
         prompts, labels = parse_fit_args(X, y, labels, self.task)
         if self.task == "classification":
             check_two_classes(labels)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            if sample_weight.shape != (len(prompts),):
+                raise ValueError(
+                    f"sample_weight has shape {sample_weight.shape}; it needs one weight per "
+                    f"training prompt ({len(prompts)},)"
+                )
+        if self.compute_backend != "sklearn":
+            from .classifiers import check_compute_backend
+
+            check_compute_backend(self.compute_backend)
         train_data = (prompts, labels)
         rt = self.runtime
         if rt.uses_local_weights and self.backend == "local":
@@ -435,9 +553,18 @@ class Probe:
             candidates = auto_candidate_layers(self.auto_candidates, self.n_model_layers())
         else:
             candidates = resolve_layers(self.layers, self.n_model_layers())
-        X_layers, labels = rt.training_set(
-            prepared, labels, candidates, self.train_pooling_, roles=self.score_roles, remote=remote
+        X_layers, labels, owner = rt.training_set(
+            prepared,
+            labels,
+            candidates,
+            self.train_pooling_,
+            roles=self.score_roles,
+            remote=remote,
+            return_owner=True,
+            **self._extraction_options(),
         )
+        if sample_weight is not None:
+            sample_weight = sample_weight[owner]  # per token for train_pooling="all"
         hits = rt.last_hits
         selection = None
         if is_selection_spec(self.layers):
@@ -449,7 +576,12 @@ class Probe:
             selected = candidates
         from .features import concat_layers
 
-        self._fit_matrix(concat_layers(X_layers, selected), labels, n_layers=len(selected))
+        self._fit_matrix(
+            concat_layers(X_layers, selected),
+            labels,
+            n_layers=len(selected),
+            sample_weight=sample_weight,
+        )
         self.candidate_layers_ = list(candidates)
         self.layers_ = list(selected)
         if selection is not None:
@@ -465,12 +597,14 @@ class Probe:
         self._train_data = train_data  # for push_to_hub(include_training_data=True)
         return self
 
-    def _fit_matrix(self, X: np.ndarray, y: np.ndarray, n_layers: int = 1, kept=None) -> None:
+    def _fit_matrix(
+        self, X: np.ndarray, y: np.ndarray, n_layers: int = 1, kept=None, sample_weight=None
+    ) -> None:
         """Fit the pipeline on ``X``; ``kept`` is what to keep as the training activations
         (default ``X``: a float32 original is kept instead of a float64 copy)."""
         from sklearn.pipeline import Pipeline
 
-        from .classifiers import build_classifier
+        from .classifiers import build_classifier, build_cuml_classifier, check_sample_weight
         from .features import build_steps
 
         steps = build_steps(
@@ -480,17 +614,21 @@ class Probe:
             self.pca_components,
             len(X),
             self.random_state,
+            mass_mean_augment=self.mass_mean_augment,
         )
-        clf = build_classifier(
-            self.classifier, self.task, self.random_state, self.classifier_kwargs
-        )
+        build = build_classifier
+        if self.compute_backend == "cuml" and isinstance(self.classifier, str):
+            build = build_cuml_classifier
+        clf = build(self.classifier, self.task, self.random_state, self.classifier_kwargs)
+        sample_weight = check_sample_weight(clf, sample_weight, len(X))
+        fit_params = {} if sample_weight is None else {"classifier__sample_weight": sample_weight}
         pipe = Pipeline([*steps, ("classifier", clf)])
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning)
             # sklearn 1.9 deprecates SVC(probability=True); it still works until 1.11.
             warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
             try:
-                pipe.fit(X, y)
+                pipe.fit(X, y, **fit_params)
             except ValueError as exc:
                 raise ValueError(f"fitting {type(clf).__name__} failed: {exc}") from None
         self.pipeline_ = pipe
@@ -517,7 +655,9 @@ class Probe:
             )
         return X, n_layers_hint or 1
 
-    def fit_from_activations(self, X, y, *, layers=None, n_prompts: int | None = None) -> Probe:
+    def fit_from_activations(
+        self, X, y, *, layers=None, n_prompts: int | None = None, sample_weight=None
+    ) -> Probe:
         """Fit on precomputed activations.
 
         Parameters
@@ -529,8 +669,14 @@ class Probe:
             predict from prompts: its ``layers_``).
         n_prompts : int, optional
             Number of prompts behind the samples (``n_train_``; default ``n_samples``).
+        sample_weight : array-like of shape (n_samples,), optional
+            Passed to the classifier's ``fit``.
         """
         self._validate_params()
+        if self.compute_backend != "sklearn":
+            from .classifiers import check_compute_backend
+
+            check_compute_backend(self.compute_backend)
         t0 = time.perf_counter()
         original = np.asarray(X)
         X, n_layers = self._as_matrix(X, None if layers is None else len(layers))
@@ -542,7 +688,7 @@ class Probe:
         if self.task == "classification":
             check_two_classes(y)
         kept = original.reshape(len(original), -1) if original.dtype.kind == "f" else None
-        self._fit_matrix(X, y, n_layers, kept=kept)
+        self._fit_matrix(X, y, n_layers, kept=kept, sample_weight=sample_weight)
         if layers is not None:
             self.layers_ = [int(x) for x in layers]
         # Without model layers, the candidates are the blocks of X (0, 1, ...): what
@@ -608,8 +754,18 @@ class Probe:
 
         return restrict(*self.token_outputs(prompts, remote=remote))
 
-    def predict_proba(self, prompts, *, remote: bool | None = None, batch_size: int | None = None):
+    @_per_call_options
+    def predict_proba(
+        self,
+        prompts,
+        *,
+        remote: bool | None = None,
+        batch_size: int | None = None,
+        max_retries: int | None = None,
+    ):
         """Class probabilities.
+
+        ``batch_size`` and ``max_retries`` override the probe's values for this call.
 
         Returns
         -------
@@ -626,7 +782,7 @@ class Probe:
         how = self.inference_pooling_
         if how == "all":
             return pad_tokens(*self.token_outputs(prepared, remote=remote))
-        if how in ("max", "min"):
+        if is_token_level(how):
             return reduced_proba(self._reduced_rows(prepared, remote), how)
         from .classifiers import classifier_proba
 
@@ -634,7 +790,15 @@ class Probe:
             self.pipeline_, self._pooled_matrix(prepared, how, remote, batch_size)
         )
 
-    def predict(self, prompts, *, remote: bool | None = None, batch_size: int | None = None):
+    @_per_call_options
+    def predict(
+        self,
+        prompts,
+        *,
+        remote: bool | None = None,
+        batch_size: int | None = None,
+        max_retries: int | None = None,
+    ):
         """Predicted labels (or values for regression); per token for ``inference_pooling="all"``."""
         from .scoring import pad_tokens, prompt_outputs
 
@@ -644,7 +808,7 @@ class Probe:
         if how == "all":
             mode = "proba" if self.task == "regression" else "predict"
             return pad_tokens(*self.token_outputs(prepared, remote=remote, mode=mode))
-        if how in TOKEN_LEVEL_INFERENCE:
+        if is_token_level(how):
             return prompt_outputs(self, rows=self._reduced_rows(prepared, remote))[0]
         return self.pipeline_.predict(self._pooled_matrix(prepared, how, remote, batch_size))
 
@@ -659,11 +823,20 @@ class Probe:
         self._check_fitted()
         how = self.inference_pooling_
         prepared = self._prepare_prompts(prompts)
-        if how in TOKEN_LEVEL_INFERENCE:
+        if is_token_level(how):
             return prompt_outputs(self, rows=self._reduced_rows(prepared, remote))
         return prompt_outputs(self, features=self._pooled_matrix(prepared, how, remote))
 
-    def score(self, prompts, labels, *, remote: bool | None = None) -> float:
+    @_per_call_options
+    def score(
+        self,
+        prompts,
+        labels,
+        *,
+        remote: bool | None = None,
+        batch_size: int | None = None,
+        max_retries: int | None = None,
+    ) -> float:
         """Accuracy (classification) or R^2 (regression)."""
         from .scoring import score_value
 
@@ -672,7 +845,17 @@ class Probe:
         pred, _ = self.prompt_outputs(prompts, remote=remote)
         return score_value(y, pred, self.task)
 
-    def evaluate(self, prompts, labels, *, remote: bool | None = None, **kwargs) -> dict:
+    @_per_call_options
+    def evaluate(
+        self,
+        prompts,
+        labels,
+        *,
+        remote: bool | None = None,
+        batch_size: int | None = None,
+        max_retries: int | None = None,
+        **kwargs,
+    ) -> dict:
         """Several metrics at once.
 
         Classification: accuracy, f1, precision, recall, auroc (macro one-vs-rest for more
@@ -719,17 +902,45 @@ class Probe:
         self.cv_score_ = float(np.mean(scores))
         return self.cv_score_
 
+    @_per_call_options
     def warmup(
-        self, prompts, batch_size: int | None = None, *, remote: bool | None = None
+        self,
+        prompts,
+        batch_size: int | None = None,
+        *,
+        remote: bool | None = None,
+        max_retries: int | None = None,
     ) -> Probe:
-        """Extract and cache activations for ``prompts`` so later calls hit the cache."""
+        """Extract and cache activations for ``prompts`` so later calls hit the cache.
+
+        Returns the probe (for chaining); what the call did is ``warmup_stats_``
+        (a :class:`~.activation_store.WarmupStats`: cache hits, vectors extracted, time).
+        """
+        from .activation_store import WarmupStats
+
         self._validate_params()
         prepared = self._prepare_prompts(prompts)
         layers = getattr(self, "layers_", None) or resolve_layers(
             self.layers, self.n_model_layers()
         )
-        for pooling in {self.train_pooling_, self.inference_pooling_} - set(TOKEN_LEVEL_INFERENCE):
+        wanted = set()
+        if pooling_stage(self.train_pooling_, role="train") == "activation":
+            wanted.add(extractor_pooling(self.train_pooling_))
+        if not is_token_level(self.inference_pooling_):
+            wanted.add(extractor_pooling(self.inference_pooling_))
+        t0 = time.perf_counter()
+        hits = 0
+        for pooling in sorted(wanted, key=str):
             self._features(prepared, pooling, layers, remote, batch_size)
+            hits += self.last_cache_hits_
+        self.warmup_stats_ = WarmupStats(
+            n_prompts=len(prepared),
+            layers=[int(x) for x in layers],
+            poolings=sorted(map(str, wanted)),
+            cache_hits=hits,
+            extracted=len(prepared) * len(wanted) - hits,
+            seconds=time.perf_counter() - t0,
+        )
         return self
 
     # ------------------------------------------------------------------ tokens

@@ -222,8 +222,22 @@ class ModelRuntime:
         return config_context_length(self.model_name, self.tokenizer)
 
     # ------------------------------------------------------------------ extraction
-    def extractor(self, remote: bool | None = None, batch_size: int | None = None):
-        """The extraction backend: transformers, nnsight or an activation dataset."""
+    def extractor(
+        self, remote: bool | None = None, batch_size: int | None = None, max_retries=None
+    ):
+        """The extraction backend: transformers, nnsight or an activation dataset.
+
+        ``max_retries`` sets how often a failed remote batch is retried (nnsight; see
+        :mod:`.retry`) for the extractions that follow.
+        """
+        ext = self._extractor_for(remote, batch_size)
+        if hasattr(ext, "retry"):
+            from .retry import RetryPolicy
+
+            ext.retry = RetryPolicy(max_retries)
+        return ext
+
+    def _extractor_for(self, remote: bool | None, batch_size: int | None):
         remote = self.remote if remote is None else remote
         bs = batch_size or self.batch_size
         key = (remote, bs)
@@ -280,12 +294,18 @@ class ModelRuntime:
         roles=None,
         remote: bool | None = None,
         batch_size: int | None = None,
+        max_retries: int | None = None,
     ) -> dict[int, np.ndarray]:
         """Pooled activations of prepared prompts, ``{layer: (n, hidden)}`` float32.
 
-        With ``roles``, pooling reads only the tokens of those chat roles.
+        ``pooling`` is an activation-stage pooling (``activation:max`` and ``max`` are the
+        same vectors, cached once). With ``roles``, pooling reads only the tokens of those
+        chat roles.
         """
-        ext = self.extractor(remote, batch_size)
+        from .pooling import extractor_pooling
+
+        pooling = extractor_pooling(pooling)
+        ext = self.extractor(remote, batch_size, max_retries)
         layers = list(layers)
         if roles is None:
             acts = ext.pooled(prompts, layers, pooling)
@@ -305,7 +325,47 @@ class ModelRuntime:
         self.last_hits = getattr(ext, "last_hits", 0)
         return acts
 
-    def token_features(self, prompts, layers, *, roles=None, remote: bool | None = None):
+    def pooled_many(
+        self,
+        prompts,
+        layers,
+        poolings,
+        *,
+        roles=None,
+        remote: bool | None = None,
+        batch_size: int | None = None,
+        max_retries: int | None = None,
+    ) -> dict:
+        """Several activation-stage poolings of prepared prompts, from one forward pass
+        per batch where the extractor can (transformers backend, cache on, no ``roles``).
+
+        Returns
+        -------
+        dict
+            ``{pooling: {layer: (n, hidden)}}`` keyed by the poolings as given.
+        """
+        from .pooling import extractor_pooling
+
+        poolings = list(dict.fromkeys(poolings))
+        names = [extractor_pooling(p) for p in poolings]
+        opts = {"remote": remote, "batch_size": batch_size, "max_retries": max_retries}
+        ext = self.extractor(remote, batch_size, max_retries)
+        if roles is None and hasattr(ext, "pooled_many"):
+            got = ext.pooled_many(prompts, list(layers), list(dict.fromkeys(names)))
+            self.last_hits = getattr(ext, "last_hits", 0)
+            return {p: got[n] for p, n in zip(poolings, names)}
+        return {p: self.pooled(prompts, layers, p, roles=roles, **opts) for p in poolings}
+
+    def token_features(
+        self,
+        prompts,
+        layers,
+        *,
+        roles=None,
+        remote: bool | None = None,
+        batch_size: int | None = None,
+        max_retries: int | None = None,
+    ):
         """Per-token activations of prepared prompts and the tokens a probe may score.
 
         Returns
@@ -314,11 +374,23 @@ class ModelRuntime:
         keep : list of bool ndarray of shape (n_tokens,), or None
             With ``roles``: per prompt, the tokens of those roles; None means every token.
         """
-        toks = self.extractor(remote).per_token(prompts, list(layers))
+        toks = self.extractor(remote, batch_size, max_retries).per_token(prompts, list(layers))
         keep = None if roles is None else self.role_masks(prompts, roles)
         return toks, keep
 
-    def training_set(self, prompts, labels, layers, pooling, *, roles=None, remote=None):
+    def training_set(
+        self,
+        prompts,
+        labels,
+        layers,
+        pooling,
+        *,
+        roles=None,
+        remote=None,
+        batch_size: int | None = None,
+        max_retries: int | None = None,
+        return_owner: bool = False,
+    ):
         """Training samples for ``pooling`` over ``layers``: one pooled vector per prompt,
         or for ``pooling="all"`` every (scored) token with its prompt's label.
 
@@ -326,18 +398,22 @@ class ModelRuntime:
         -------
         X_layers : dict of int to ndarray of shape (n_samples, hidden)
         labels : ndarray of shape (n_samples,)
+        owner : ndarray of shape (n_samples,)
+            Only with ``return_owner``: the prompt index of every sample.
         """
         labels = np.asarray(labels)
+        opts = {"remote": remote, "batch_size": batch_size, "max_retries": max_retries}
         if pooling != "all":
-            return self.pooled(prompts, layers, pooling, roles=roles, remote=remote), labels
-        toks, keep = self.token_features(prompts, layers, roles=roles, remote=remote)
+            X = self.pooled(prompts, layers, pooling, roles=roles, **opts)
+            return (X, labels, np.arange(len(labels))) if return_owner else (X, labels)
+        toks, keep = self.token_features(prompts, layers, roles=roles, **opts)
         keep = keep or [np.ones(len(t.tokens), bool) for t in toks]
         per_layer = {
             layer: np.concatenate([t.acts[layer][k] for t, k in zip(toks, keep)])
             for layer in layers
         }
-        reps = np.concatenate([[labels[i]] * int(k.sum()) for i, k in enumerate(keep)])
-        return per_layer, np.asarray(reps, dtype=labels.dtype)
+        owner = np.concatenate([np.full(int(k.sum()), i) for i, k in enumerate(keep)])
+        return (per_layer, labels[owner], owner) if return_owner else (per_layer, labels[owner])
 
     def embedding_pooled(self, prompts, pooling) -> np.ndarray:
         """Pooled input embeddings (no transformer block runs), shape (n, hidden)."""

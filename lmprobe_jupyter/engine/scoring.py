@@ -80,16 +80,20 @@ def pad_tokens(rows: list[np.ndarray], keep=None) -> np.ma.MaskedArray:
 
 
 def reduce_rows(rows: list[np.ndarray], how: str) -> np.ndarray:
-    """Reduce each prompt's per-token values over its tokens: ``"max"`` or ``"min"``.
+    """Reduce each prompt's per-token values over its tokens with a score-stage pooling
+    (``"max"``, ``"min"``, ``"score:mean"``, ... see :func:`.pooling.reduce_token_scores`).
 
     Returns
     -------
     ndarray of shape (n_prompts,) or (n_prompts, k)
     """
-    if how not in ("max", "min"):
-        raise ValueError(f"how={how!r} is not one of 'max', 'min'")
-    fn = np.max if how == "max" else np.min
-    return np.array([fn(r, axis=0) for r in rows])
+    from .pooling import pooling_stage, reduce_token_scores
+
+    if how == "all" or pooling_stage(how) != "score":
+        raise ValueError(
+            f"how={how!r} is not a score-stage pooling ('max', 'min', 'score:NAME', ...)"
+        )
+    return np.array([reduce_token_scores(how, r) for r in rows])
 
 
 def reduced_proba(rows: list[np.ndarray], how: str) -> np.ndarray:
@@ -102,8 +106,8 @@ def reduced_proba(rows: list[np.ndarray], how: str) -> np.ndarray:
 
 def prompt_reduction(how) -> str:
     """How token-level inference becomes a prompt score: ``"all"`` is scored as ``"max"``
-    (a prompt is positive if any of its tokens is)."""
-    return "min" if how == "min" else "max"
+    (a prompt is positive if any of its tokens is); a score-stage pooling as itself."""
+    return "max" if how == "all" else how
 
 
 def prompt_outputs(probe, *, features: np.ndarray | None = None, rows=None):

@@ -53,6 +53,7 @@ _META_KEY = "lmprobe_probe"
 SAFE_CLASSES: dict[str, tuple[str, str]] = {
     "Pipeline": ("sklearn.pipeline", "Pipeline"),
     "LayerNormalizer": ("lmprobe_jupyter.engine.features", "LayerNormalizer"),
+    "MassMeanAugmenter": ("lmprobe_jupyter.engine.features", "MassMeanAugmenter"),
     "StandardScaler": ("sklearn.preprocessing", "StandardScaler"),
     "PCA": ("sklearn.decomposition", "PCA"),
     "LabelBinarizer": ("sklearn.preprocessing", "LabelBinarizer"),
@@ -71,6 +72,11 @@ SAFE_CLASSES: dict[str, tuple[str, str]] = {
     "SGDClassifier": ("sklearn.linear_model", "SGDClassifier"),
     "SGDRegressor": ("sklearn.linear_model", "SGDRegressor"),
     "MassMeanClassifier": ("lmprobe_jupyter.engine.classifiers", "MassMeanClassifier"),
+    "CVLogisticRegression": ("lmprobe_jupyter.engine.classifiers", "CVLogisticRegression"),
+    "LogisticEnsembleClassifier": (
+        "lmprobe_jupyter.engine.classifiers",
+        "LogisticEnsembleClassifier",
+    ),
 }
 
 # Fitted attributes that only matter while fitting (and are not plain data): not saved.

@@ -240,11 +240,11 @@ class SweepResult:
         Scored exactly as each probe's own :meth:`Probe.prompt_outputs` (same
         :mod:`.scoring` functions, same ``score_roles`` restriction), from one forward pass.
         """
-        from .pooling import TOKEN_LEVEL_INFERENCE
+        from .pooling import is_token_level
 
         first = next(iter(self.probes.values()))
         prepared = first.runtime.prepare(prompts, chat_template=first.chat_template)
-        if first.inference_pooling_ in TOKEN_LEVEL_INFERENCE:
+        if is_token_level(first.inference_pooling_):
             toks, keep = first.runtime.token_features(
                 prepared, self.layers, roles=first.score_roles, remote=remote
             )

@@ -176,10 +176,16 @@ PROBE_OPTIONS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "model": (_string, "model hub ID or local path (default: %%config ProbeMagics.model)"),
     "dataset": (_optional(_string), "activation dataset repo ID (instead of a model)"),
     "layers": (parse_layers, "16, -1, 14,15,16, middle, last, all, auto, fast_auto, sweep:5"),
-    "pooling": (_string, "last_token, mean, first_token, all, max, min"),
+    "pooling": (
+        _string,
+        "last_token, mean, first_token, all, max, min, activation:max, score:mean",
+    ),
     "train_pooling": (_optional(_string), "pooling for fit only"),
     "inference_pooling": (_optional(_string), "pooling for predict only (all, max, min too)"),
-    "classifier": (_string, "logistic_regression, ridge, svm, lda, mass_mean, sgd"),
+    "classifier": (
+        _string,
+        "logistic_regression, ridge, svm, lda, mass_mean, sgd, logistic_regression_cv, ensemble",
+    ),
     "task": (_string, "classification or regression"),
     "device": (_string, "auto, cpu, cuda:0"),
     "remote": (parse_bool, "nnsight remote execution (true/false)"),
@@ -197,9 +203,12 @@ PROBE_OPTIONS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "chat_template": (parse_bool, "format prompts with the chat template (true/false)"),
     "score_roles": (_optional(_string_list), "chat roles to pool over, e.g. user"),
     "progress": (_optional(parse_bool), "progress bars (true/false/none)"),
+    "mass_mean_augment": (parse_bool, "append the mass-mean projection feature (true/false)"),
+    "max_retries": (_optional(_parse_int), "retries of a failed remote batch (int or none)"),
+    "compute_backend": (_string, "sklearn or cuml"),
 }
 
-_BOOL_OPTIONS = ("remote", "chat_template", "progress")
+_BOOL_OPTIONS = ("remote", "chat_template", "progress", "mass_mean_augment")
 
 
 def probe_options(

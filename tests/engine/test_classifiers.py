@@ -82,3 +82,121 @@ def test_regression_defaults_to_ridge():
     assert isinstance(build_classifier("logistic_regression", task="regression"), Ridge)
     with pytest.raises(ValueError, match="not available for task='regression'"):
         build_classifier("mass_mean", task="regression")
+
+
+def test_logistic_regression_cv_picks_c_by_5_fold_cv():
+    from sklearn.linear_model import LogisticRegressionCV
+
+    X, y = _blobs(n=40, d=4)
+    est = build_classifier(
+        "logistic_regression_cv", random_state=0, classifier_kwargs={"Cs": [0.001, 1.0]}
+    ).fit(X, y)
+    same = {k: est.get_params()[k] for k in ("scoring", "l1_ratios", "max_iter")}
+    ref = LogisticRegressionCV(Cs=[0.001, 1.0], cv=5, random_state=0, **same).fit(X, y)
+    assert est.cv == 5 and est.Cs == [0.001, 1.0]
+    np.testing.assert_allclose(est.C_, ref.C_)
+    np.testing.assert_allclose(est.predict_proba(X), ref.predict_proba(X))
+
+
+def test_logistic_regression_cv_shrinks_folds_to_the_smallest_class():
+    X, y = _blobs(n=3, d=4)
+    est = build_classifier("logistic_regression_cv", random_state=0).fit(X, y)
+    assert est.cv == 5  # the parameter is left as given
+    scores = est.scores_
+    scores = next(iter(scores.values())) if isinstance(scores, dict) else scores
+    assert scores.shape[0] == 3  # but 3 folds were run
+    with pytest.raises(ValueError, match="at least 2 samples of every class"):
+        build_classifier("logistic_regression_cv").fit(X[:4], [0, 1, 1, 1])
+
+
+def test_ensemble_averages_logistic_regressions_over_c_values():
+    X, y = _blobs(d=4)
+    cs = [0.01, 1.0, 100.0]
+    est = build_classifier("ensemble", random_state=0, classifier_kwargs={"C_values": cs})
+    est.fit(X, y)
+    members = [LogisticRegression(C=c, max_iter=2000, random_state=0).fit(X, y) for c in cs]
+    assert [m.C for m in est.estimators_] == cs
+    want = np.mean([m.predict_proba(X) for m in members], axis=0)
+    np.testing.assert_allclose(est.predict_proba(X), want, atol=1e-8)
+    np.testing.assert_allclose(est.coef_, np.mean([m.coef_ for m in members], axis=0), atol=1e-8)
+    np.testing.assert_array_equal(est.predict(X), est.classes_[want.argmax(1)])
+
+
+def test_ensemble_bad_c_values():
+    X, y = _blobs()
+    with pytest.raises(ValueError, match=r"C_values=\[0.1, -1\] must be a non-empty list"):
+        build_classifier("ensemble", classifier_kwargs={"C_values": [0.1, -1]}).fit(X, y)
+
+
+def test_ensemble_coef_drives_layer_importance(tiny_model_path):
+    from lmprobe_jupyter import Probe
+
+    pos = ["alpha alpha", "alpha beta", "alpha gamma", "beta alpha"]
+    neg = ["omega omega", "omega delta", "delta omega", "omega sigma"]
+    p = Probe(model=tiny_model_path, layers=[1, 3], classifier="ensemble", device="cpu")
+    p.fit(pos, neg)
+    imp = p.compute_layer_importance()
+    clf = p.classifier_
+    blocks = np.split(clf.coef_[0], 2)
+    want = np.array([np.linalg.norm(b) for b in blocks])
+    np.testing.assert_allclose(imp, want / want.sum(), atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["logistic_regression_cv", "ensemble"], ids=["cv", "ensemble"])
+def test_new_classifiers_survive_the_safe_format(tmp_path, tiny_model_path, name):
+    from lmprobe_jupyter import Probe
+
+    pos = ["alpha alpha", "alpha beta", "alpha gamma", "beta alpha"]
+    neg = ["omega omega", "omega delta", "delta omega", "omega sigma"]
+    p = Probe(model=tiny_model_path, layers=2, classifier=name, device="cpu", random_state=0)
+    p.fit(pos, neg)
+    p.save(tmp_path / "probe")
+    q = Probe.load(tmp_path / "probe")
+    assert type(q.classifier_) is type(p.classifier_)
+    np.testing.assert_allclose(q.predict_proba(pos + neg), p.predict_proba(pos + neg))
+
+
+def test_compute_backend_names_the_valid_ones_and_what_cuml_needs(monkeypatch):
+    import importlib.util
+
+    from lmprobe_jupyter.engine.classifiers import check_compute_backend
+
+    check_compute_backend("sklearn")
+    with pytest.raises(ValueError, match="compute_backend='gpu' is not one of 'sklearn', 'cuml'"):
+        check_compute_backend("gpu")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "cuml" else real(n, *a)
+    )
+    with pytest.raises(ImportError, match="needs RAPIDS cuML.*use compute_backend='sklearn'"):
+        check_compute_backend("cuml")
+
+
+def test_cuml_without_a_gpu_is_a_clear_error(monkeypatch):
+    import importlib.util
+
+    import torch
+
+    from lmprobe_jupyter.engine.classifiers import check_compute_backend
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: object() if n == "cuml" else real(n, *a)
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="no CUDA device is available"):
+        check_compute_backend("cuml")
+
+
+def test_check_sample_weight():
+    from lmprobe_jupyter.engine.classifiers import check_sample_weight
+
+    est = build_classifier("logistic_regression")
+    np.testing.assert_array_equal(check_sample_weight(est, [1, 2], 2), [1.0, 2.0])
+    assert check_sample_weight(est, None, 2) is None
+    with pytest.raises(ValueError, match=r"shape \(3,\); it needs one weight per training"):
+        check_sample_weight(est, [1, 2, 3], 2)
+    with pytest.raises(ValueError, match="non-negative"):
+        check_sample_weight(est, [1, -2], 2)
+    with pytest.raises(TypeError, match="MassMeanClassifier.fit does not accept sample_weight"):
+        check_sample_weight(build_classifier("mass_mean"), [1, 2], 2)

@@ -170,3 +170,22 @@ def test_cold_and_warm_agree_with_a_float16_cache(tiny):
         assert cold.dtype == np.float32
     finally:
         cache.set_cache_dtype("float32")
+
+
+def test_pooled_many_is_pooled_for_each_pooling_in_one_pass(tiny_model_path):
+    from lmprobe_jupyter.engine.models import load_model
+
+    loaded = load_model(tiny_model_path, device="cpu")
+    prompts = ["alpha beta", "gamma delta epsilon zeta", "eta", "alpha beta"]
+    poolings = ["last_token", "mean", "max", "first_token"]
+    before = Extractor.forward_calls
+    got = Extractor(loaded, batch_size=8).pooled_many(prompts, [1, 3], poolings)
+    assert Extractor.forward_calls - before == 1
+    ref = Extractor(loaded, batch_size=2, use_cache=False)
+    for p in poolings:
+        want = ref.pooled(prompts, [1, 3], p)
+        for layer in (1, 3):
+            np.testing.assert_allclose(got[p][layer], want[layer], atol=1e-5)
+    before = Extractor.forward_calls
+    Extractor(loaded).pooled_many(prompts, [1, 3], poolings)  # all cached now
+    assert Extractor.forward_calls == before

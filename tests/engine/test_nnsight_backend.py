@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import time
+import types
 
 import numpy as np
 import pytest
@@ -505,3 +506,63 @@ def test_host_that_accepts_but_never_answers_fails_within_the_bound(monkeypatch)
     import websocket
 
     assert websocket.create_connection.__module__ == "websocket._core"  # patch undone
+
+
+@pytest.mark.real_model
+def test_remote_batch_is_retried_with_backoff(monkeypatch, listening_host, fake_ndif, smollm):
+    from nnsight.intervention.backends.remote import RemoteBackend
+
+    from lmprobe_jupyter.engine.retry import RetryPolicy
+
+    answer = RemoteBackend.request  # the fake server installed by fake_ndif
+    failures = [ConnectionResetError("connection reset by peer")]
+
+    def flaky(self, req, tracer):
+        if failures:
+            raise failures.pop()
+        return answer(self, req, tracer)
+
+    monkeypatch.setattr(RemoteBackend, "request", flaky)
+    monkeypatch.setenv("NNSIGHT_API_KEY", "k")
+    ext = nb.NNsightExtractor(BUNDLED, remote=True, batch_size=8, use_cache=False, max_retries=2)
+    waits = []
+    ext.retry = RetryPolicy(2, sleep=waits.append)
+    got = ext.pooled(PROMPTS, [4], "last_token")
+    assert waits == [1.0] and len(fake_ndif) == 1
+    ref = Extractor(smollm, batch_size=8, use_cache=False).pooled(PROMPTS, [4], "last_token")
+    _assert_same(ref, got)
+    # without retries the same failure reaches the caller, as a clear NDIF error
+    failures.append(ConnectionResetError("connection reset by peer"))
+    ext.retry = RetryPolicy(None)
+    with pytest.raises(nb.NDIFUnreachableError, match="lost the connection to NDIF"):
+        ext.pooled(PROMPTS, [4], "last_token")
+
+
+@pytest.mark.real_model
+def test_probe_max_retries_per_call(monkeypatch, listening_host, fake_ndif):
+    from nnsight.intervention.backends.remote import RemoteBackend
+
+    from lmprobe_jupyter.engine import retry
+
+    answer = RemoteBackend.request
+    failures = []
+
+    def flaky(self, req, tracer):
+        if failures:
+            raise failures.pop()
+        return answer(self, req, tracer)
+
+    waits = []
+    monkeypatch.setattr(RemoteBackend, "request", flaky)
+    monkeypatch.setattr(retry, "time", types.SimpleNamespace(sleep=waits.append))
+    monkeypatch.setenv("NNSIGHT_API_KEY", "k")
+    p = Probe(model=BUNDLED, backend="nnsight", remote=True, device="cpu", layers=[6])
+    failures[:] = [TimeoutError("read timed out")] * 2
+    p.fit(POS, NEG, max_retries=2)
+    assert waits == [1.0, 2.0]
+    failures[:] = [TimeoutError("read timed out")]
+    with pytest.raises(nb.NDIFUnreachableError):
+        p.predict(["I adore it"])  # max_retries=None: the first failure is raised
+    failures[:] = [TimeoutError("read timed out")]
+    assert list(p.predict(["I adore it"], max_retries=1)) in ([0], [1])
+    assert waits == [1.0, 2.0, 1.0]

@@ -142,6 +142,10 @@ class ActivationBaseline(FittedBaseline):
         cached activations are reused.
     dtype : str or None
     progress : bool or None
+    remote : bool, default False
+        Run the extraction on NDIF (needs ``backend="nnsight"``), as for ``Probe``.
+    backend : {"local", "nnsight"}, default "local"
+        The extraction backend, as for ``Probe`` (ignored when ``probe=`` lends one).
 
     Examples
     --------
@@ -164,6 +168,8 @@ class ActivationBaseline(FittedBaseline):
         probe: Any = None,
         dtype: str | None = None,
         progress: bool | None = None,
+        remote: bool = False,
+        backend: str = "local",
     ) -> None:
         self.method = method
         self.model = model
@@ -178,6 +184,8 @@ class ActivationBaseline(FittedBaseline):
         self.probe = probe
         self.dtype = dtype
         self.progress = progress
+        self.remote = remote
+        self.backend = backend
 
     @property
     def name(self) -> str:
@@ -205,10 +213,27 @@ class ActivationBaseline(FittedBaseline):
                 "fixed layers (an int, a list of ints, 'middle', 'last' or 'all')"
             )
         validate_pooling(self.pooling)
-        if isinstance(self.pooling, str) and self.pooling == "all":
+        from ..pooling import pooling_stage
+        from ..probe import BACKENDS
+
+        if pooling_stage(self.pooling, role="train") != "activation":
             raise ValueError(
-                f"pooling={self.pooling!r} scores tokens at inference only; use one of "
-                "'last_token', 'mean', 'first_token', 'max', 'min' or a callable"
+                f"pooling={self.pooling!r} scores tokens; an ActivationBaseline needs one "
+                "vector per prompt: use one of 'last_token', 'mean', 'first_token', 'max', "
+                "'min', an 'activation:NAME' pooling or a callable"
+            )
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"backend={self.backend!r} is not one of {quoted(BACKENDS)} (as for Probe)"
+            )
+        if self.remote and self.backend != "nnsight":
+            raise ValueError(
+                "remote=True needs backend='nnsight' (NDIF runs models through nnsight)"
+            )
+        if self.remote and self.method == "perplexity":
+            raise ValueError(
+                "method='perplexity' reads the model's logits from local weights; it does not "
+                "run on NDIF: use remote=False"
             )
         if self.method == "pca" and (
             not isinstance(self.n_components, int) or self.n_components < 1
@@ -242,6 +267,8 @@ class ActivationBaseline(FittedBaseline):
                 batch_size=self.batch_size,
                 dtype=self.dtype,
                 progress=self.progress,
+                remote=self.remote,
+                backend=self.backend,
             )
             if loaded is not None:
                 from ..runtime import ModelRuntime

@@ -231,7 +231,7 @@ class BaselineBattery:
         )
         _, fit_seconds = timed(b.fit, train_prompts, y)
         detail = {
-            "shuffled_labels": f"{b.features} features, permuted labels",
+            "shuffled_labels": f"{b.shuffle_features} features, permuted labels",
             "sentence_transformers": b.embedding_model,
         }.get(method, "")
         return result_from(

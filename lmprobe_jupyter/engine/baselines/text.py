@@ -48,6 +48,13 @@ class BaselineProbe(FittedBaseline):
         Device for the embedding model.
     batch_size : int, default 32
         Embedding batch size.
+    max_features : int or None, default 10000
+        Vocabulary size of ``bow`` / ``tfidf`` (the most frequent terms; None: all).
+    ngram_range : tuple of (int, int), default (1, 1)
+        Word n-grams of ``bow`` / ``tfidf``: ``(1, 2)`` adds bigrams.
+    base_method : str or None
+        lmprobe's name for ``features``: the text features ``shuffled_labels`` trains on
+        (overrides ``features`` when given).
 
     Attributes
     ----------
@@ -72,6 +79,9 @@ class BaselineProbe(FittedBaseline):
         features: str = "tfidf",
         device: str = "auto",
         batch_size: int = 32,
+        max_features: int | None = 10000,
+        ngram_range: tuple[int, int] = (1, 1),
+        base_method: str | None = None,
     ) -> None:
         self.method = method
         self.classifier = classifier
@@ -81,6 +91,9 @@ class BaselineProbe(FittedBaseline):
         self.features = features
         self.device = device
         self.batch_size = batch_size
+        self.max_features = max_features
+        self.ngram_range = ngram_range
+        self.base_method = base_method
 
     @property
     def name(self) -> str:
@@ -98,12 +111,38 @@ class BaselineProbe(FittedBaseline):
                 f"method={self.method!r} is not a text baseline; valid methods are "
                 f"{quoted(TEXT_METHODS)}{hint}"
             )
-        if self.method == "shuffled_labels" and self.features not in SHUFFLE_FEATURES:
+        if self.base_method is not None and self.base_method not in SHUFFLE_FEATURES:
+            raise ValueError(
+                f"base_method={self.base_method!r} is not one of {quoted(SHUFFLE_FEATURES)}"
+            )
+        if self.method == "shuffled_labels" and self.shuffle_features not in SHUFFLE_FEATURES:
             raise ValueError(f"features={self.features!r} is not one of {quoted(SHUFFLE_FEATURES)}")
+        if self.max_features is not None and (
+            not isinstance(self.max_features, int)
+            or isinstance(self.max_features, bool)
+            or self.max_features < 1
+        ):
+            raise ValueError(f"max_features={self.max_features!r} must be a positive int or None")
+        ng = self.ngram_range
+        if not (
+            isinstance(ng, tuple | list)
+            and len(ng) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in ng)
+            and 1 <= ng[0] <= ng[1]
+        ):
+            raise ValueError(
+                f"ngram_range={ng!r} must be a pair of ints (min_n, max_n) with "
+                "1 <= min_n <= max_n, e.g. (1, 2)"
+            )
+
+    @property
+    def shuffle_features(self) -> str:
+        """The text features ``shuffled_labels`` trains on (``base_method`` or ``features``)."""
+        return self.features if self.base_method is None else self.base_method
 
     def _feature_kind(self) -> str | None:
         if self.method == "shuffled_labels":
-            return self.features
+            return self.shuffle_features
         if self.method in ("random", "majority"):
             return None
         return self.method
@@ -118,7 +157,11 @@ class BaselineProbe(FittedBaseline):
 
                 vec_cls = CountVectorizer if kind == "bow" else TfidfVectorizer
                 # Keep one-letter tokens and punctuation-free words; short prompts need them.
-                self.vectorizer_ = vec_cls(token_pattern=r"(?u)\b\w+\b")
+                self.vectorizer_ = vec_cls(
+                    token_pattern=r"(?u)\b\w+\b",
+                    max_features=self.max_features,
+                    ngram_range=tuple(self.ngram_range),
+                )
                 X = self.vectorizer_.fit_transform(prompts)
             else:
                 X = self.vectorizer_.transform(prompts)

@@ -1,0 +1,289 @@
+"""ProbeEnsemble: voting, weights, bootstraps, shared extraction and the saved folder."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lmprobe_jupyter import Probe, ProbeEnsemble
+from lmprobe_jupyter.engine.extraction import Extractor
+
+POS = ["alpha alpha alpha", "alpha beta alpha", "alpha gamma", "alpha alpha", "beta alpha alpha"]
+NEG = ["omega omega omega", "omega delta", "delta omega omega", "omega omega", "omega sigma"]
+TEXTS = ["alpha omega beta", "omega omega alpha gamma delta", "beta", "sigma alpha", "delta"]
+LABELS = [1] * 5 + [0] * 5
+
+
+@pytest.fixture
+def tiny(tiny_model_path):
+    def make(**kw):
+        kw.setdefault("layers", 2)
+        kw.setdefault("random_state", 0)
+        kw.setdefault("device", "cpu")
+        return Probe(model=tiny_model_path, **kw)
+
+    return make
+
+
+@pytest.fixture
+def three(tiny):
+    return [
+        tiny(classifier="logistic_regression", classifier_kwargs={"C": 0.5}),
+        tiny(classifier="mass_mean"),
+        tiny(classifier="ensemble", classifier_kwargs={"C_values": [0.1, 1.0]}),
+    ]
+
+
+def test_soft_voting_is_the_weighted_mean_of_member_probabilities(three):
+    weights = [1.0, 2.0, 3.0]
+    ens = ProbeEnsemble(three, weights=weights).fit(POS, NEG)
+    alone = [p.fit(POS, NEG).predict_proba(TEXTS) for p in three]
+    want = sum(w * p for w, p in zip(weights, alone)) / sum(weights)
+    np.testing.assert_allclose(ens.predict_proba(TEXTS), want, atol=1e-10)
+    np.testing.assert_array_equal(ens.predict(TEXTS), ens.classes_[want.argmax(1)])
+    np.testing.assert_allclose(ens.weights_, np.array(weights) / 6)
+    assert ens.score(TEXTS, [1, 0, 1, 1, 0]) == np.mean(ens.predict(TEXTS) == [1, 0, 1, 1, 0])
+
+
+def test_fit_clones_the_members(three):
+    ens = ProbeEnsemble(three).fit(POS, NEG)
+    assert all(not hasattr(p, "pipeline_") for p in three)
+    assert all(hasattr(p, "pipeline_") for p in ens.probes_)
+    assert [p.classifier for p in ens.probes_] == ["logistic_regression", "mass_mean", "ensemble"]
+
+
+def test_members_sharing_model_and_layers_run_one_forward_pass_per_prompt(three):
+    batches = math.ceil(len(POS + NEG) / 8)
+    before = Extractor.forward_calls
+    ens = ProbeEnsemble(three).fit(POS, NEG)
+    assert Extractor.forward_calls - before == batches  # not 3 * batches
+    before = Extractor.forward_calls
+    ens.predict_proba(TEXTS)
+    assert Extractor.forward_calls - before == math.ceil(len(TEXTS) / 8)
+
+
+def test_hard_voting_ties_go_to_the_lower_class(three, monkeypatch):
+    ens = ProbeEnsemble(three[:2], voting="hard").fit(POS, NEG)
+    votes = {0: np.array([1, 0, 1]), 1: np.array([0, 0, 1])}
+    for i, m in enumerate(ens.probes_):
+        monkeypatch.setattr(m, "predict", lambda prompts, i=i, **kw: votes[i])
+    prompts = TEXTS[:3]
+    np.testing.assert_array_equal(ens.predict(prompts), [0, 0, 1])
+    np.testing.assert_allclose(ens.predict_proba(prompts), [[0.5, 0.5], [1, 0], [0, 1]])
+    ens.weights_ = np.array([2 / 3, 1 / 3])  # as fit sets it for weights=[2, 1]
+    np.testing.assert_array_equal(ens.predict(prompts), [1, 0, 1])
+
+
+def test_hard_voting_is_the_majority_of_member_predictions(tiny):
+    members = [tiny(classifier="ridge"), tiny(classifier="mass_mean"), tiny(layers=1)]
+    ens = ProbeEnsemble(members, voting="hard").fit(POS, NEG)
+    preds = np.stack([m.predict(TEXTS) for m in ens.probes_])
+    np.testing.assert_array_equal(ens.predict(TEXTS), (preds.sum(0) >= 2).astype(int))
+    np.testing.assert_allclose(ens.predict_proba(TEXTS)[:, 1], preds.mean(0))
+
+
+def test_string_classes_tie_to_the_lower_class(tiny, monkeypatch):
+    ens = ProbeEnsemble([tiny(), tiny(classifier="mass_mean")], voting="hard")
+    ens.fit(POS + NEG, labels=["dog"] * 5 + ["cat"] * 5)
+    assert list(ens.classes_) == ["cat", "dog"]
+    monkeypatch.setattr(ens.probes_[0], "predict", lambda prompts, **kw: np.array(["dog"]))
+    monkeypatch.setattr(ens.probes_[1], "predict", lambda prompts, **kw: np.array(["cat"]))
+    assert list(ens.predict(["x"])) == ["cat"]
+
+
+def test_ridge_with_soft_voting_says_use_hard(tiny):
+    ens = ProbeEnsemble([tiny(), tiny(classifier="ridge")])
+    with pytest.raises(ValueError, match=r"probes\[1\] uses classifier='ridge'.*voting=\"hard\""):
+        ens.fit(POS, NEG)
+
+
+def test_identical_members_have_zero_prediction_std(tiny):
+    ens = ProbeEnsemble([tiny(), tiny(), tiny()]).fit(POS, NEG)
+    np.testing.assert_allclose(ens.prediction_std(TEXTS), 0.0, atol=1e-12)
+
+
+def test_prediction_std_is_the_std_of_members_positive_probability(three):
+    ens = ProbeEnsemble(three).fit(POS, NEG)
+    pos = np.stack([m.predict_proba(TEXTS)[:, 1] for m in ens.probes_])
+    np.testing.assert_allclose(ens.prediction_std(TEXTS), pos.std(0), atol=1e-12)
+
+
+def test_multiclass_soft_voting(tiny):
+    prompts = POS + NEG + ["gamma gamma", "gamma zeta", "zeta gamma gamma", "gamma"]
+    y = [1] * 5 + [0] * 5 + [2] * 4
+    ens = ProbeEnsemble([tiny(), tiny(classifier="mass_mean")]).fit(prompts, labels=y)
+    want = np.mean([m.predict_proba(TEXTS) for m in ens.probes_], axis=0)
+    np.testing.assert_allclose(ens.predict_proba(TEXTS), want)
+    assert ens.prediction_std(TEXTS).shape == (len(TEXTS), 3)
+
+
+def test_from_configs_shares_keywords(tiny_model_path):
+    ens = ProbeEnsemble.from_configs(
+        model=tiny_model_path,
+        configs=[{"classifier": "logistic_regression"}, {"classifier": "mass_mean", "layers": 1}],
+        voting="hard",
+        layers=2,
+        device="cpu",
+        random_state=0,
+    )
+    assert ens.voting == "hard"
+    assert [(p.model, p.layers, p.classifier) for p in ens.probes] == [
+        (tiny_model_path, 2, "logistic_regression"),
+        (tiny_model_path, 1, "mass_mean"),
+    ]
+    ens.fit(POS, NEG)
+    assert ens.score(POS + NEG, LABELS) == 1.0
+    with pytest.raises(ValueError, match="configs must be a non-empty list of dicts"):
+        ProbeEnsemble.from_configs(model=tiny_model_path, configs=[])
+
+
+def test_bootstrap_fits_members_on_resamples_with_one_extraction(tiny):
+    before = Extractor.forward_calls
+    ens = ProbeEnsemble.bootstrap(tiny(), n_resamples=4, random_state=0).fit(POS, NEG)
+    assert Extractor.forward_calls - before == math.ceil(10 / 8)
+    assert len(ens.probes_) == 4 and ens.resample
+    idx = ens.resample_indices_
+    assert all(len(i) == 10 for i in idx)
+    assert len({tuple(np.sort(i)) for i in idx}) == 4  # four different resamples
+    again = ProbeEnsemble.bootstrap(tiny(), n_resamples=4, random_state=0).fit(POS, NEG)
+    for a, b in zip(idx, again.resample_indices_):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(ens.predict_proba(TEXTS), again.predict_proba(TEXTS))
+
+
+def test_bootstrap_with_groups_resamples_whole_groups(tiny):
+    groups = [0, 0, 1, 1, 2, 3, 3, 4, 4, 5]
+    ens = ProbeEnsemble.bootstrap(tiny(), n_resamples=5, random_state=1)
+    ens.fit(POS, NEG, groups=groups)
+    g = np.array(groups)
+    for idx in ens.resample_indices_:
+        for group in np.unique(g):
+            members = np.flatnonzero(g == group)
+            counts = [int(np.sum(idx == i)) for i in members]
+            assert len(set(counts)) == 1  # a group is drawn whole, or not at all
+    with pytest.raises(ValueError, match="got 3 groups for 10 training prompts"):
+        ProbeEnsemble.bootstrap(tiny(), n_resamples=2).fit(POS, NEG, groups=[0, 1, 2])
+    with pytest.raises(ValueError, match="groups= only matters for bootstrap ensembles"):
+        ProbeEnsemble([tiny(), tiny()]).fit(POS, NEG, groups=groups)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"voting": "average"}, ValueError, r"voting='average' is not one of 'soft', 'hard'"),
+        ({"weights": [1.0]}, ValueError, r"weights=\[1.0\] must be 2 non-negative numbers"),
+        ({"weights": [1.0, -1.0]}, ValueError, "non-negative"),
+    ],
+    ids=["voting", "weights-length", "weights-sign"],
+)
+def test_bad_parameters(tiny, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        ProbeEnsemble([tiny(), tiny()], **kwargs).fit(POS, NEG)
+
+
+def test_bad_members_and_unfitted_use(tiny):
+    with pytest.raises(TypeError, match=r"probes\[1\] is a str"):
+        ProbeEnsemble([tiny(), "probe"]).fit(POS, NEG)
+    with pytest.raises(ValueError, match="non-empty list"):
+        ProbeEnsemble([]).fit(POS, NEG)
+    with pytest.raises(ValueError, match="not fitted yet"):
+        ProbeEnsemble([tiny()]).predict(TEXTS)
+    with pytest.raises(ValueError, match="n_resamples=1 must be an int >= 2"):
+        ProbeEnsemble.bootstrap(tiny(), n_resamples=1)
+
+
+def test_sklearn_params_round_trip(three):
+    from sklearn.base import clone
+
+    ens = ProbeEnsemble(three, weights=[1, 1, 2], voting="hard")
+    copy = clone(ens)
+    assert copy.get_params(deep=False)["weights"] == [1, 1, 2] and copy.voting == "hard"
+    assert copy.set_params(voting="soft").voting == "soft"
+    with pytest.raises(ValueError, match="'vote' is not a ProbeEnsemble parameter"):
+        ens.set_params(vote="soft")
+
+
+def test_save_and_load_round_trip_without_pickle(three, tmp_path):
+    ens = ProbeEnsemble(three, weights=[1, 2, 3]).fit(POS, NEG)
+    path = ens.save(tmp_path / "ens")
+    names = sorted(p.name for p in path.iterdir())
+    assert names == ["ensemble.json", "member_00", "member_01", "member_02"]
+    assert not list(path.rglob("*.pkl"))
+    back = ProbeEnsemble.load(path)
+    assert back.voting == "soft" and back.weights == [1.0, 2.0, 3.0]
+    np.testing.assert_allclose(back.predict_proba(TEXTS), ens.predict_proba(TEXTS))
+    np.testing.assert_allclose(back.prediction_std(TEXTS), ens.prediction_std(TEXTS))
+    ens.save(path)  # overwriting a saved ensemble is fine
+
+
+def test_load_refuses_bad_folders(three, tmp_path):
+    import json
+
+    from lmprobe_jupyter.engine.serialization import ProbeFormatError
+
+    path = ProbeEnsemble(three[:2]).fit(POS, NEG).save(tmp_path / "ens")
+    meta = json.loads((path / "ensemble.json").read_text())
+    (path / "ensemble.json").write_text(json.dumps({**meta, "members": ["../elsewhere"]}))
+    with pytest.raises(ProbeFormatError, match="bad member folder name '../elsewhere'"):
+        ProbeEnsemble.load(path)
+    (path / "ensemble.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(ProbeFormatError, match="format_version 99, newer"):
+        ProbeEnsemble.load(path)
+    with pytest.raises(FileNotFoundError, match="no saved ensemble"):
+        ProbeEnsemble.load(tmp_path / "nothing")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="is not a saved ensemble"):
+        ProbeEnsemble(three[:2]).fit(POS, NEG).save(tmp_path / "other")
+
+
+@pytest.mark.real_model
+def test_bootstrap_members_disagree_on_smollm(smollm):
+    from lmprobe_jupyter.examples import CAT, DOG, DOG_CAT_TEST
+
+    base = Probe(model=smollm.name, layers=16, random_state=0, device="cpu")
+    ens = ProbeEnsemble.bootstrap(base, n_resamples=5, random_state=0).fit(DOG, CAT)
+    test = [t for t, _ in DOG_CAT_TEST]
+    std = ens.prediction_std(test)
+    assert std.shape == (len(test),)
+    assert np.all(std > 0) and std.max() < 0.5
+    same = ProbeEnsemble([base, base, base]).fit(DOG, CAT)
+    np.testing.assert_allclose(same.prediction_std(test), 0.0, atol=1e-12)
+
+
+def test_members_on_different_layers_of_one_model_share_one_pass(tiny):
+    members = [tiny(layers=1), tiny(layers=3, classifier="mass_mean"), tiny(layers=[1, 3])]
+    before = Extractor.forward_calls
+    ens = ProbeEnsemble(members).fit(POS, NEG)
+    assert Extractor.forward_calls - before == math.ceil(10 / 8)
+    assert [m.layers_ for m in ens.probes_] == [[1], [3], [1, 3]]
+    before = Extractor.forward_calls
+    ens.predict_proba(TEXTS)
+    assert Extractor.forward_calls - before == math.ceil(len(TEXTS) / 8)
+
+
+def test_members_with_different_inference_poolings_predict_right(tiny):
+    members = [tiny(inference_pooling="mean"), tiny(layers=1, inference_pooling="activation:max")]
+    ens = ProbeEnsemble(members).fit(POS, NEG)
+    want = np.mean([m.predict_proba(TEXTS) for m in ens.probes_], axis=0)
+    np.testing.assert_allclose(ens.predict_proba(TEXTS), want)
+
+
+def test_members_with_different_poolings_share_one_pass(tiny):
+    members = [
+        tiny(pooling="last_token"),
+        tiny(pooling="mean", layers=1),
+        tiny(pooling="activation:max", layers=3, classifier="mass_mean"),
+        tiny(pooling="first_token", inference_pooling="mean"),
+    ]
+    before = Extractor.forward_calls
+    ens = ProbeEnsemble(members).fit(POS, NEG)
+    assert Extractor.forward_calls - before == math.ceil(10 / 8)  # not one pass per pooling
+    assert len({id(m.runtime) for m in ens.probes_}) == 1  # one runtime for the whole ensemble
+    before = Extractor.forward_calls
+    proba = ens.predict_proba(TEXTS)
+    assert Extractor.forward_calls - before == math.ceil(len(TEXTS) / 8)
+    alone = [p.fit(POS, NEG).predict_proba(TEXTS) for p in members]
+    np.testing.assert_allclose(proba, np.mean(alone, axis=0), atol=1e-6)
