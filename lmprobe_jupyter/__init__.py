@@ -54,6 +54,18 @@ _EXPORTS = {
     "NDIFUnreachableError": "engine.nnsight_backend",
     # monitoring
     "MonitorResult": "engine.monitoring",
+    # lmprobe 0.10: cache tools and profiling
+    "evict": "engine.cache_tools",
+    "list_cached_prompts": "engine.cache_tools",
+    "discover_cached": "engine.cache_tools",
+    "clear_model_cache": "engine.cache_tools",
+    "enable_cache_logging": "engine.cache_tools",
+    "set_max_threads": "engine.cache_tools",
+    "CachedPromptInfo": "engine.cache_tools",
+    "ModelCacheInfo": "engine.cache",
+    "set_profiling": "engine.profiling",
+    "is_profiling": "engine.profiling",
+    "last_profile": "engine.profiling",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__", "load_ipython_extension"])

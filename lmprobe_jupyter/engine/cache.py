@@ -70,8 +70,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _shard
+from . import _cache_events, _shard
 from ._shard import DTYPES, ShardError
+from .profiling import profile
 
 __all__ = [
     "ActivationCache",
@@ -661,7 +662,7 @@ class ActivationCache:
         out: list[np.ndarray | None] = [None] * len(prompts)
         if not self.enabled or not prompts:
             return out
-        with self._lock:
+        with self._lock, profile("cache_read"):
             keys = entry_keys(model_key, layer, pooling, prompts)
             unique = list(dict.fromkeys(keys))
             found: dict[bytes, np.ndarray] = {}
@@ -682,6 +683,7 @@ class ActivationCache:
             hits = sum(a is not None for a in out)
             self.hits += hits
             self.misses += len(out) - hits
+            _cache_events.on_lookup(model_key, layer, pooling, hits, len(out))
         return out
 
     def contains(self, model_key: str, prompts: list[str], layer: int, pooling: str) -> list[bool]:
@@ -712,9 +714,10 @@ class ActivationCache:
             raise ValueError(f"store() got {len(prompts)} prompts but {len(arrays)} arrays")
         if not self.enabled or not prompts:
             return
-        with self._lock:
+        with self._lock, profile("cache_write"):
             try:
                 self._store(model_key, prompts, layer, pooling, arrays)
+                _cache_events.on_store(self.path, model_key, layer, pooling, prompts)
             except (OSError, sqlite3.OperationalError) as exc:  # disk full, read-only, ...
                 self._io_failed("write to", exc)
 
@@ -1077,6 +1080,19 @@ class ActivationCache:
                 misses=self.misses,
                 models=models,
             )
+
+    # ------------------------------------------------- entry details (cache_tools)
+    def entry_nbytes(
+        self, model_key: str, prompts: list[str], layer: int, pooling: str
+    ) -> list[int | None]:
+        """Stored bytes of each prompt's entry (None where not cached); reads no data."""
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        with self._lock:
+            keys = entry_keys(model_key, layer, pooling, prompts)
+            rows = self._rows(list(dict.fromkeys(keys)))
+        return [int(rows[k][3]) if k in rows else None for k in keys]
 
 
 # ------------------------------------------------------------ process-wide cache

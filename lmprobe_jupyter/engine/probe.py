@@ -21,6 +21,7 @@ from .inputs import (
 )
 from .layers import is_selection_spec, resolve_layers, validate_spec
 from .pooling import TOKEN_LEVEL_INFERENCE, resolve_poolings
+from .profiling import profile, profiled
 from .scoring import compute_metrics
 
 TASKS = ("classification", "regression")
@@ -403,6 +404,7 @@ class Probe:
         return self.runtime.token_features(prompts, layers, roles=self.score_roles, remote=remote)
 
     # ------------------------------------------------------------------ fit
+    @profiled("Probe.fit")
     def fit(self, X, y=None, *, labels=None, remote: bool | None = None) -> Probe:
         """Fit on contrastive prompts or on prompts with labels.
 
@@ -490,7 +492,8 @@ class Probe:
             # sklearn 1.9 deprecates SVC(probability=True); it still works until 1.11.
             warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
             try:
-                pipe.fit(X, y)
+                with profile("fit"):
+                    pipe.fit(X, y)
             except ValueError as exc:
                 raise ValueError(f"fitting {type(clf).__name__} failed: {exc}") from None
         self.pipeline_ = pipe
