@@ -66,6 +66,17 @@ _EXPORTS = {
     "set_profiling": "engine.profiling",
     "is_profiling": "engine.profiling",
     "last_profile": "engine.profiling",
+    # lmprobe 0.10: bulk extraction, activation datasets, MoE, sample scans
+    "extract": "engine.bulk",
+    "load_manifest": "engine.bulk",
+    "push_extraction": "engine.bulk",
+    "consolidate_cache": "engine.bulk",
+    "load_activations": "engine.bulk",
+    "ExtractionManifest": "engine.bulk",
+    "ManifestEntry": "engine.bulk",
+    "detect_moe_info": "engine.moe",
+    "MoEInfo": "engine.moe",
+    "ActivationType": "engine.moe",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__", "load_ipython_extension"])
