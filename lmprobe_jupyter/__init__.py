@@ -77,6 +77,8 @@ _EXPORTS = {
     "detect_moe_info": "engine.moe",
     "MoEInfo": "engine.moe",
     "ActivationType": "engine.moe",
+    "SampleScan": "engine.sample_scan",
+    "SeparabilityMap": "engine.sample_scan",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__", "load_ipython_extension"])
