@@ -501,7 +501,7 @@ class SampleScan:
                 p = np.empty((n_layers, n_tok, k), np.float32)
                 for layer in range(n_layers):
                     x = np.asarray(raw[s][layer])
-                    mean, comps, evr = _pca(x[fit_rows], k)
+                    mean, comps, evr = _pca(x[fit_rows], k, random_state)
                     bases[f"{s}.layer_{layer}.mean"] = mean
                     bases[f"{s}.layer_{layer}.components"] = comps
                     bases[f"{s}.layer_{layer}.explained_variance_ratio"] = evr
@@ -695,19 +695,28 @@ class SampleScan:
         return SeparabilityMap(auroc=auroc, component=comp, classes=classes)
 
 
-def _pca(x: np.ndarray, k: int):
-    """Mean, top-``k`` components (k, d) and explained-variance ratios of ``x`` (m, d)."""
+def _pca(x: np.ndarray, k: int, random_state: int = 0):
+    """Mean, top-``k`` components (k, d) and explained-variance ratios of ``x`` (m, d).
+
+    An exact thin SVD when there are fewer samples than dimensions or ``k`` is a large
+    share of the rank, else a randomized SVD (a scan fits one basis per layer and signal,
+    90 for SmolLM2, so an eigendecomposition of every covariance adds up).
+    """
     mean = x.mean(0)
-    xc = x - mean
-    cov = (xc.T @ xc) / max(len(x) - 1, 1)
-    vals, vecs = np.linalg.eigh(cov.astype(np.float64))
-    order = np.argsort(vals)[::-1][:k]
-    comps = vecs[:, order].T
+    xc = (x - mean).astype(np.float64)
+    m, d = xc.shape
+    if m <= d or 2 * k >= min(m, d):
+        _, sv, vt = np.linalg.svd(xc, full_matrices=False)
+        sv, comps = sv[:k], vt[:k]
+    else:
+        from sklearn.utils.extmath import randomized_svd
+
+        _, sv, comps = randomized_svd(xc, k, n_iter=5, random_state=random_state)
     # a deterministic sign: the largest-magnitude loading of each component is positive
-    signs = np.sign(comps[np.arange(k), np.abs(comps).argmax(1)])
+    signs = np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(1)])
     comps = comps * np.where(signs == 0, 1, signs)[:, None]
-    total = float(vals.clip(min=0).sum()) or 1.0
-    evr = vals[order].clip(min=0) / total
+    total = float((xc**2).sum()) or 1.0
+    evr = sv**2 / total
     return mean.astype(np.float32), comps.astype(np.float32), evr.astype(np.float32)
 
 
