@@ -57,6 +57,31 @@ _EXPORTS = {
     "NDIFUnreachableError": "engine.nnsight_backend",
     # monitoring
     "MonitorResult": "engine.monitoring",
+    # lmprobe 0.10: cache tools and profiling
+    "evict": "engine.cache_tools",
+    "list_cached_prompts": "engine.cache_tools",
+    "discover_cached": "engine.cache_tools",
+    "clear_model_cache": "engine.cache_tools",
+    "enable_cache_logging": "engine.cache_tools",
+    "set_max_threads": "engine.cache_tools",
+    "CachedPromptInfo": "engine.cache_tools",
+    "ModelCacheInfo": "engine.cache",
+    "set_profiling": "engine.profiling",
+    "is_profiling": "engine.profiling",
+    "last_profile": "engine.profiling",
+    # lmprobe 0.10: bulk extraction, activation datasets, MoE, sample scans
+    "extract": "engine.bulk",
+    "load_manifest": "engine.bulk",
+    "push_extraction": "engine.bulk",
+    "consolidate_cache": "engine.bulk",
+    "load_activations": "engine.bulk",
+    "ExtractionManifest": "engine.bulk",
+    "ManifestEntry": "engine.bulk",
+    "detect_moe_info": "engine.moe",
+    "MoEInfo": "engine.moe",
+    "ActivationType": "engine.moe",
+    "SampleScan": "engine.sample_scan",
+    "SeparabilityMap": "engine.sample_scan",
 }
 
 # lmprobe's public names that are spelled differently here: alias -> (module, our name)

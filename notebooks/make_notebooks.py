@@ -360,6 +360,44 @@ print("group lasso kept layers", lasso.layers_)
 print(f"test accuracy: {lasso.score(test_texts, test_labels):.2f}")
 """),
     md("""
+## A picture of the whole forward pass: sample scans
+
+A sweep asks one question per layer. A **sample scan** looks at everything the model
+does to a corpus in one pass: at every layer it records, for every token, the residual
+stream and what attention and the MLP add to it, fits a PCA basis per (layer, signal)
+and keeps the projections. Here: the dog and cat sentences (nothing names the animal).
+"""),
+    code("""
+from lmprobe_jupyter import SampleScan
+from lmprobe_jupyter.examples import CAT, DOG
+
+scan = SampleScan.run(DOG + CAT, [1] * len(DOG) + [0] * len(CAT), scan_dir="dog-cat-scan", n_components=16)
+scan
+"""),
+    md("""
+`separability_map()` answers *where do the classes come apart?*: per layer and signal,
+the best AUROC a single principal component reaches between dogs and cats (each sentence
+is its tokens' mean projection). With 10 sentences per class, the best of 16 components
+scores around 0.8 by chance alone, so look for where the map rises clearly above that.
+"""),
+    code("""
+sep = scan.separability_map()
+layer, signal, auroc = sep.best()
+print(f"dog vs cat separate best at layer {layer} ({signal}): AUROC {auroc:.2f}")
+print(f"residual stream: layer 0 {sep.auroc['residual'][0]:.2f}, layer {layer} {sep.auroc['residual'][layer]:.2f}")
+sep
+"""),
+    md("""
+`%probe_scan` shows one sentence as a picture: tokens left to right, layers top to
+bottom (layer 0 first), colour = the first three components as RGB, and a top row that
+is red where the model was surprised by a token. Hover over a cell to read the token,
+the layer and its component values; exported notebooks keep a static PNG.
+"""),
+    code("""
+%load_ext lmprobe_jupyter
+%probe_scan scan --show 2
+"""),
+    md("""
 ## Take-aways
 
 - Sweep layers with cross-validation (or a held-out set), never training accuracy.

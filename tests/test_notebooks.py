@@ -224,6 +224,16 @@ def test_where_does_it_live_notebook(tmp_path, kernel_env):
     assert re.search(r"group lasso kept layers \[\d+", out)
     assert _number(out, r"test accuracy: ([0-9.]+)") >= 0.75
 
+    # the sample scan: dogs and cats come apart in the residual stream, beyond layer 0
+    cell = _cell(nb, "sep = scan.separability_map()")
+    out = _stdout(cell)
+    best = _number(out, r"AUROC ([0-9.]+)")
+    assert best >= 0.9 and best > _number(out, r"residual stream: layer 0 ([0-9.]+)")
+    assert int(_number(out, r"best at layer (\d+)")) > 0
+    assert "lmprobe-separability" in _data(cell)["text/html"]
+    shown = _data(_cell(nb, "%probe_scan scan --show 2"))
+    assert WIDGET_MIME in shown and "data:image/png;base64," in shown["text/html"]
+
 
 # ---------------------------------------------------------------- 03 is it learning
 @pytest.mark.real_model

@@ -85,9 +85,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _shard
+from . import _cache_events, _shard
 from ._shard import DTYPES, ShardError
 from .pooling import UNCACHED_PREFIX  # callables that cannot be keyed: never cached
+from .profiling import profile
 
 __all__ = [
     "ActivationCache",
@@ -639,6 +640,7 @@ class ActivationCache:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+            _cache_events.forget(self.path)
 
     def _recovering(self, fn, *args, **kwargs):
         """Run ``fn``; if the index turns out damaged, quarantine and rebuild it, run again."""
@@ -869,7 +871,7 @@ class ActivationCache:
         out: list[np.ndarray | None] = [None] * len(prompts)
         if not self.enabled or not prompts or pooling.startswith(UNCACHED_PREFIX):
             return out
-        with self._lock:
+        with self._lock, profile("cache_read"):
             return self._recovering(self._lookup, model_key, prompts, layer, pooling, out)
 
     def _lookup(self, model_key, prompts, layer, pooling, out):
@@ -898,6 +900,7 @@ class ActivationCache:
         hits = sum(a is not None for a in out)
         self.hits += hits
         self.misses += len(out) - hits
+        _cache_events.on_lookup(model_key, layer, pooling, hits, len(out))
         return out
 
     def contains(self, model_key: str, prompts: list[str], layer: int, pooling: str) -> list[bool]:
@@ -928,9 +931,11 @@ class ActivationCache:
             raise ValueError(f"store() got {len(prompts)} prompts but {len(arrays)} arrays")
         if not self.enabled or not prompts or pooling.startswith(UNCACHED_PREFIX):
             return
-        with self._lock:
+        with self._lock, profile("cache_write"):
             try:
                 self._recovering(self._store, model_key, prompts, layer, pooling, arrays)
+                if not self._readonly:  # a read-only cache gets no ledger rows either
+                    _cache_events.on_store(self.path, model_key, layer, pooling, prompts)
             except (OSError, sqlite3.OperationalError) as exc:  # disk full, read-only, ...
                 self._io_failed("write to", exc)
 
@@ -1417,6 +1422,19 @@ class ActivationCache:
             misses=self.misses,
             models=models,
         )
+
+    # ------------------------------------------------- entry details (cache_tools)
+    def entry_nbytes(
+        self, model_key: str, prompts: list[str], layer: int, pooling: str
+    ) -> list[int | None]:
+        """Stored bytes of each prompt's entry (None where not cached); reads no data."""
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        with self._lock:
+            keys = entry_keys(model_key, layer, pooling, prompts)
+            rows = self._rows(list(dict.fromkeys(keys)))
+        return [int(rows[k][3]) if k in rows else None for k in keys]
 
 
 # ------------------------------------------------------------ process-wide cache

@@ -24,6 +24,7 @@ import numpy as np
 from .cache import get_cache, tokens_cached
 from .models import LoadedModel, decoder_layers
 from .pooling import pool_batch, pooling_key
+from .profiling import profile
 
 #: Cache "layer" of pooled input embeddings (real layers are always >= 0 there).
 EMBEDDINGS_LAYER = -1
@@ -95,7 +96,8 @@ class Extractor:
     def encode(self, prompts: list[str]) -> list[list[int]]:
         """Token ids per prompt, truncated (with a warning) to the model's context."""
         tok = self.loaded.tokenizer
-        ids = tok(list(prompts), add_special_tokens=True, truncation=False)["input_ids"]
+        with profile("tokenize"):
+            ids = tok(list(prompts), add_special_tokens=True, truncation=False)["input_ids"]
         limit = self.loaded.max_length
         too_long = [i for i, x in enumerate(ids) if len(x) > limit]
         if too_long:
@@ -155,7 +157,7 @@ class Extractor:
         base = getattr(model, getattr(model, "base_model_prefix", ""), None) or model
         Extractor.forward_calls += 1
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), profile("forward"):
                 base(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
         except _StopForward:
             pass
@@ -313,7 +315,8 @@ class Extractor:
             def capture(layer, hidden, m, rows=rows, keep=keep):
                 if keep is not None:
                     m = m * keep.to(m.device)
-                result[layer][rows] = pool_batch(hidden, m, pooling).float().cpu().numpy()
+                with profile("pool"):
+                    result[layer][rows] = pool_batch(hidden, m, pooling).float().cpu().numpy()
 
             self._forward(ids, mask, layers, capture)
         return result

@@ -23,6 +23,7 @@ from .inputs import (
 )
 from .layers import is_selection_spec, resolve_layers, validate_spec
 from .pooling import extractor_pooling, is_token_level, pooling_stage, resolve_poolings
+from .profiling import profile, profiled
 from .scoring import compute_metrics
 
 TASKS = ("classification", "regression")
@@ -488,6 +489,7 @@ class Probe:
         )
 
     # ------------------------------------------------------------------ fit
+    @profiled("Probe.fit")
     def fit(
         self,
         X,
@@ -628,7 +630,8 @@ class Probe:
             # sklearn 1.9 deprecates SVC(probability=True); it still works until 1.11.
             warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
             try:
-                pipe.fit(X, y, **fit_params)
+                with profile("fit"):
+                    pipe.fit(X, y, **fit_params)
             except ValueError as exc:
                 raise ValueError(f"fitting {type(clf).__name__} failed: {exc}") from None
         self.pipeline_ = pipe

@@ -17,6 +17,9 @@ def load_ipython_extension(ip: Any) -> None:
     from .magics import ProbeMagics
 
     ip.register_magics(ProbeMagics)
+    from .scan_magic import ScanMagics
+
+    ip.register_magics(ScanMagics)
     _register_figure_formatter(ip)
 
 
