@@ -1018,11 +1018,15 @@ class Probe:
         return from_hub(repo_id, probe_cls=cls, **kwargs)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path) -> None:
-        """Save to ``path`` (safe format; a ``.pkl`` path uses pickle)."""
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Save to ``path`` (safe format; a ``.pkl`` path uses pickle).
+
+        Saving over an earlier save replaces only the probe's own files; a folder holding
+        other data is refused unless ``overwrite=True`` (see :func:`.serialization.save_probe`).
+        """
         from .serialization import save_probe
 
-        save_probe(self, path)
+        save_probe(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path, *, trust_classifier: bool = False, **overrides) -> Probe:

@@ -128,7 +128,7 @@ def calibrated(chem_probe, tmp_path_factory):
     for fmt, name in (("safe", "probe"), ("pkl", "probe.pkl")):
         path = tmp_path_factory.mktemp("saved") / name
         probe.save(path)
-        loaded = Probe.load(path)
+        loaded = Probe.load(path, trust_classifier=fmt == "pkl")
         out[f"loaded_{fmt}"] = (loaded.threshold_, loaded.calibration_, loaded.flag(BENIGN_FRESH))
     prompts = MISUSE_TEST + BENIGN_FRESH
     y = [1] * len(MISUSE_TEST) + [0] * len(BENIGN_FRESH)
