@@ -98,3 +98,58 @@ def test_batch_size_checked_per_call(probe, bs):
 def test_cross_validate_cv_checked(probe, cv):
     with pytest.raises((ValueError, TypeError), match=r"cv=.* must be an int >= 2"):
         probe.cross_validate(cv=cv)
+
+
+# ---------------------------------------------------------------------------- the checks themselves
+LABEL_CASES = [
+    ([1, None, 0], ValueError, r"labels\[1\] is None"),
+    (np.array([1, None, 0], dtype=object), ValueError, r"labels\[1\] is None"),
+    ([1.0, float("nan"), 0.0], ValueError, r"labels\[1\] is NaN"),
+    ([1, "dog", 0], TypeError, r"labels mix types \(int, str\)"),
+]
+
+
+@pytest.mark.parametrize(
+    "labels, error, match", LABEL_CASES, ids=["none", "none-object-array", "nan", "mixed"]
+)
+def test_check_labels_names_the_bad_label(labels, error, match):
+    from lmprobe_jupyter.engine.inputs import check_labels
+
+    with pytest.raises(error, match=match):
+        check_labels(labels)
+
+
+def test_check_labels_keeps_good_labels():
+    from lmprobe_jupyter.engine.inputs import check_labels
+
+    assert check_labels([1.0, 0.0]).dtype == np.int64
+    assert check_labels(["a", "b"]).tolist() == ["a", "b"]
+    assert check_labels([0.5, 1.5], "regression").tolist() == [0.5, 1.5]
+
+
+def test_surrogate_in_a_chat_message_named():
+    from lmprobe_jupyter.engine.inputs import check_prompts
+
+    conv = [{"role": "user", "content": "ok \udfff"}]
+    with pytest.raises(ValueError, match=r"prompts\[0\]\[0\]\['content'\] holds a lone"):
+        check_prompts([conv])
+    assert check_prompts(["emoji \U0001f600 fine"]) == ["emoji \U0001f600 fine"]
+
+
+@pytest.mark.parametrize(
+    "fn, arg, ok",
+    [("check_batch_size", None, None), ("check_batch_size", 4, 4), ("check_cv", 3, 3)],
+    ids=["bs-none", "bs-4", "cv-3"],
+)
+def test_size_checks_accept_valid_values(fn, arg, ok):
+    from lmprobe_jupyter.engine import inputs
+
+    assert getattr(inputs, fn)(arg) == ok
+
+
+def test_score_and_evaluate_agree_on_string_labels(probe):
+    """score() used to return 0.0 where evaluate() raised."""
+    for fn in (probe.score, probe.evaluate):
+        with pytest.raises(ValueError, match="labels are strings, but the probe's classes are"):
+            fn(POS + NEG, [str(v) for v in Y])
+    assert probe.score(POS + NEG, Y) == probe.evaluate(POS + NEG, Y)["accuracy"]
