@@ -1076,7 +1076,13 @@ class Probe:
 
     @classmethod
     def load(cls, path, *, trust_classifier: bool = False, **overrides) -> Probe:
-        """Load a probe saved with :meth:`save`."""
+        """Load a probe saved with :meth:`save`.
+
+        Every pickle (a ``.pkl`` path, or a folder whose ``probe.json`` names one) needs
+        ``trust_classifier=True``: unpickling runs code from the file. ``overrides`` may
+        change runtime parameters (``device=``, ``batch_size=``), never what the classifier
+        was fitted on (``layers``, ``pooling``, ``classifier``, ...).
+        """
         from .serialization import load_probe
 
         return load_probe(path, trust_classifier=trust_classifier, probe_cls=cls, **overrides)

@@ -401,11 +401,6 @@ def _as(kind: type, v, what: str):
     return v
 
 
-def decode_value(v, arrays: dict[str, np.ndarray] | None = None):
-    """Decode one tagged JSON value of ``probe.json`` (``card``, ``summary``, ...)."""
-    return Decoder(arrays or {}).decode(v)
-
-
 def plain(v):
     """A JSON-able plain-Python copy of simple values (for the human-readable summary)."""
     if isinstance(v, np.ndarray):
