@@ -554,3 +554,11 @@ def test_malformed_card_is_a_format_error(fake_hub, edit):
     _hostile_repo(fake_hub, "mallory/card", {"probe.json": json.dumps(data).encode()})
     with pytest.raises(ProbeFormatError, match="'mallory/card'.* malformed"):
         ProbeCard.from_hub("mallory/card")
+
+
+def test_from_hub_refuses_overriding_fitted_structure(fake_hub, dog_probe):
+    dog_probe().push_to_hub("alice/layers")
+    with pytest.raises(ValueError, match=r"layers=3 cannot be changed when loading"):
+        Probe.from_hub("alice/layers", load_model=False, layers=3)
+    loaded = Probe.from_hub("alice/layers", load_model=False, batch_size=2)
+    assert loaded.batch_size == 2 and loaded.layers_ == [2, 4]
