@@ -31,10 +31,12 @@ from .serialization import (
     UnsafeFormatError,
     UntrustedPickleError,
     check_header,
+    check_load_overrides,
     dumps_json,
     load_pickle,
     load_safe_files,
     pickle_manifest,
+    pickle_weights,
     plain,
     probe_to_dict,
     read_json,
@@ -405,6 +407,9 @@ def from_hub(
     trust_classifier : bool, default False
         Required for probes shared as a pickle (unpickling runs code from the file);
         safe-format probes load without it.
+    **overrides
+        Other constructor parameters to change (``batch_size=``, ...); ones the classifier
+        was fitted on (``layers``, ``pooling``, ``classifier``, ...) are refused.
     load_model : bool, default True
         Load the base model now (otherwise on first use).
     device : str, default "auto"
@@ -424,11 +429,12 @@ def from_hub(
     data = read_json(json_path)
     check_header(data, source)
     weights = data.get("weights")
-    if weights == PICKLE_NAME:
+    digest = pickle_weights(data, source)
+    if digest is not None:
         if not trust_classifier:
             raise UntrustedPickleError(untrusted_pickle_message(source))
         pkl = download(repo_id, PICKLE_NAME, revision=revision, token=token)
-        probe = load_pickle(pkl, data.get("pickle_sha256"), probe_cls=probe_cls)
+        probe = load_pickle(pkl, digest, probe_cls=probe_cls)
         labels = (data.get("card") or {}).get("class_labels")
         if labels:
             probe.restore_state({"class_labels_": Decoder({}).decode(labels)})
@@ -442,6 +448,7 @@ def from_hub(
     if fp and not getattr(probe, "model_fingerprint_", None):
         state["model_fingerprint_"] = fp
     probe.restore_state(state)
+    check_load_overrides(probe, overrides)
     probe.set_params(device=device, **overrides)
     if load_model and probe.dataset is None:
         probe.runtime.load()
@@ -512,6 +519,25 @@ class ProbeCard:
 
     @classmethod
     def from_dict(cls, repo_id: str, data: dict, meta: dict | None = None) -> ProbeCard:
+        """The card of ``data`` (a ``probe.json``) and ``meta`` (README front matter).
+
+        Raises
+        ------
+        ProbeFormatError
+            ``data`` is not shaped like a ``probe.json`` (a list where a mapping belongs, ...).
+        """
+        try:
+            return cls._from_dict(repo_id, data, meta)
+        except ProbeFormatError:
+            raise
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ProbeFormatError(
+                f"hub repo {repo_id!r}: {JSON_NAME} or the README metadata is malformed "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+
+    @classmethod
+    def _from_dict(cls, repo_id: str, data: dict, meta: dict | None) -> ProbeCard:
         meta = meta or {}
         s = data.get("summary") or {}
         card = Decoder({}).decode(data.get("card") or {})

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "check_batch_size",
+    "check_cv",
+    "check_known_labels",
     "check_labels",
     "check_prompts",
     "check_scoring_data",
@@ -50,9 +53,11 @@ def check_prompts(prompts, what: str = "prompts", allow_messages: bool = True) -
     out = list(prompts)
     for i, p in enumerate(out):
         if allow_messages and is_message_list(p):
-            for m in p:
+            for j, m in enumerate(p):
                 if "role" not in m or "content" not in m:
                     raise ValueError(f"{what}[{i}] has a message without 'role' and 'content' keys")
+                if isinstance(m["content"], str):
+                    _check_encodable(m["content"], f"{what}[{i}][{j}]['content']")
             continue
         if not isinstance(p, str):
             raise TypeError(
@@ -60,14 +65,44 @@ def check_prompts(prompts, what: str = "prompts", allow_messages: bool = True) -
             )
         if not p.strip():
             raise ValueError(f"{what}[{i}] is an empty string; remove it or give it some text")
+        _check_encodable(p, f"{what}[{i}]")
     return out
+
+
+def _check_encodable(text: str, what: str) -> None:
+    """A lone surrogate (``"\\ud800"``, e.g. from a badly split emoji) is not text a
+    tokenizer can encode: name where it is instead of failing deep inside the tokenizer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} holds a lone surrogate {text[exc.start]!r} at position {exc.start}, which "
+            "is not valid Unicode text; remove it or repair the string (e.g. "
+            "s.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace'))"
+        ) from None
 
 
 def check_labels(y, task: str = "classification") -> np.ndarray:
     """Labels as a 1-D array: floats for regression, class ids (ints/strings) otherwise."""
+    is_object_array = isinstance(y, np.ndarray) and y.dtype.kind == "O"
+    values = list(y) if isinstance(y, list | tuple) or is_object_array else []
+    for i, v in enumerate(values):
+        if v is None:
+            raise ValueError(
+                f"labels[{i}] is None; every prompt needs a label (an int or str class id, or "
+                "a float for task='regression'): drop unlabelled prompts first"
+            )
+    if any(isinstance(v, str) for v in values) and not all(isinstance(v, str) for v in values):
+        kinds = sorted({type(v).__name__ for v in values})
+        raise TypeError(
+            f"labels mix types ({', '.join(kinds)}); use one type: all ints or all strings"
+        )
     y = np.asarray(y)
     if y.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {y.shape}")
+    if y.dtype.kind == "f" and np.isnan(y).any():
+        i = int(np.flatnonzero(np.isnan(y))[0])
+        raise ValueError(f"labels[{i}] is NaN; every prompt needs a label: drop it first")
     if task == "regression":
         try:
             return y.astype(np.float64)
@@ -140,8 +175,11 @@ def parse_fit_args(X, y, labels=None, task: str = "classification"):
     return prompts, check_labels(y_list, task)
 
 
-def check_scoring_data(prompts, labels, task: str = "classification"):
-    """Prompts and labels for ``score``/``evaluate``: same length, valid labels.
+def check_scoring_data(
+    prompts, labels, task: str = "classification", classes=None, what: str = "evaluate"
+):
+    """Prompts and labels for ``score``/``evaluate``: non-empty, same length, valid labels
+    and, with ``classes``, labels the probe knows (see :func:`check_known_labels`).
 
     Returns
     -------
@@ -157,4 +195,50 @@ def check_scoring_data(prompts, labels, task: str = "classification"):
             f"got {len(prompts)} prompts but {len(y)} labels; labels must be 1-D with one "
             "label per prompt"
         )
+    if not prompts:
+        raise ValueError(
+            f"{what} needs at least one prompt with its label; metrics of nothing are undefined"
+        )
+    if task == "classification" and classes is not None:
+        check_known_labels(y, classes)
     return prompts, y
+
+
+def check_known_labels(y: np.ndarray, classes) -> None:
+    """Every label must be one of the classes the probe was fitted on: a label it cannot
+    predict (``2`` for a 0/1 probe, ``"1"`` for int classes) makes accuracy meaningless."""
+    classes = np.asarray(classes)
+    known = set(classes.tolist())
+    unseen = [v for v in dict.fromkeys(y.tolist()) if v not in known]
+    if not unseen:
+        return
+    shown = ", ".join(map(repr, unseen[:5]))
+    hint = ""
+    if y.dtype.kind in "UO" and classes.dtype.kind in "iub":
+        hint = "; the labels are strings, but the probe's classes are ints: convert them"
+    elif y.dtype.kind in "iub" and classes.dtype.kind in "UO":
+        hint = "; the labels are ints, but the probe's classes are strings"
+    raise ValueError(
+        f"labels hold {shown}, not among the probe's classes {classes.tolist()!r}{hint}; "
+        "a probe can only be scored on the classes it was fitted on"
+    )
+
+
+def check_batch_size(batch_size, what: str = "batch_size") -> int | None:
+    """None (use the default) or a positive int."""
+    if batch_size is None:
+        return None
+    if (
+        not isinstance(batch_size, int | np.integer)
+        or isinstance(batch_size, bool)
+        or batch_size < 1
+    ):
+        raise ValueError(f"{what}={batch_size!r} must be a positive int (or None for the default)")
+    return int(batch_size)
+
+
+def check_cv(cv) -> int:
+    """Number of cross-validation folds: an int >= 2."""
+    if not isinstance(cv, int | np.integer) or isinstance(cv, bool) or cv < 2:
+        raise ValueError(f"cv={cv!r} must be an int >= 2 (the number of folds)")
+    return int(cv)

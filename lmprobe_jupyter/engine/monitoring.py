@@ -5,6 +5,10 @@ A probe deployed next to a chatbot needs three things beyond ``predict``:
 - a decision threshold with a known false-positive rate on benign traffic
   (:func:`calibrate`, then :func:`flag`), and metrics at that threshold with bootstrap
   confidence intervals (:func:`evaluate_extra`, merged into ``Probe.evaluate``);
+- every part of a long input read: a prompt longer than the model's context is scored
+  in overlapping windows and keeps its highest window's score (:func:`prompt_scores`,
+  ``long_inputs="windows"``), so benign padding placed before a request cannot push the
+  request past the context and out of sight;
 - scores for the model's own output while it is being written (:func:`monitor`):
   forward hooks on the probe's layers read the residual stream of every new position
   from the same forward pass ``model.generate`` runs anyway, so monitoring costs a
@@ -35,15 +39,32 @@ __all__ = [
     "flag",
     "monitor",
     "prompt_scores",
+    "window_spans",
 ]
+
+LONG_INPUTS = ("windows", "truncate")
 
 
 # ---------------------------------------------------------------------- prompt-level scores
 
 
-def prompt_scores(probe, prompts, *, remote: bool | None = None) -> np.ndarray:
+def prompt_scores(
+    probe, prompts, *, remote: bool | None = None, long_inputs: str = "windows"
+) -> np.ndarray:
     """One score per prompt: the positive-class probability (binary classification) or
     the prediction (regression), as ``Probe.evaluate`` sees it.
+
+    Parameters
+    ----------
+    probe : Probe
+    prompts : list of str or chat message lists
+    remote : bool, optional
+    long_inputs : {"windows", "truncate"}, default "windows"
+        A text prompt longer than the model's context is scored in overlapping windows
+        (:func:`window_spans`: half-overlapping, the last one ending at the text's end)
+        and its score is the highest window's, with a warning saying so. "truncate"
+        reads only the first ``max_length`` tokens (what ``predict`` does), so text past
+        them is never seen. Chat message lists and ``dataset=`` probes are never split.
 
     Returns
     -------
@@ -55,15 +76,89 @@ def prompt_scores(probe, prompts, *, remote: bool | None = None) -> np.ndarray:
     prompts = check_prompts(prompts, "prompts")
     if not prompts:
         raise ValueError("no prompts were given")
+    if long_inputs not in LONG_INPUTS:
+        raise ValueError(
+            f"long_inputs={long_inputs!r} is not one of {', '.join(map(repr, LONG_INPUTS))}"
+        )
     if probe.task == "classification" and len(probe.classes_) != 2:
         raise ValueError(
             f"calibrated thresholds need a binary probe; this one has {len(probe.classes_)} "
             f"classes ({', '.join(map(repr, probe.classes_.tolist()))})"
         )
-    pred, proba = probe.prompt_outputs(prompts, remote=remote)
-    if probe.task == "regression":
-        return np.asarray(pred, dtype=np.float64)
-    return np.asarray(proba[:, 1], dtype=np.float64)
+    owner, pieces = list(range(len(prompts))), list(prompts)
+    if long_inputs == "windows" and probe.dataset is None:
+        owner, pieces = _split_long(probe, prompts)
+    pred, proba = probe.prompt_outputs(pieces, remote=remote)
+    scores = np.asarray(pred if probe.task == "regression" else proba[:, 1], dtype=np.float64)
+    out = np.full(len(prompts), -np.inf)
+    np.maximum.at(out, np.asarray(owner), scores)
+    return out
+
+
+def _window_size(probe) -> int:
+    """Tokens of raw text that fit the context with the prompt's own additions (special
+    tokens, chat template), less 8 of slack for re-tokenization at window edges."""
+    rt = probe.runtime
+    tok = rt.tokenizer
+    wrapped = rt.prepare(["x"], chat_template=probe.chat_template)[0]
+    overhead = len(tok(wrapped, add_special_tokens=True)["input_ids"]) - len(
+        tok("x", add_special_tokens=False)["input_ids"]
+    )
+    return max(8, rt.max_length - overhead - 8)
+
+
+def window_spans(tokenizer, text: str, size: int, fits: int | None = None) -> list[tuple[int, int]]:
+    """Character spans of windows of at most ``size`` tokens covering ``text``.
+
+    Consecutive windows overlap by half (stride ``size // 2``), so any passage of up to
+    ``size // 2`` tokens lies whole inside one window; the last window ends at the end
+    of ``text``. A text of at most ``fits`` tokens (default ``size``) is one window.
+
+    Returns
+    -------
+    list of (start, end) character offsets into ``text``
+    """
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
+        "offset_mapping"
+    ]
+    n = len(offsets)
+    if n <= (size if fits is None else fits):
+        return [(0, len(text))]
+    stride = max(1, size // 2)
+    starts = list(range(0, n - size, stride)) + [n - size]
+    return [
+        (0 if s == 0 else offsets[s][0], len(text) if s + size == n else offsets[s + size - 1][1])
+        for s in starts
+    ]
+
+
+def _split_long(probe, prompts) -> tuple[list[int], list]:
+    """(owner index, text) pieces: text prompts over the context become their windows."""
+    rt = probe.runtime
+    size = _window_size(probe)
+    owner, pieces, split = [], [], []
+    for i, p in enumerate(prompts):
+        spans = (
+            window_spans(rt.tokenizer, p, size, fits=size + 8)
+            if isinstance(p, str)
+            else [(0, len(p))]
+        )
+        if len(spans) > 1:
+            split.append((i, len(spans)))
+        for a, b in spans:
+            owner.append(i)
+            pieces.append(p if not isinstance(p, str) else p[a:b])
+    if split:
+        i, k = split[0]
+        warnings.warn(
+            f"{len(split)} prompt(s) exceed the model's context of {rt.max_length} tokens "
+            f"(first: #{i}); each was scored in overlapping windows of {size} tokens "
+            f"(#{i}: {k} windows) and keeps its highest window's score, so text anywhere in "
+            "it counts (long_inputs='truncate' reads only the first tokens)",
+            UserWarning,
+            stacklevel=4,
+        )
+    return owner, pieces
 
 
 def current_threshold(probe, threshold: float | None = None) -> float:
@@ -84,7 +179,14 @@ def current_threshold(probe, threshold: float | None = None) -> float:
 # ---------------------------------------------------------------------- calibration
 
 
-def calibrate(probe, benign_prompts, fpr: float = 0.01, *, remote: bool | None = None):
+def calibrate(
+    probe,
+    benign_prompts,
+    fpr: float = 0.01,
+    *,
+    remote: bool | None = None,
+    long_inputs: str = "windows",
+):
     """The threshold at which at most ``fpr`` of ``benign_prompts`` is flagged.
 
     ``Probe.calibrate`` stores the result as ``threshold_`` and ``calibration_``.
@@ -105,6 +207,8 @@ def calibrate(probe, benign_prompts, fpr: float = 0.01, *, remote: bool | None =
         Target false-positive rate, in (0, 1).
     remote : bool, optional
         Override ``probe.remote`` for the scoring pass.
+    long_inputs : {"windows", "truncate"}, default "windows"
+        How prompts longer than the context are scored (see :func:`prompt_scores`).
 
     Returns
     -------
@@ -121,7 +225,7 @@ def calibrate(probe, benign_prompts, fpr: float = 0.01, *, remote: bool | None =
     if isinstance(fpr, bool) or not isinstance(fpr, int | float) or not 0.0 < float(fpr) < 1.0:
         raise ValueError(f"fpr={fpr!r} must be a number strictly between 0 and 1")
     fpr = float(fpr)
-    scores = prompt_scores(probe, benign_prompts, remote=remote)
+    scores = prompt_scores(probe, benign_prompts, remote=remote, long_inputs=long_inputs)
     n = len(scores)
     m = int(math.floor(fpr * n + 1e-9))
     if m == 0:
@@ -142,7 +246,12 @@ def calibrate(probe, benign_prompts, fpr: float = 0.01, *, remote: bool | None =
 
 
 def flag(
-    probe, prompts, *, threshold: float | None = None, remote: bool | None = None
+    probe,
+    prompts,
+    *,
+    threshold: float | None = None,
+    remote: bool | None = None,
+    long_inputs: str = "windows",
 ) -> np.ndarray:
     """Which prompts score over the threshold.
 
@@ -156,6 +265,9 @@ def flag(
         an uncalibrated probe uses 0.5, the plain ``predict`` cut-off, which has no
         false-positive guarantee: call :func:`calibrate` first for one.
     remote : bool, optional
+    long_inputs : {"windows", "truncate"}, default "windows"
+        A prompt longer than the context is flagged if any window of it scores over the
+        threshold (see :func:`prompt_scores`).
 
     Returns
     -------
@@ -163,7 +275,7 @@ def flag(
         True where the score is strictly greater than the threshold.
     """
     thr = current_threshold(probe, threshold)
-    return prompt_scores(probe, prompts, remote=remote) > thr
+    return prompt_scores(probe, prompts, remote=remote, long_inputs=long_inputs) > thr
 
 
 # ---------------------------------------------------------------------- evaluate extras

@@ -496,8 +496,17 @@ def pool_batch(hidden, mask, pooling):
         return h.masked_fill(~mask.bool().unsqueeze(-1), float("inf")).amin(1)
     if callable(pooling):
         rows = []
+        d = h.shape[-1]
         for i in range(h.shape[0]):
-            out = pooling(h[i][mask[i].bool()])
-            rows.append(torch.as_tensor(out, device=h.device).float().reshape(-1))
+            tokens = h[i][mask[i].bool()]
+            out = torch.as_tensor(pooling(tokens), device=h.device).float()
+            if tuple(out.shape) not in ((d,), (1, d)):
+                name = getattr(pooling, "__name__", type(pooling).__name__)
+                raise ValueError(
+                    f"pooling function {name!r} returned shape {tuple(out.shape)} for token "
+                    f"activations of shape {tuple(tokens.shape)} (seq, hidden); it must return "
+                    f"one vector of shape (hidden,) = ({d},), e.g. h.mean(0) or h[-1]"
+                )
+            rows.append(out.reshape(-1))
         return torch.stack(rows)
     raise ValueError(f"pooling={pooling!r} cannot pool activations")

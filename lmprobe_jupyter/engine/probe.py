@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .inputs import (
+    check_cv,
     check_labels,
     check_scoring_data,
     check_two_classes,
@@ -361,6 +362,28 @@ class Probe:
         """Raise :class:`NotFittedError` unless fitted; returns ``self``."""
         self._check_fitted()
         return self
+
+    def _check_reads_prompts(self) -> None:
+        """Fitted, and knows which model layers to read (not true of every probe fitted
+        from activations)."""
+        self._check_fitted()
+        if getattr(self, "layers_", None) is None:
+            raise ValueError(
+                "this probe was fitted from activations without layers=, so it does not know "
+                "which model layers its features came from and cannot read prompts; use "
+                "predict_from_activations(X), or refit with "
+                "fit_from_activations(X, y, layers=[...]) naming the layers X holds"
+            )
+
+    def _empty_output(self, kind: str):
+        """What ``predict``/``predict_proba`` return for no prompts: empty, correctly typed."""
+        if self.inference_pooling_ == "all":
+            return np.ma.masked_array(np.zeros((0, 0)), mask=np.zeros((0, 0), bool))
+        if kind == "proba":
+            return np.zeros((0, len(self.classes_)), dtype=np.float64)
+        if self.task == "regression":
+            return np.zeros(0, dtype=np.float64)
+        return np.empty(0, dtype=self.classes_.dtype)
 
     # ------------------------------------------------------------------ model access
     @property
@@ -712,7 +735,8 @@ class Probe:
         return X
 
     def predict_from_activations(self, X) -> np.ndarray:
-        return self.pipeline_.predict(self._check_matrix(X))
+        X = self._check_matrix(X)
+        return self.pipeline_.predict(X)
 
     def predict_proba_from_activations(self, X) -> np.ndarray:
         from .classifiers import classifier_proba
@@ -724,7 +748,8 @@ class Probe:
 
     def score_from_activations(self, X, y) -> float:
         """Accuracy (classification) or R^2 (regression) on precomputed activations."""
-        return float(self.pipeline_.score(self._check_matrix(X), check_labels(list(y), self.task)))
+        X = self._check_matrix(X)
+        return float(self.pipeline_.score(X, check_labels(list(y), self.task)))
 
     # ------------------------------------------------------------------ inference
     def _pooled_matrix(self, prompts, pooling, remote=None, batch_size=None) -> np.ndarray:
@@ -746,7 +771,7 @@ class Probe:
         """
         from .scoring import token_rows
 
-        self._check_fitted()
+        self._check_reads_prompts()
         self.check_model_identity(stacklevel=4)
         toks, keep = self._token_features(prompts, self.layers_, remote)
         return token_rows(self, toks, mode), keep
@@ -778,10 +803,12 @@ class Probe:
         """
         from .scoring import pad_tokens, reduced_proba
 
-        self._check_fitted()
+        self._check_reads_prompts()
         if self.task == "regression":
             raise ValueError("predict_proba is not defined for task='regression'; use predict")
         prepared = self._prepare_prompts(prompts)
+        if not prepared:
+            return self._empty_output("proba")
         how = self.inference_pooling_
         if how == "all":
             return pad_tokens(*self.token_outputs(prepared, remote=remote))
@@ -805,8 +832,10 @@ class Probe:
         """Predicted labels (or values for regression); per token for ``inference_pooling="all"``."""
         from .scoring import pad_tokens, prompt_outputs
 
-        self._check_fitted()
+        self._check_reads_prompts()
         prepared = self._prepare_prompts(prompts)
+        if not prepared:
+            return self._empty_output("predict")
         how = self.inference_pooling_
         if how == "all":
             mode = "proba" if self.task == "regression" else "predict"
@@ -823,7 +852,7 @@ class Probe:
         """
         from .scoring import prompt_outputs
 
-        self._check_fitted()
+        self._check_reads_prompts()
         how = self.inference_pooling_
         prepared = self._prepare_prompts(prompts)
         if is_token_level(how):
@@ -844,7 +873,9 @@ class Probe:
         from .scoring import score_value
 
         self._check_fitted()
-        prompts, y = check_scoring_data(prompts, labels, self.task)
+        prompts, y = check_scoring_data(
+            prompts, labels, self.task, getattr(self, "classes_", None), what="score"
+        )
         pred, _ = self.prompt_outputs(prompts, remote=remote)
         return score_value(y, pred, self.task)
 
@@ -871,7 +902,9 @@ class Probe:
         from .monitoring import evaluate_extra
 
         self._check_fitted()
-        prompts, y = check_scoring_data(prompts, labels, self.task)
+        prompts, y = check_scoring_data(
+            prompts, labels, self.task, getattr(self, "classes_", None), what="evaluate"
+        )
         pred, proba = self.prompt_outputs(prompts, remote=remote)
         metrics = compute_metrics(y, pred, proba, self.task, getattr(self, "classes_", None))
         metrics.update(evaluate_extra(self, y, pred, proba, **kwargs))
@@ -880,8 +913,15 @@ class Probe:
         return metrics
 
     def cross_validate(self, cv: int = 5) -> float:
-        """Stratified k-fold accuracy (R^2 for regression) on the training activations."""
+        """Stratified k-fold accuracy (R^2 for regression) on the training activations.
+
+        Raises
+        ------
+        ValueError
+            ``cv`` is not an int >= 2, or a class has fewer than 2 training examples.
+        """
         self._check_fitted()
+        cv = check_cv(cv)
         from sklearn.base import clone
         from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
@@ -892,9 +932,13 @@ class Probe:
             )
         X, y = self.training_activations
         if self.task == "classification":
-            k = min(cv, int(np.unique(y, return_counts=True)[1].min()))
+            classes, counts = np.unique(y, return_counts=True)
+            k = min(cv, int(counts.min()))
             if k < 2:
-                return float("nan")
+                raise ValueError(
+                    f"cross_validate needs at least 2 training examples of every class; class "
+                    f"{classes[counts.argmin()]!r} has {counts.min()}"
+                )
             splitter = StratifiedKFold(k, shuffle=True, random_state=self.random_state or 0)
         else:
             k = min(cv, len(y))
@@ -951,10 +995,12 @@ class Probe:
         """Per-token positive-class scores for each text (for highlights and monitoring)."""
         from .scoring import token_rows
 
-        self._check_fitted()
+        self._check_reads_prompts()
         if isinstance(texts, str):
             texts = [texts]
         prepared = self._prepare_prompts(texts)
+        if not prepared:
+            return []
         self.check_model_identity(stacklevel=3)
         toks, _ = self._token_features(prepared, self.layers_, remote)
         rows = token_rows(self, toks, mode="score")
@@ -1021,15 +1067,25 @@ class Probe:
         return from_hub(repo_id, probe_cls=cls, **kwargs)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path) -> None:
-        """Save to ``path`` (safe format; a ``.pkl`` path uses pickle)."""
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Save to ``path`` (safe format; a ``.pkl`` path uses pickle).
+
+        Saving over an earlier save replaces only the probe's own files; a folder holding
+        other data is refused unless ``overwrite=True`` (see :func:`.serialization.save_probe`).
+        """
         from .serialization import save_probe
 
-        save_probe(self, path)
+        save_probe(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path, *, trust_classifier: bool = False, **overrides) -> Probe:
-        """Load a probe saved with :meth:`save`."""
+        """Load a probe saved with :meth:`save`.
+
+        Every pickle (a ``.pkl`` path, or a folder whose ``probe.json`` names one) needs
+        ``trust_classifier=True``: unpickling runs code from the file. ``overrides`` may
+        change runtime parameters (``device=``, ``batch_size=``), never what the classifier
+        was fitted on (``layers``, ``pooling``, ``classifier``, ...).
+        """
         from .serialization import load_probe
 
         return load_probe(path, trust_classifier=trust_classifier, probe_cls=cls, **overrides)

@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from .inputs import check_prompts, is_message_list
+from .inputs import check_batch_size, check_prompts, is_message_list
 
 __all__ = ["RUNTIME_PARAMS", "ModelRuntime", "load_tokenizer"]
 
@@ -239,7 +239,7 @@ class ModelRuntime:
 
     def _extractor_for(self, remote: bool | None, batch_size: int | None):
         remote = self.remote if remote is None else remote
-        bs = batch_size or self.batch_size
+        bs = check_batch_size(batch_size) or self.batch_size
         key = (remote, bs)
         with self._lock:
             ext = self._extractors.get(key)
@@ -279,6 +279,23 @@ class ModelRuntime:
             for p in prompts
         ]
 
+    def check_layers(self, layers) -> list[int]:
+        """``layers`` as ints, each one a decoder layer of this model (``0..n_layers-1``).
+
+        A probe trained on a deeper model, pointed at a shallower one, fails here with
+        both numbers rather than as an ``IndexError`` inside a forward hook.
+        """
+        layers = [int(x) for x in layers]
+        n = self.n_layers
+        bad = [x for x in layers if not 0 <= x < n]
+        if bad:
+            raise ValueError(
+                f"layer(s) {bad} do not exist in {self.model_name!r}, which has {n} layers "
+                f"(0..{n - 1}); a probe trained on a model's layers {layers} cannot read this "
+                "one: give the probe the model it was trained on, or fit a new probe"
+            )
+        return layers
+
     def role_masks(self, prompts, roles) -> list[np.ndarray]:
         """Per prepared prompt, the tokens whose text belongs to a message of ``roles``."""
         from .chat import role_token_masks
@@ -306,7 +323,7 @@ class ModelRuntime:
 
         pooling = extractor_pooling(pooling)
         ext = self.extractor(remote, batch_size, max_retries)
-        layers = list(layers)
+        layers = self.check_layers(layers)
         if roles is None:
             acts = ext.pooled(prompts, layers, pooling)
         else:
@@ -374,7 +391,8 @@ class ModelRuntime:
         keep : list of bool ndarray of shape (n_tokens,), or None
             With ``roles``: per prompt, the tokens of those roles; None means every token.
         """
-        toks = self.extractor(remote, batch_size, max_retries).per_token(prompts, list(layers))
+        layers = self.check_layers(layers)
+        toks = self.extractor(remote, batch_size, max_retries).per_token(prompts, layers)
         keep = None if roles is None else self.role_masks(prompts, roles)
         return toks, keep
 

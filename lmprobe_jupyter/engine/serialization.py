@@ -22,8 +22,22 @@ version is refused with both versions named.
 Pickle
 ------
 A path ending in ``.pkl`` / ``.pickle`` uses pickle, which can hold any sklearn estimator.
-Unpickling runs code chosen by whoever wrote the file, so pickles that come from a shared
-source (the HuggingFace Hub, its download cache) need ``trust_classifier=True``.
+Unpickling runs code chosen by whoever wrote the file, and where a file came from cannot be
+told from its path (a pickle copied out of the hub cache looks like one you wrote), so
+*every* pickle load needs ``trust_classifier=True``, whatever the path or ``probe.json``
+says. A ``probe.json`` that names a pickle is only ever followed with that flag.
+
+What a file can ask for is bounded before anything is allocated: ``probe.json`` size and
+nesting depth, string-array widths, and every tensor's dtype and shape in the safetensors
+header (checked against the manifest in ``probe.json`` before a byte of data is read).
+
+Saving over an existing probe folder replaces only the files the format owns
+(:data:`OWNED_NAMES`), each written under a temporary name, fsynced and renamed into
+place; a README, an evaluation CSV or a ``.git`` beside them are never touched. The arrays
+are renamed first and ``probe.json`` last; ``probe.json``'s replacement is written as
+``.probe.json.pending`` beforehand, so a kill between the two renames still loads the new
+probe (the pending file is used when its hash matches the arrays). A folder (or file) that
+holds something other than a saved probe is refused unless ``overwrite=True``.
 """
 
 from __future__ import annotations
@@ -42,12 +56,38 @@ import numpy as np
 
 FORMAT = "lmprobe-jupyter.probe"
 FORMAT_VERSION = 1
+KNOWN_FORMAT_VERSIONS = (1,)
 JSON_NAME = "probe.json"
 ARRAYS_NAME = "arrays.safetensors"
 PICKLE_NAME = "probe.pkl"
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 SINGLE_FILE_SUFFIX = ".safetensors"
+PENDING_NAME = ".probe.json.pending"
+OWNED_NAMES = (JSON_NAME, ARRAYS_NAME, PICKLE_NAME, PENDING_NAME)
 _META_KEY = "lmprobe_probe"
+
+# Bounds on what a probe file may ask for before anything is allocated. A real probe.json
+# is a few KB to a few MB (string classes, metrics, a card) and nests about 10 deep.
+MAX_JSON_BYTES = 64 * 2**20
+MAX_JSON_DEPTH = 64
+MAX_STRING_ARRAY_BYTES = 16 * 2**20
+
+# Constructor parameters that fix what the classifier was fitted on: changing one on a
+# loaded probe would feed the classifier features it never saw, so load() refuses them.
+FITTED_STRUCTURE_PARAMS = (
+    "layers",
+    "pooling",
+    "train_pooling",
+    "classifier",
+    "classifier_kwargs",
+    "task",
+    "normalize_layers",
+    "preprocessing",
+    "pca_components",
+    "fast_auto_top_k",
+    "auto_candidates",
+    "auto_alpha",
+)
 
 # Allow-list of classes the safe format can rebuild: short name -> (module, attribute).
 SAFE_CLASSES: dict[str, tuple[str, str]] = {
@@ -95,7 +135,11 @@ class UnsafeFormatError(TypeError):
 
 
 class UntrustedPickleError(PermissionError):
-    """A pickle from a shared source was loaded without ``trust_classifier=True``."""
+    """A pickle was about to be loaded without ``trust_classifier=True``."""
+
+
+class UnpicklableProbeError(TypeError):
+    """The probe holds something pickle cannot store (a lambda or a local function)."""
 
 
 def _library_version() -> str:
@@ -184,6 +228,8 @@ class _Encoder:
         if a.dtype.kind == "U" or (
             a.dtype.kind == "O" and all(isinstance(x, str) for x in a.ravel())
         ):
+            if a.dtype.kind == "U" and a.nbytes > MAX_STRING_ARRAY_BYTES:
+                raise _Unencodable(where, a)  # a loader would refuse it (see _strarray)
             return {"__strarray__": a.tolist(), "dtype": a.dtype.str, "shape": list(a.shape)}
         raise _Unencodable(where, a)
 
@@ -208,6 +254,54 @@ class _Encoder:
         }
 
 
+def _dtype(spec, what: str) -> np.dtype:
+    if not isinstance(spec, str):
+        raise ProbeFormatError(f"{what} has dtype {spec!r:.60}, which is not a dtype string")
+    try:
+        return np.dtype(spec)
+    except (TypeError, ValueError):
+        raise ProbeFormatError(f"{what} has an unknown dtype {spec!r:.60}") from None
+
+
+def _strarray(v: dict) -> np.ndarray:
+    """A string array from its JSON form, refusing widths/shapes the data cannot back."""
+    dtype = _dtype(v.get("dtype"), "a string array")
+    if dtype.kind not in "UO":
+        raise ProbeFormatError(f"string array with dtype {v.get('dtype')!r}")
+    shape = v.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
+        raise ProbeFormatError(f"string array with invalid shape {shape!r:.60}")
+    flat: list = []
+    stack = [v["__strarray__"]]
+    while stack:  # iterative: the nesting depth was bounded when the JSON was read
+        x = stack.pop()
+        if isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, str):
+            flat.append(x)
+        else:
+            raise ProbeFormatError(f"string array holds a {type(x).__name__}, not a str")
+    if math.prod(shape) != len(flat):
+        raise ProbeFormatError(
+            f"string array of shape {shape} holds {len(flat)} strings; the file is corrupt"
+        )
+    # numpy allocates itemsize bytes per element whatever the strings hold, so a tiny file
+    # could ask for gigabytes (dtype '<U200000000'): bound the array before building it.
+    longest = max((len(x) for x in flat), default=0)
+    if dtype.kind == "U":
+        width = dtype.itemsize // 4
+        if width < longest or dtype.itemsize * len(flat) > MAX_STRING_ARRAY_BYTES:
+            raise ProbeFormatError(
+                f"string array declares dtype {dtype.str!r} ({dtype.itemsize * len(flat):,} "
+                f"bytes) for {len(flat)} strings of at most {longest} characters; the file is "
+                f"corrupt or crafted (a saved string array is at most "
+                f"{MAX_STRING_ARRAY_BYTES:,} bytes)"
+            )
+    return np.array(v["__strarray__"], dtype=dtype).reshape(shape)
+
+
 class Decoder:
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
         self.arrays = arrays
@@ -222,58 +316,89 @@ class Decoder:
             raise ProbeFormatError(f"unexpected value {v!r:.60} in {JSON_NAME}")
         if "__array__" in v:
             name = v["__array__"]
-            if name not in self.arrays:
+            if not isinstance(name, str) or name not in self.arrays:
                 raise ProbeFormatError(
-                    f"{JSON_NAME} refers to array {name!r}, which is not in the arrays file"
+                    f"{JSON_NAME} refers to array {name!r:.60}, which is not in the arrays file"
                 )
             self.used.add(name)
             return self.arrays[name]
         if "__strarray__" in v:
-            dtype = np.dtype(v["dtype"])
-            if dtype.kind not in "UO":
-                raise ProbeFormatError(f"string array with dtype {v['dtype']!r}")
-            arr = np.array(v["__strarray__"], dtype=dtype)
-            return arr.reshape(v["shape"])
+            return _strarray(v)
         if "__np__" in v:
-            dtype = np.dtype(v["__np__"])
+            dtype = _dtype(v["__np__"], "a numpy scalar")
             if dtype.kind not in _SAFETENSORS_KINDS + "U":
                 raise ProbeFormatError(f"numpy scalar with dtype {v['__np__']!r}")
-            return dtype.type(self.decode(v["value"]))
+            value = self.decode(v.get("value"))
+            if not isinstance(value, bool | int | float | str):
+                raise ProbeFormatError(f"numpy scalar with value {value!r:.60}")
+            try:
+                return dtype.type(value)
+            except (TypeError, ValueError, OverflowError):
+                raise ProbeFormatError(f"bad {dtype} value {value!r:.60}") from None
         if "__float__" in v:
             if v["__float__"] not in ("nan", "inf", "-inf"):
-                raise ProbeFormatError(f"bad float {v['__float__']!r}")
+                raise ProbeFormatError(f"bad float {v['__float__']!r:.60}")
             return float(v["__float__"])
         if "__tuple__" in v:
-            return tuple(self.decode(x) for x in v["__tuple__"])
+            return tuple(self.decode(x) for x in _as(list, v["__tuple__"], "__tuple__"))
         if "__items__" in v:
-            return {self.decode(k): self.decode(x) for k, x in v["__items__"]}
+            items = _as(list, v["__items__"], "__items__")
+            if not all(isinstance(kv, list) and len(kv) == 2 for kv in items):
+                raise ProbeFormatError("__items__ must hold [key, value] pairs")
+            out = {}
+            for k, x in items:
+                key = self.decode(k)
+                try:
+                    out[key] = self.decode(x)
+                except TypeError:  # an unhashable key
+                    raise ProbeFormatError(f"unusable dict key {key!r:.60}") from None
+            return out
         if "__estimator__" in v:
             return self.estimator(v)
         bad = [k for k in v if k.startswith("__")]
         if bad:
             raise ProbeFormatError(
-                f"unknown tag {bad[0]!r} in {JSON_NAME}; the file is corrupt or from a newer "
-                "version of lmprobe-jupyter"
+                f"unknown tag {bad[0]!r:.60} in {JSON_NAME}; the file is corrupt or from a "
+                "newer version of lmprobe-jupyter"
             )
         return {k: self.decode(x) for k, x in v.items()}
 
     def estimator(self, v):
+        if not isinstance(v, dict) or not isinstance(v.get("__estimator__"), str):
+            raise ProbeFormatError(f"expected a saved estimator, got {v!r:.60}")
         name = v["__estimator__"]
         cls = _safe_class(name)
         if name == "Pipeline":
-            return cls([(step, self.estimator(sub)) for step, sub in v["steps"]])
-        params = {k: self.decode(x) for k, x in v.get("params", {}).items()}
+            steps = _as(list, v.get("steps"), "Pipeline steps")
+            if not steps or not all(
+                isinstance(st, list) and len(st) == 2 and isinstance(st[0], str) for st in steps
+            ):
+                raise ProbeFormatError("Pipeline steps must be [name, estimator] pairs")
+            return cls([(step, self.estimator(sub)) for step, sub in steps])
+        params = {k: self.decode(x) for k, x in _as(dict, v.get("params", {}), name).items()}
         try:
             est = cls(**params)
         except TypeError as exc:
             raise ProbeFormatError(
                 f"cannot rebuild {name} with the saved parameters: {exc}"
             ) from None
-        for k, x in v.get("state", {}).items():
+        for k, x in _as(dict, v.get("state", {}), name).items():
             if not isinstance(k, str) or k.startswith("__"):
                 raise ProbeFormatError(f"bad attribute name {k!r} for {name}")
-            setattr(est, k, self.decode(x))
+            try:
+                setattr(est, k, self.decode(x))
+            except AttributeError:  # a read-only property
+                raise ProbeFormatError(f"{name} has no settable attribute {k!r}") from None
         return est
+
+
+def _as(kind: type, v, what: str):
+    if not isinstance(v, kind):
+        raise ProbeFormatError(
+            f"{what} in {JSON_NAME} must be a {'list' if kind is list else 'JSON object'}, "
+            f"got {type(v).__name__}"
+        )
+    return v
 
 
 def plain(v):
@@ -399,11 +524,22 @@ def probe_to_dict(probe, card: dict | None = None) -> tuple[dict, dict[str, np.n
     enc = _Encoder()
     params = probe.get_params()
     for key in ("pooling", "train_pooling", "inference_pooling"):
-        if callable(params.get(key)):
+        fn = params.get(key)
+        if callable(fn):
+            name = getattr(fn, "__name__", repr(fn))
+            if not is_picklable_function(fn):
+                raise UnsafeFormatError(
+                    f"{key} is {_function_kind(fn)} ({name!r}); the safe format stores no code "
+                    "and pickle cannot store it either. Define it as a named function at "
+                    "module level in an importable module (def my_pool(h): ...) and save to a "
+                    "'.pkl' path, or use a named pooling: 'last_token', 'mean', "
+                    "'first_token', 'max', 'min', 'all'"
+                )
             raise UnsafeFormatError(
-                f"{key} is a callable ({getattr(params[key], '__name__', params[key])!r}); the "
-                "safe format stores no code. Save to a '.pkl' path instead (pickle), or use a "
-                "named pooling: 'last_token', 'mean', 'first_token', 'max', 'min', 'all'"
+                f"{key} is a callable ({name!r}); the safe format stores no code. Save to a "
+                "'.pkl' path instead (pickle stores the function by its module and name, so "
+                "that module must be importable where the probe is loaded), or use a named "
+                "pooling: 'last_token', 'mean', 'first_token', 'max', 'min', 'all'"
             )
     enc_params = {}
     for k, v in params.items():
@@ -457,15 +593,44 @@ def probe_to_dict(probe, card: dict | None = None) -> tuple[dict, dict[str, np.n
     return data, enc.arrays
 
 
+def is_picklable_function(fn) -> bool:
+    """Can pickle store ``fn``? It stores a function by reference (module + qualified name),
+    so lambdas and functions defined inside other functions cannot be stored."""
+    import importlib
+    import types
+
+    if not isinstance(fn, types.FunctionType):
+        return True  # partials, callable instances: pickle itself decides
+    name, module = fn.__qualname__, fn.__module__
+    if "<lambda>" in name or "<locals>" in name or not module:
+        return False
+    try:
+        obj = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return False
+    return obj is fn
+
+
+def _function_kind(fn) -> str:
+    name = getattr(fn, "__qualname__", "") or ""
+    if "<lambda>" in name:
+        return "a lambda"
+    if "<locals>" in name:
+        return "a function defined inside another function"
+    return "a function pickle cannot find by its module and name"
+
+
 def check_header(data, source: str) -> None:
-    """Refuse files that are not lmprobe probes or come from a newer format version."""
+    """Refuse files that are not lmprobe probes or use a format version this code lacks."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ProbeFormatError(
             f'{source} is not an lmprobe-jupyter probe (missing "format": {FORMAT!r})'
         )
     version = data.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise ProbeFormatError(f"{source} has an invalid format_version {version!r}")
+        raise ProbeFormatError(f"{source} has an invalid format_version {version!r:.60}")
     if version > FORMAT_VERSION:
         written = (data.get("library") or {}).get("lmprobe_jupyter", "?")
         raise ProbeFormatError(
@@ -473,12 +638,20 @@ def check_header(data, source: str) -> None:
             f"{written}), but this lmprobe-jupyter {_library_version()} reads format version "
             f"{FORMAT_VERSION} at most; upgrade lmprobe-jupyter to load it"
         )
+    if version not in KNOWN_FORMAT_VERSIONS:
+        raise ProbeFormatError(
+            f"{source} has format_version {version}, which no lmprobe-jupyter ever wrote "
+            f"(known: {', '.join(map(str, KNOWN_FORMAT_VERSIONS))}); the file is corrupt or "
+            "was edited by hand"
+        )
 
 
-def _check_arrays(data: dict, arrays: dict[str, np.ndarray], source: str) -> None:
+def _check_arrays(data: dict, arrays: dict, source: str) -> None:
+    """``arrays`` (name -> ndarray, or name -> (dtype name, shape) from a file header) must
+    match the manifest in ``probe.json``; with ndarrays, the recorded hash too."""
     manifest = data.get("arrays")
-    if not isinstance(manifest, dict):
-        raise ProbeFormatError(f"{source}: {JSON_NAME} has no array manifest")
+    if not isinstance(manifest, dict) or not all(isinstance(v, dict) for v in manifest.values()):
+        raise ProbeFormatError(f"{source}: {JSON_NAME} has no valid array manifest")
     missing = sorted(set(manifest) - set(arrays))
     extra = sorted(set(arrays) - set(manifest))
     if missing or extra:
@@ -488,11 +661,14 @@ def _check_arrays(data: dict, arrays: dict[str, np.ndarray], source: str) -> Non
         )
     for name, spec in manifest.items():
         a = arrays[name]
-        if a.dtype.name != spec.get("dtype") or list(a.shape) != list(spec.get("shape", [])):
+        dtype, shape = (a.dtype.name, list(a.shape)) if isinstance(a, np.ndarray) else a
+        if dtype != spec.get("dtype") or list(shape) != list(spec.get("shape") or []):
             raise ProbeFormatError(
-                f"{source}: array {name!r} is {a.dtype.name}{list(a.shape)} but {JSON_NAME} "
+                f"{source}: array {name!r} is {dtype}{list(shape)} but {JSON_NAME} "
                 f"records {spec.get('dtype')}{spec.get('shape')}; the files were modified"
             )
+    if not all(isinstance(a, np.ndarray) for a in arrays.values()):
+        return
     digest = arrays_digest(arrays)
     if digest != data.get("arrays_sha256"):
         raise ProbeFormatError(
@@ -505,35 +681,41 @@ def _check_arrays(data: dict, arrays: dict[str, np.ndarray], source: str) -> Non
 def probe_from_dict(data: dict, arrays: dict[str, np.ndarray], source: str = "probe", *, probe_cls):
     """Rebuild a fitted probe of class ``probe_cls`` from :func:`probe_to_dict` output
     (runs no file code)."""
-    Probe = probe_cls
     check_header(data, source)
     _check_arrays(data, arrays, source)
     dec = Decoder(arrays)
-    params = {k: dec.decode(v) for k, v in (data.get("params") or {}).items()}
-    valid = set(Probe.param_names())
-    unknown = sorted(set(params) - valid)
-    if unknown:
-        raise ProbeFormatError(f"{source}: unknown Probe parameters {unknown}")
-    if isinstance(params.get("score_roles"), list):
-        params["score_roles"] = tuple(params["score_roles"])
-    probe = Probe(**params)
-    state = {}
-    for k, v in (data.get("state") or {}).items():
-        if not (isinstance(k, str) and k.endswith("_") and not k.startswith("_")):
-            raise ProbeFormatError(f"{source}: bad fitted attribute name {k!r}")
-        if k not in OBSOLETE_STATE:
-            state[k] = dec.decode(v)
-    if "pipeline_" not in state:
-        raise ProbeFormatError(f"{source}: no fitted pipeline in {JSON_NAME}")
-    fp = (data.get("summary") or {}).get("model_fingerprint")
-    if fp:
-        state["model_fingerprint_"] = fp
-    labels = (data.get("card") or {}).get("class_labels")
-    if labels:
-        state["class_labels_"] = dec.decode(labels)
     try:
-        probe.restore_state(state)
-    except ValueError as exc:
+        params = {
+            k: dec.decode(v) for k, v in _as(dict, data.get("params") or {}, "params").items()
+        }
+        valid = set(probe_cls.param_names())
+        unknown = sorted(set(params) - valid)
+        if unknown:
+            raise ProbeFormatError(f"{source}: unknown Probe parameters {unknown}")
+        if isinstance(params.get("score_roles"), list):
+            params["score_roles"] = tuple(params["score_roles"])
+        probe = probe_cls(**params)
+        state = {}
+        for k, v in _as(dict, data.get("state") or {}, "state").items():
+            if not (isinstance(k, str) and k.endswith("_") and not k.startswith("_")):
+                raise ProbeFormatError(f"{source}: bad fitted attribute name {k!r:.60}")
+            if k not in OBSOLETE_STATE:
+                state[k] = dec.decode(v)
+        if "pipeline_" not in state:
+            raise ProbeFormatError(f"{source}: no fitted pipeline in {JSON_NAME}")
+        fp = _as(dict, data.get("summary") or {}, "summary").get("model_fingerprint")
+        if fp:
+            state["model_fingerprint_"] = fp
+        labels = _as(dict, data.get("card") or {}, "card").get("class_labels")
+        if labels:
+            state["class_labels_"] = dec.decode(labels)
+        try:
+            probe.restore_state(state)
+        except ValueError as exc:  # a name that is not learned state (train_pooling_, ...)
+            raise ProbeFormatError(f"{source}: {exc}") from None
+    except ProbeFormatError as exc:
+        if str(exc).startswith(source):
+            raise
         raise ProbeFormatError(f"{source}: {exc}") from None
     _check_consistent(probe, source)
     return probe
@@ -563,7 +745,24 @@ def _check_consistent(probe, source: str) -> None:
 
 # ---------------------------------------------------------------------------- files
 def dumps_json(data: dict) -> str:
+    """``probe.json`` text (UTF-8, no NaN: non-finite floats are tagged)."""
     return json.dumps(data, indent=1, allow_nan=False, ensure_ascii=False)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames in ``folder`` durable (a no-op where directories cannot be fsynced)."""
+    try:
+        _fsync_file(folder)
+    except OSError:
+        pass
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
@@ -578,34 +777,167 @@ def _atomic_write(path: Path, payload: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save_file
+
+    save_file(arrays, str(path))
+    _fsync_file(path)
 
 
 def write_safe_dir(folder: Path, data: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``probe.json`` + ``arrays.safetensors`` into an existing (empty) folder."""
-    from safetensors.numpy import save_file
+    """Write ``probe.json`` + ``arrays.safetensors`` into a new, empty folder (fsynced)."""
+    _write_arrays(folder / ARRAYS_NAME, arrays)
+    payload = dumps_json(data).encode("utf-8")
+    with open(folder / JSON_NAME, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
 
-    save_file(arrays, str(folder / ARRAYS_NAME))
-    (folder / JSON_NAME).write_text(dumps_json(data), encoding="utf-8")
+
+def _is_temp_name(name: str) -> bool:
+    return any(name.startswith(f".{n}.tmp-") for n in (ARRAYS_NAME, JSON_NAME, PENDING_NAME))
 
 
-def _replace_dir(tmp: Path, path: Path) -> None:
-    """Move the finished ``tmp`` folder to ``path``, replacing an earlier saved probe."""
-    if not path.exists():
-        os.replace(tmp, path)
+def is_probe_folder(folder: Path) -> bool:
+    """Does ``folder`` hold a saved probe (a ``probe.json`` in this library's format)?"""
+    try:
+        data = read_json(Path(folder) / JSON_NAME)
+    except (OSError, ProbeFormatError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def _check_folder_target(path: Path, overwrite: bool) -> None:
+    if not path.is_dir():
+        raise FileExistsError(
+            f"{str(path)!r} is a file, so a probe folder cannot be saved there; choose another "
+            f"path, or end it in '{SINGLE_FILE_SUFFIX}' (one file) or '.pkl' (pickle)"
+        )
+    if overwrite:
         return
-    if not path.is_dir() or not ((path / JSON_NAME).exists() or not any(path.iterdir())):
-        raise FileExistsError(f"{str(path)!r} exists and is not a saved probe; choose another path")
-    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    has_json = (path / JSON_NAME).exists()
+    if has_json and not is_probe_folder(path):
+        raise FileExistsError(
+            f"{str(path)!r} holds a {JSON_NAME} that is not a saved lmprobe-jupyter probe; "
+            "choose another path, or pass overwrite=True to replace that file (other files "
+            "in the folder are left alone)"
+        )
+    others = sorted(
+        n.name for n in path.iterdir() if n.name not in OWNED_NAMES and not _is_temp_name(n.name)
+    )
+    if others and not has_json:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise FileExistsError(
+            f"{str(path)!r} exists and is not a saved probe (it holds {shown}); choose another "
+            f"path, or pass overwrite=True to write the probe's files ({JSON_NAME}, "
+            f"{ARRAYS_NAME}) into it (other files are left alone)"
+        )
+
+
+def _recover_pending(folder: Path) -> None:
+    """Finish (or drop) a save of ``folder`` that was killed between its two renames."""
+    pending = folder / PENDING_NAME
+    if not pending.exists():
+        return
+    if _choose_json(folder, str(folder)) == pending:
+        os.replace(pending, folder / JSON_NAME)
+        _fsync_dir(folder)
+    else:
+        pending.unlink(missing_ok=True)
+
+
+def _save_into_dir(folder: Path, data: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Replace the owned files of an existing folder, leaving every other file alone.
+
+    The arrays are written and fsynced under a temporary name and ``probe.json``'s new
+    text as :data:`PENDING_NAME`; then the arrays are renamed into place and the pending
+    JSON last. A kill between the renames leaves new arrays with the old ``probe.json``:
+    the loader then uses the pending JSON, whose hash matches them.
+    """
+    try:
+        _recover_pending(folder)
+    except (OSError, ProbeFormatError):
+        (folder / PENDING_NAME).unlink(missing_ok=True)
+    tmp_arrays = folder / f".{ARRAYS_NAME}.tmp-{uuid.uuid4().hex[:8]}"
+    pending = folder / PENDING_NAME
+    committed = False
+    try:
+        _write_arrays(tmp_arrays, arrays)
+        _atomic_write(pending, dumps_json(data).encode("utf-8"))
+        os.replace(tmp_arrays, folder / ARRAYS_NAME)
+        committed = True
+        os.replace(pending, folder / JSON_NAME)
+        _fsync_dir(folder)
+    finally:
+        tmp_arrays.unlink(missing_ok=True)
+        if not committed:
+            pending.unlink(missing_ok=True)
+    # A pickle left by an earlier save of this folder (a pushed-pickle layout) is stale now.
+    (folder / PICKLE_NAME).unlink(missing_ok=True)
+
+
+def _save_new_dir(path: Path, data: dict, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        write_safe_dir(tmp, data, arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _is_pickle_path(path: Path) -> bool:
     return path.suffix.lower() in PICKLE_SUFFIXES
 
 
-def save_probe(probe, path, *, card: dict | None = None) -> Path:
+def _is_probe_file(path: Path) -> bool:
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as f:
+            return _META_KEY in (f.metadata() or {})
+    except Exception:  # noqa: BLE001 - not a safetensors file at all
+        return False
+
+
+def _check_file_target(path: Path, overwrite: bool) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{str(path)!r} is a directory, but a '{path.suffix}' probe is one file; choose "
+            f"another path, or save to {str(path.with_suffix(''))!r} (no suffix) for a probe "
+            "folder"
+        )
+    if (
+        path.suffix.lower() == SINGLE_FILE_SUFFIX
+        and path.exists()
+        and not overwrite
+        and not _is_probe_file(path)
+    ):
+        raise FileExistsError(
+            f"{str(path)!r} exists and is not a saved probe (it may be model weights); choose "
+            "another path, or pass overwrite=True to replace it"
+        )
+
+
+def _check_picklable(probe) -> None:
+    for key in ("pooling", "train_pooling", "inference_pooling"):
+        fn = getattr(probe, key, None)
+        if callable(fn) and not is_picklable_function(fn):
+            raise UnpicklableProbeError(
+                f"{key} is {_function_kind(fn)} ({getattr(fn, '__name__', fn)!r}), which "
+                "pickle cannot store: pickle saves a function by its module and name. Define "
+                "it as a named function at module level in an importable module "
+                "(def my_pool(h): ...), refit, and save again; or use a named pooling: "
+                "'last_token', 'mean', 'first_token', 'max', 'min', 'all'"
+            )
+
+
+def save_probe(probe, path, *, card: dict | None = None, overwrite: bool = False) -> Path:
     """Save a fitted probe.
 
     Parameters
@@ -616,6 +948,12 @@ def save_probe(probe, path, *, card: dict | None = None) -> Path:
         Anything else: the safe format as a directory (``probe.json`` + ``arrays.safetensors``).
     card : dict, optional
         Extra sharing metadata stored in ``probe.json`` (description, class_labels, tags).
+    overwrite : bool, default False
+        Saving over an earlier saved probe always works and replaces only the probe's own
+        files (:data:`OWNED_NAMES`); anything else in the folder (a README, results, a
+        ``.git``) is kept. A folder that holds other data but no saved probe, or an
+        existing ``.safetensors`` file that is not a saved probe, is refused unless
+        ``overwrite=True``; even then only the probe's own files are written.
 
     Returns
     -------
@@ -626,105 +964,232 @@ def save_probe(probe, path, *, card: dict | None = None) -> Path:
     ------
     UnsafeFormatError
         The probe holds something the safe format cannot store (a callable pooling, an
-        estimator outside the allow-list); the message suggests a ``.pkl`` path.
+        estimator outside the allow-list); the message says what to do instead.
+    UnpicklableProbeError
+        A ``.pkl`` path, but the probe holds a lambda or local function.
+    FileExistsError, IsADirectoryError
+        The path holds something that is not a saved probe (see ``overwrite``).
     """
     path = Path(path).expanduser()
     if _is_pickle_path(path):
         import pickle
 
         probe.check_fitted()
-        _atomic_write(path, pickle.dumps(probe, protocol=pickle.HIGHEST_PROTOCOL))
+        _check_file_target(path, overwrite)
+        _check_picklable(probe)
+        try:
+            payload = pickle.dumps(probe, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise UnpicklableProbeError(
+                f"the probe cannot be pickled ({exc}); a parameter or fitted estimator holds "
+                "an object pickle cannot store (a lambda, a local function, an open handle)"
+            ) from None
+        _atomic_write(path, payload)
         return path
     data, arrays = probe_to_dict(probe, card=card)
     if path.suffix.lower() == SINGLE_FILE_SUFFIX:
         from safetensors.numpy import save
 
+        _check_file_target(path, overwrite)
         data = {**data, "weights": None}
         _atomic_write(path, save(arrays, metadata={_META_KEY: dumps_json(data)}))
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        write_safe_dir(tmp, data, arrays)
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if path.exists():
+        _check_folder_target(path, overwrite)
+        _save_into_dir(path, data, arrays)
+    else:
+        _save_new_dir(path, data, arrays)
     return path
 
 
-def read_json(path: Path) -> dict:
+# ---------------------------------------------------------------------------- reading
+def _check_depth(data, source: str) -> None:
+    stack = [(data, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ProbeFormatError(
+                f"{source} nests deeper than {MAX_JSON_DEPTH} levels; a saved probe nests "
+                "about 10 deep, so the file is corrupt or crafted"
+            )
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+
+
+def parse_json(text: str, source: str):
+    """``probe.json`` text -> data, with every failure a :class:`ProbeFormatError`."""
+    if len(text) > MAX_JSON_BYTES:
+        raise ProbeFormatError(
+            f"{source} is {len(text):,} characters; a probe description is at most "
+            f"{MAX_JSON_BYTES:,}"
+        )
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ProbeFormatError(f"{path} is not valid JSON ({exc})") from None
+        raise ProbeFormatError(f"{source} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ProbeFormatError(
+            f"{source} nests too deeply to be a saved probe; the file is corrupt or crafted"
+        ) from None
+    _check_depth(data, source)
+    return data
+
+
+def read_json(path: Path):
+    """Read a ``probe.json`` (bounded size and depth; errors are :class:`ProbeFormatError`)."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise ProbeFormatError(
+            f"{path} is {size:,} bytes; a probe description is at most {MAX_JSON_BYTES:,}"
+        )
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProbeFormatError(f"{path} is not UTF-8 text, so not a {JSON_NAME}") from None
+    return parse_json(text, str(path))
+
+
+_ST_DTYPES = {
+    "BOOL": "bool",
+    "U8": "uint8",
+    "I8": "int8",
+    "U16": "uint16",
+    "I16": "int16",
+    "U32": "uint32",
+    "I32": "int32",
+    "U64": "uint64",
+    "I64": "int64",
+    "F16": "float16",
+    "F32": "float32",
+    "F64": "float64",
+}
+
+
+def _arrays_header(f, source: str) -> dict[str, tuple[str, list[int]]]:
+    """name -> (numpy dtype name, shape) from an open safetensors file, reading no data."""
+    out = {}
+    for name in f.keys():
+        sl = f.get_slice(name)
+        code = sl.get_dtype()
+        if code not in _ST_DTYPES:
+            raise ProbeFormatError(f"{source}: array {name!r} has unsupported dtype {code}")
+        out[name] = (_ST_DTYPES[code], list(sl.get_shape()))
+    return out
+
+
+def _fits(data, header) -> bool:
+    try:
+        _check_arrays(data, header, "")
+    except ProbeFormatError:
+        return False
+    return True
+
+
+def _read_arrays(path: Path, candidates: list[dict], source: str):
+    """Check the safetensors header against the manifests before reading any data; return
+    (arrays, the candidate whose manifest and hash match them, or the first)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            header = _arrays_header(f, source)
+            fitting = [d for d in candidates if _fits(d, header)]
+            if not fitting:
+                _check_arrays(candidates[0], header, source)  # raises the precise mismatch
+            arrays = {name: f.get_tensor(name) for name in header}
+    except (ProbeFormatError, FileNotFoundError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt header or truncated file
+        raise ProbeFormatError(f"{source}: cannot read {path.name} ({exc})") from None
+    if len(fitting) > 1:
+        digest = arrays_digest(arrays)
+        fitting = [d for d in fitting if d.get("arrays_sha256") == digest] or fitting
+    return arrays, fitting[0]
+
+
+def _choose_json(folder: Path, source: str):
+    """The path of the JSON that describes ``folder``'s arrays: ``probe.json``, or the
+    pending one of a save killed between its renames."""
+    json_path, pending = folder / JSON_NAME, folder / PENDING_NAME
+    data = read_json(json_path)
+    check_header(data, source)
+    if not pending.exists():
+        return json_path
+    try:
+        pdata = read_json(pending)
+        check_header(pdata, source)
+    except ProbeFormatError:
+        return json_path
+    _arrays, chosen = _read_arrays(folder / ARRAYS_NAME, [data, pdata], source)
+    return pending if chosen is pdata else json_path
 
 
 def load_safe_files(json_path, arrays_path, source: str | None = None, *, probe_cls):
     """Load the safe format from a ``probe.json`` and an ``arrays.safetensors`` path."""
-    from safetensors.numpy import load_file
-
-    source = source or str(Path(json_path).parent)
-    data = read_json(Path(json_path))
+    json_path = Path(json_path)
+    source = source or str(json_path.parent)
+    data = read_json(json_path)
     check_header(data, source)
-    try:
-        arrays = load_file(str(arrays_path))
-    except Exception as exc:  # noqa: BLE001 - a corrupt header or truncated file
-        raise ProbeFormatError(f"{source}: cannot read {ARRAYS_NAME} ({exc})") from None
+    candidates = [data]
+    pending = json_path.parent / PENDING_NAME
+    if json_path.name == JSON_NAME and pending.exists():
+        try:
+            pdata = read_json(pending)
+            check_header(pdata, source)
+            candidates.append(pdata)
+        except ProbeFormatError:
+            pass
+    for d in candidates:
+        if d.get("weights") != ARRAYS_NAME:
+            raise ProbeFormatError(
+                f"{source}: {JSON_NAME} names weights {d.get('weights')!r:.60}; the safe format "
+                f"always stores them in {ARRAYS_NAME!r}"
+            )
+    arrays, data = _read_arrays(Path(arrays_path), candidates, source)
     return probe_from_dict(data, arrays, source, probe_cls=probe_cls)
 
 
 def _load_single_file(path: Path, probe_cls):
-    from safetensors.numpy import load
+    from safetensors import safe_open
 
-    raw = path.read_bytes()
+    source = str(path)
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as f:
+        with safe_open(source, framework="numpy") as f:
             meta = f.metadata() or {}
-        arrays = load(raw)
     except Exception as exc:  # noqa: BLE001
         raise ProbeFormatError(f"{path} is not a readable safetensors file ({exc})") from None
     if _META_KEY not in meta:
         raise ProbeFormatError(
             f"{path} is a safetensors file without lmprobe metadata; it is not a saved probe"
         )
-    try:
-        data = json.loads(meta[_META_KEY])
-    except json.JSONDecodeError as exc:
-        raise ProbeFormatError(f"{path}: probe metadata is not valid JSON ({exc})") from None
-    return probe_from_dict(data, arrays, str(path), probe_cls=probe_cls)
-
-
-def _in_hub_cache(path: Path) -> bool:
-    """Is ``path`` inside huggingface_hub's download cache (a shared source)?"""
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        return False
-    try:
-        cache = Path(constants.HF_HUB_CACHE).expanduser().resolve()
-        return path.resolve().is_relative_to(cache)
-    except (OSError, ValueError):
-        return False
+    data = parse_json(meta[_META_KEY], f"{path}: probe metadata")
+    check_header(data, source)
+    if data.get("weights") is not None:
+        raise ProbeFormatError(
+            f"{path}: its metadata names weights {data.get('weights')!r:.60}; a single-file "
+            "probe holds its arrays itself"
+        )
+    arrays, data = _read_arrays(path, [data], source)
+    return probe_from_dict(data, arrays, source, probe_cls=probe_cls)
 
 
 def untrusted_pickle_message(source: str) -> str:
     return (
         f"{source} stores the probe as a pickle. Unpickling runs arbitrary code chosen by "
-        "whoever wrote the file, so lmprobe-jupyter will not load pickles from a shared "
-        "source by default. If you trust the author, pass trust_classifier=True; otherwise "
-        "ask them to share the safe format (probe.save('name') / push_to_hub, which store "
-        "arrays in safetensors)"
+        "whoever wrote the file, and neither a file's path nor its probe.json can show who "
+        "that was, so lmprobe-jupyter never unpickles without trust_classifier=True. If you "
+        "trust the author (or wrote the file yourself), pass trust_classifier=True; otherwise "
+        "ask for the safe format (probe.save('name') / push_to_hub, which store arrays in "
+        "safetensors)"
     )
 
 
 def load_pickle(path: Path, expected_sha256: str | None = None, *, probe_cls):
-    """Unpickle a probe (callers decide trust); checks the recorded hash first if given."""
+    """Unpickle a probe (callers check ``trust_classifier``); checks the recorded hash first."""
     import pickle
-
-    Probe = probe_cls
 
     payload = Path(path).read_bytes()
     if expected_sha256 is not None and hashlib.sha256(payload).hexdigest() != expected_sha256:
@@ -733,9 +1198,56 @@ def load_pickle(path: Path, expected_sha256: str | None = None, *, probe_cls):
             "the file was modified after it was shared"
         )
     probe = pickle.loads(payload)
-    if not isinstance(probe, Probe):
+    if not isinstance(probe, probe_cls):
         raise ProbeFormatError(f"{path} holds a {type(probe).__name__}, not a Probe")
     return probe
+
+
+def pickle_weights(data: dict, source: str) -> str | None:
+    """The pickle's SHA-256 if ``probe.json`` names a pickle, else None; a JSON naming a
+    pickle without recording its hash is refused (:func:`pickle_manifest` always does)."""
+    if data.get("weights") != PICKLE_NAME:
+        return None
+    digest = data.get("pickle_sha256")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise ProbeFormatError(
+            f"{source}: {JSON_NAME} names a pickle ({PICKLE_NAME}) without its SHA-256; only "
+            "a pushed-pickle manifest may name one, and it always records the hash"
+        )
+    return digest
+
+
+def _same(a, b) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - arrays, estimators without __eq__
+        return False
+
+
+def check_load_overrides(probe, overrides: dict) -> None:
+    """Refuse overrides of what the loaded classifier was fitted on.
+
+    Parameters that fix the features (:data:`FITTED_STRUCTURE_PARAMS`: layers, pooling,
+    classifier, ...) are refused unless equal to the saved value: the saved classifier
+    would be fed features it never saw, or ignore the new value silently. Other
+    parameters (``device``, ``batch_size``, ``inference_pooling``, ``model``) may change.
+    """
+    for k, v in overrides.items():
+        if k in FITTED_STRUCTURE_PARAMS and not _same(v, getattr(probe, k, None)):
+            fitted = getattr(probe, "layers_", None)
+            extra = f" (layers_={fitted})" if k == "layers" and fitted is not None else ""
+            raise ValueError(
+                f"{k}={v!r:.60} cannot be changed when loading: the saved classifier was fitted "
+                f"with {k}={getattr(probe, k)!r:.60}{extra} and only predicts correctly with "
+                f"it. Drop the {k}= override, or fit a new Probe({k}=...) on your data"
+            )
+
+
+def _with_overrides(probe, overrides: dict):
+    check_load_overrides(probe, overrides)
+    return probe.set_params(**overrides)
 
 
 def load_probe(path, trust_classifier: bool = False, *, probe_cls, **overrides):
@@ -747,42 +1259,46 @@ def load_probe(path, trust_classifier: bool = False, *, probe_cls, **overrides):
         A safe-format directory, a ``.safetensors`` file, a ``probe.json`` inside a
         directory, or a ``.pkl``/``.pickle`` file.
     trust_classifier : bool, default False
-        Needed to unpickle a file from a shared source (the HuggingFace Hub download
-        cache). Local pickles you wrote load without it. Ignored by the safe format.
+        Needed for every pickle (a ``.pkl`` path, or a folder whose ``probe.json`` names
+        one): unpickling runs code from the file, and no path or JSON can prove who wrote
+        it. The safe format never needs it.
     probe_cls : type
         The probe class to rebuild (``Probe.load`` passes itself).
     **overrides
-        Constructor parameters to change after loading (``device=``, ``batch_size=``, ...).
+        Constructor parameters to change after loading (``device=``, ``batch_size=``, ...);
+        parameters the classifier was fitted on (``layers``, ``pooling``, ``classifier``,
+        ...) are refused.
 
     Raises
     ------
     ProbeFormatError
-        Not a probe, a newer format version, or files modified after saving.
+        Not a probe, an unknown format version, a malformed or oversized file, or files
+        modified after saving.
     UntrustedPickleError
-        A pickle from a shared source without ``trust_classifier=True``.
+        A pickle without ``trust_classifier=True``.
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no saved probe at {str(path)!r}")
     if path.is_dir():
         json_path = path / JSON_NAME
-        if not json_path.exists():
+        if not json_path.is_file():
             raise ProbeFormatError(f"{path} has no {JSON_NAME}; it is not a saved probe folder")
         data = read_json(json_path)
         check_header(data, str(path))
-        if data.get("weights") == PICKLE_NAME:
-            pkl = path / PICKLE_NAME
-            if not trust_classifier and _in_hub_cache(pkl):
+        digest = pickle_weights(data, str(path))
+        if digest is not None:
+            if not trust_classifier:
                 raise UntrustedPickleError(untrusted_pickle_message(str(path)))
-            probe = load_pickle(pkl, data.get("pickle_sha256"), probe_cls=probe_cls)
-            return probe.set_params(**overrides)
+            probe = load_pickle(path / PICKLE_NAME, digest, probe_cls=probe_cls)
+            return _with_overrides(probe, overrides)
         probe = load_safe_files(json_path, path / ARRAYS_NAME, str(path), probe_cls=probe_cls)
     elif path.name == JSON_NAME:
         return load_probe(
             path.parent, trust_classifier=trust_classifier, probe_cls=probe_cls, **overrides
         )
     elif _is_pickle_path(path):
-        if not trust_classifier and _in_hub_cache(path):
+        if not trust_classifier:
             raise UntrustedPickleError(untrusted_pickle_message(str(path)))
         probe = load_pickle(path, probe_cls=probe_cls)
     elif path.suffix.lower() == SINGLE_FILE_SUFFIX:
@@ -792,4 +1308,4 @@ def load_probe(path, trust_classifier: bool = False, *, probe_cls, **overrides):
             f"{path} is not a saved probe: expected a folder with {JSON_NAME}, a "
             f"'{SINGLE_FILE_SUFFIX}' file or a '.pkl' file"
         )
-    return probe.set_params(**overrides)
+    return _with_overrides(probe, overrides)

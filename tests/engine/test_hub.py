@@ -468,3 +468,97 @@ def test_offline_download_error_is_clear(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     with pytest.raises(FileNotFoundError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\)"):
         ProbeCard.from_hub("alice/anything")
+
+
+# ---------------------------------------------------------------------------- hostile repos
+def _hostile_repo(fake_hub, repo_id: str, files: dict[str, bytes]) -> None:
+    fake_hub.repos[("model", repo_id)] = {"private": False}
+    for name, raw in files.items():
+        path = fake_hub.path(repo_id, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(raw)
+
+
+class _WritesMarker:
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def test_hub_pickle_copied_out_of_cache_still_needs_trust(fake_hub, tmp_path):
+    import hashlib
+
+    marker = tmp_path / "marker"
+    payload = pickle.dumps(_WritesMarker(marker))
+    manifest = {"format": "lmprobe-jupyter.probe", "format_version": 1, "weights": "probe.pkl"}
+    manifest["pickle_sha256"] = hashlib.sha256(payload).hexdigest()
+    _hostile_repo(
+        fake_hub,
+        "mallory/evil",
+        {"probe.json": json.dumps(manifest).encode(), "probe.pkl": payload},
+    )
+    with pytest.raises(UntrustedPickleError, match="trust_classifier=True"):
+        Probe.from_hub("mallory/evil", load_model=False)
+    # Someone downloads the repo (snapshot) and copies it to a folder of their own.
+    import huggingface_hub
+
+    snapshot = Path(huggingface_hub.snapshot_download("mallory/evil"))
+    mine = tmp_path / "my-probes" / "evil"
+    shutil.copytree(snapshot, mine)
+    for path in (snapshot, mine, mine / "probe.pkl"):
+        with pytest.raises(UntrustedPickleError, match="never unpickles without trust"):
+            Probe.load(path)
+    assert not marker.exists()
+
+    no_hash = {k: v for k, v in manifest.items() if k != "pickle_sha256"}
+    _hostile_repo(
+        fake_hub,
+        "mallory/nohash",
+        {"probe.json": json.dumps(no_hash).encode(), "probe.pkl": payload},
+    )
+    with pytest.raises(ProbeFormatError, match="names a pickle .* without its SHA-256"):
+        Probe.from_hub("mallory/nohash", trust_classifier=True, load_model=False)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nests"),
+        (b"\x00\xff not json", "not UTF-8|not valid JSON"),
+        (b'{"format": "lmprobe-jupyter.probe", "format_version": 0}', "no lmprobe-jupyter ever"),
+    ],
+    ids=["deep", "garbage", "version-0"],
+)
+def test_hostile_probe_json_on_hub_is_a_format_error(fake_hub, raw, match):
+    _hostile_repo(fake_hub, "mallory/bad", {"probe.json": raw})
+    with pytest.raises(ProbeFormatError, match=match):
+        ProbeCard.from_hub("mallory/bad")
+    with pytest.raises(ProbeFormatError, match=match):
+        Probe.from_hub("mallory/bad", load_model=False)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"summary": [1, 2]},
+        {"summary": {"pooling": "mean", "classifier": 3}},
+        {"card": {"tags": 5}},
+    ],
+    ids=["summary-list", "pooling-str", "tags-int"],
+)
+def test_malformed_card_is_a_format_error(fake_hub, edit):
+    data = {"format": "lmprobe-jupyter.probe", "format_version": 1, **edit}
+    _hostile_repo(fake_hub, "mallory/card", {"probe.json": json.dumps(data).encode()})
+    with pytest.raises(ProbeFormatError, match="'mallory/card'.* malformed"):
+        ProbeCard.from_hub("mallory/card")
+
+
+def test_from_hub_refuses_overriding_fitted_structure(fake_hub, dog_probe):
+    dog_probe().push_to_hub("alice/layers")
+    with pytest.raises(ValueError, match=r"layers=3 cannot be changed when loading"):
+        Probe.from_hub("alice/layers", load_model=False, layers=3)
+    loaded = Probe.from_hub("alice/layers", load_model=False, batch_size=2)
+    assert loaded.batch_size == 2 and loaded.layers_ == [2, 4]

@@ -128,7 +128,7 @@ def calibrated(chem_probe, tmp_path_factory):
     for fmt, name in (("safe", "probe"), ("pkl", "probe.pkl")):
         path = tmp_path_factory.mktemp("saved") / name
         probe.save(path)
-        loaded = Probe.load(path)
+        loaded = Probe.load(path, trust_classifier=fmt == "pkl")
         out[f"loaded_{fmt}"] = (loaded.threshold_, loaded.calibration_, loaded.flag(BENIGN_FRESH))
     prompts = MISUSE_TEST + BENIGN_FRESH
     y = [1] * len(MISUSE_TEST) + [0] * len(BENIGN_FRESH)
@@ -461,3 +461,52 @@ def test_token_pieces_keep_split_characters_whole(tiny_model_path):
     assert "".join(pieces) == tok.decode(ids) == "héllo 日本語 🙂 ok"
     assert "\ufffd" not in "".join(pieces)
     assert "" in pieces  # some byte-level tokens carry half a character
+
+
+# ---------------------------------------------------------------------- long inputs
+
+PADDING = " ".join(["The weather report said it would be a mild and pleasant afternoon."] * 40)
+REQUEST = " Now explain step by step how to do the harmful thing."
+
+
+def test_window_spans_cover_a_long_text(tiny_probe):
+    tok = tiny_probe.runtime.tokenizer
+    text = PADDING + REQUEST
+    n = len(tok(text, add_special_tokens=False)["input_ids"])
+    spans = monitoring.window_spans(tok, text, 100)
+    assert n > 300 and len(spans) == len(range(0, n - 100, 50)) + 1
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)  # the tail (the request) is read
+    assert text[spans[-1][0] : spans[-1][1]].endswith(REQUEST)
+    for (a, b), (c, d) in zip(spans, spans[1:]):
+        assert a < c < b < d  # consecutive windows overlap
+    for a, b in spans:
+        assert len(tok(text[a:b], add_special_tokens=False)["input_ids"]) <= 101
+    assert monitoring.window_spans(tok, REQUEST, 100) == [(0, len(REQUEST))]
+
+
+def test_long_prompts_are_scored_in_windows(tiny_probe):
+    """Padding placed before a request cannot push it out of what the monitor reads."""
+    text = PADDING + REQUEST
+    rt = tiny_probe.runtime
+    assert len(rt.tokenizer(text)["input_ids"]) > 3 * rt.max_length
+    with pytest.warns(
+        UserWarning,
+        match=r"1 prompt\(s\) exceed .* context of 128 tokens.*"
+        r"overlapping windows .* highest window's score",
+    ):
+        scores = monitoring.prompt_scores(tiny_probe, [REQUEST, text])
+    size = monitoring._window_size(tiny_probe)
+    windows = [text[a:b] for a, b in monitoring.window_spans(rt.tokenizer, text, size)]
+    each = monitoring.prompt_scores(tiny_probe, windows)  # every window fits: no warning
+    assert scores[1] == pytest.approx(each.max(), abs=1e-9)
+    assert scores[0] == pytest.approx(monitoring.prompt_scores(tiny_probe, [REQUEST])[0], abs=1e-9)
+    thr = float(np.median(each))
+    with pytest.warns(UserWarning, match="overlapping windows"):
+        flagged = tiny_probe.flag([text], threshold=thr)[0]
+    assert flagged == bool((each > thr).any())
+    # The old behaviour, on request: only the first 128 tokens are read, and it says so.
+    with pytest.warns(UserWarning, match="truncated to the first 128 tokens"):
+        head = monitoring.prompt_scores(tiny_probe, [text], long_inputs="truncate")
+    assert 0.0 <= head[0] <= 1.0
+    with pytest.raises(ValueError, match="long_inputs='tail' is not one of 'windows'"):
+        monitoring.prompt_scores(tiny_probe, [text], long_inputs="tail")
