@@ -65,7 +65,7 @@ class LoadedModel:
     @property
     def key(self) -> str:
         """Identity used by the activation cache: name plus a weights fingerprint."""
-        return f"{self.name}@{self.fingerprint}"
+        return format_model_key(self.name, self.fingerprint)
 
     @property
     def config(self):
@@ -192,6 +192,21 @@ def resolve_model(name: str | None) -> tuple[str, str, str]:
             "or pass a local folder saved with save_pretrained()."
         ) from None
     return name, path, Path(path).name[:16]
+
+
+def format_model_key(name: str, fingerprint: str) -> str:
+    """The cache identity of a model: ``"<name>@<weights fingerprint>"``."""
+    return f"{name}@{fingerprint}"
+
+
+def model_key(name: str | None) -> str:
+    """``LoadedModel.key`` of a model, without loading its weights.
+
+    Lets a process that never loads the model (a Ray driver) look up and write cache
+    entries under the key its workers' loaded copies will have.
+    """
+    resolved, _path, fingerprint = resolve_model(name)
+    return format_model_key(resolved, fingerprint)
 
 
 def resolve_device(device: str | None):
