@@ -50,6 +50,7 @@ import math
 import os
 import socket
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -212,22 +213,29 @@ class _PooledWorker:
         """Pool each chunk (one dataset row: its prompts, their rows, their masks)."""
         from .extraction import Extractor
 
-        rows, calls, pooled = [], [], {layer: [] for layer in self.layers}
+        rows, calls, secs, pooled = [], [], [], {layer: [] for layer in self.layers}
         for j in range(len(batch["rows"])):
             prompts = [str(p) for p in batch["prompts"][j]]
             masks = None
             if "masks" in batch:
                 masks = [np.asarray(m, dtype=bool) for m in batch["masks"][j]]
-            before = Extractor.forward_calls
+            before, t0 = Extractor.forward_calls, time.perf_counter()
             out = self.extractor.pooled(
                 prompts, self.layers, self.pooling, token_masks=masks, key_suffix=self.key_suffix
             )
+            # per chunk, on its first row: forward passes run and seconds spent extracting
             calls.append(np.zeros(len(prompts), np.int64))
             calls[-1][:1] = Extractor.forward_calls - before
+            secs.append(np.zeros(len(prompts), np.float64))
+            secs[-1][:1] = time.perf_counter() - t0
             rows.append(np.asarray(batch["rows"][j], np.int64))
             for layer in self.layers:
                 pooled[layer].append(out[layer])
-        result = {"row": np.concatenate(rows), "forward_calls": np.concatenate(calls)}
+        result = {
+            "row": np.concatenate(rows),
+            "forward_calls": np.concatenate(calls),
+            "seconds": np.concatenate(secs),
+        }
         for layer in self.layers:
             result[f"layer_{layer}"] = np.concatenate(pooled[layer])
         return result
@@ -284,6 +292,11 @@ class RayExtractor:
         Forward passes the workers ran for the last call (0 when all were cached).
     last_attempts : int
         Ray runs the last call needed (0 when all were cached).
+    last_seconds : dict of str to float
+        Where the last call's time went: ``"wall"`` (the whole call), ``"startup"`` (until
+        the first chunk arrived, less that chunk's extraction: starting the pool, each
+        worker importing torch and loading the model), ``"extract"`` (summed over workers:
+        time inside ``Extractor.pooled``).
     """
 
     def __init__(
@@ -396,6 +409,8 @@ class RayExtractor:
         self.last_hits = len(prompts) - self.last_misses
         self.last_forward_calls = 0
         self.last_attempts = 0
+        self.last_seconds = {"wall": 0.0, "startup": 0.0, "extract": 0.0}
+        t_call = time.perf_counter()
         if need:
             self._run(unique, masks, need, layers, pooling, key_suffix, pk, key, cache, got)
         row = {p: j for j, p in enumerate(unique)}
@@ -409,6 +424,7 @@ class RayExtractor:
             out[layer] = (
                 stacked if len(unique) == len(prompts) else stacked[[row[p] for p in prompts]]
             )
+        self.last_seconds["wall"] = time.perf_counter() - t_call
         return out
 
     # ---------------------------------------------------------------- internals
@@ -536,9 +552,14 @@ class RayExtractor:
             compute=ray.data.ActorPoolStrategy(size=max(1, min(n_workers, len(items)))),
             **remote_args,
         )
+        t_start = time.perf_counter()
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             rows = [int(r) for r in batch["row"]]
             self.last_forward_calls += int(np.sum(batch["forward_calls"]))
+            if not self.last_seconds["startup"]:
+                first = float(batch["seconds"][batch["seconds"] > 0][:1].sum())
+                self.last_seconds["startup"] = time.perf_counter() - t_start - first
+            self.last_seconds["extract"] += float(np.sum(batch["seconds"]))
             texts = [unique[r] for r in rows]
             for layer in layers:
                 vecs = list(np.asarray(batch[f"layer_{layer}"], dtype=np.float32))

@@ -107,6 +107,8 @@ def test_starts_and_stops_its_own_local_ray(tiny_model_path, tiny):
     for layer in (1, 3):
         np.testing.assert_allclose(got[layer], ref[layer], atol=1e-5)
     assert ext.last_misses == len(PROMPTS) and ext.last_forward_calls >= 2
+    sec = ext.last_seconds
+    assert 0 < sec["extract"] and 0 < sec["startup"] < sec["wall"]
     _assert_no_new_ray_processes(before)
 
 
