@@ -299,6 +299,9 @@ class RayExtractor:
         time inside ``Extractor.pooled``).
     """
 
+    #: Like :class:`Extractor`, pools over per-prompt token masks (``score_roles``).
+    supports_token_masks = True
+
     def __init__(
         self,
         model: str | None = None,

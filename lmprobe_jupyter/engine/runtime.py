@@ -223,19 +223,65 @@ class ModelRuntime:
 
     # ------------------------------------------------------------------ extraction
     def extractor(
-        self, remote: bool | None = None, batch_size: int | None = None, max_retries=None
+        self,
+        remote: bool | None = None,
+        batch_size: int | None = None,
+        max_retries=None,
+        executor: str = "local",
+        num_workers: int | None = None,
     ):
         """The extraction backend: transformers, nnsight or an activation dataset.
 
         ``max_retries`` sets how often a failed remote batch is retried (nnsight; see
-        :mod:`.retry`) for the extractions that follow.
+        :mod:`.retry`) for the extractions that follow. This is the one place extraction
+        is dispatched: ``executor="ray"`` returns a :class:`~.distributed.RayExtractor`
+        running the same extraction on ``num_workers`` Ray workers (same vectors, same
+        cache entries).
         """
+        from .distributed import check_executor
+
+        check_executor(executor, num_workers)
+        if executor == "ray":
+            return self.ray_extractor(num_workers, batch_size)
         ext = self._extractor_for(remote, batch_size)
         if hasattr(ext, "retry"):
             from .retry import RetryPolicy
 
             ext.retry = RetryPolicy(max_retries)
         return ext
+
+    def ray_extractor(self, num_workers: int | None = None, batch_size: int | None = None):
+        """The Ray counterpart of :meth:`extractor` (see :mod:`.distributed`).
+
+        Workers load the model themselves; this process loads no weights for it (only the
+        tokenizer, to cut length-sorted chunks) and writes what they return to the cache.
+        """
+        if self.dataset is not None or self.backend != "local":
+            what = f"dataset={self.dataset!r}" if self.dataset else f"backend={self.backend!r}"
+            raise ValueError(
+                f"executor='ray' runs the transformers backend on Ray workers; this probe has "
+                f"{what}; use executor='local'"
+            )
+        bs = batch_size or self.batch_size
+        key = ("ray", num_workers, bs)
+        with self._lock:
+            ext = self._extractors.get(key)
+            if ext is None:
+                from .distributed import RayExtractor
+                from .models import model_key
+
+                ext = RayExtractor(
+                    self.model_name,
+                    device=self.device,
+                    dtype=self.dtype,
+                    num_workers=num_workers,
+                    batch_size=bs,
+                    progress=self.progress,
+                    model_key=self._loaded.key if self._loaded else model_key(self.model_name),
+                    tokenizer=self.tokenizer,
+                )
+                self._extractors[key] = ext
+            return ext
 
     def _extractor_for(self, remote: bool | None, batch_size: int | None):
         remote = self.remote if remote is None else remote
@@ -295,17 +341,19 @@ class ModelRuntime:
         remote: bool | None = None,
         batch_size: int | None = None,
         max_retries: int | None = None,
+        executor: str = "local",
+        num_workers: int | None = None,
     ) -> dict[int, np.ndarray]:
         """Pooled activations of prepared prompts, ``{layer: (n, hidden)}`` float32.
 
         ``pooling`` is an activation-stage pooling (``activation:max`` and ``max`` are the
         same vectors, cached once). With ``roles``, pooling reads only the tokens of those
-        chat roles.
+        chat roles. ``executor="ray"`` runs it on ``num_workers`` Ray workers.
         """
         from .pooling import extractor_pooling
 
         pooling = extractor_pooling(pooling)
-        ext = self.extractor(remote, batch_size, max_retries)
+        ext = self.extractor(remote, batch_size, max_retries, executor, num_workers)
         layers = list(layers)
         if roles is None:
             acts = ext.pooled(prompts, layers, pooling)
@@ -335,9 +383,12 @@ class ModelRuntime:
         remote: bool | None = None,
         batch_size: int | None = None,
         max_retries: int | None = None,
+        executor: str = "local",
+        num_workers: int | None = None,
     ) -> dict:
         """Several activation-stage poolings of prepared prompts, from one forward pass
-        per batch where the extractor can (transformers backend, cache on, no ``roles``).
+        per batch where the extractor can (transformers backend, cache on, no ``roles``;
+        with ``executor="ray"``, one Ray run per pooling).
 
         Returns
         -------
@@ -349,7 +400,8 @@ class ModelRuntime:
         poolings = list(dict.fromkeys(poolings))
         names = [extractor_pooling(p) for p in poolings]
         opts = {"remote": remote, "batch_size": batch_size, "max_retries": max_retries}
-        ext = self.extractor(remote, batch_size, max_retries)
+        opts.update(executor=executor, num_workers=num_workers)
+        ext = self.extractor(remote, batch_size, max_retries, executor, num_workers)
         if roles is None and hasattr(ext, "pooled_many"):
             got = ext.pooled_many(prompts, list(layers), list(dict.fromkeys(names)))
             self.last_hits = getattr(ext, "last_hits", 0)
@@ -365,8 +417,12 @@ class ModelRuntime:
         remote: bool | None = None,
         batch_size: int | None = None,
         max_retries: int | None = None,
+        executor: str = "local",
+        num_workers: int | None = None,
     ):
         """Per-token activations of prepared prompts and the tokens a probe may score.
+
+        Always in this process: ``executor="ray"`` (pooled extraction only) raises.
 
         Returns
         -------
@@ -374,6 +430,14 @@ class ModelRuntime:
         keep : list of bool ndarray of shape (n_tokens,), or None
             With ``roles``: per prompt, the tokens of those roles; None means every token.
         """
+        from .distributed import check_executor
+
+        check_executor(executor, num_workers)
+        if executor == "ray":
+            raise ValueError(
+                "executor='ray' distributes pooled extraction; per-token activations "
+                "(pooling='all', score-stage inference poolings) run with executor='local'"
+            )
         toks = self.extractor(remote, batch_size, max_retries).per_token(prompts, list(layers))
         keep = None if roles is None else self.role_masks(prompts, roles)
         return toks, keep
@@ -390,6 +454,8 @@ class ModelRuntime:
         batch_size: int | None = None,
         max_retries: int | None = None,
         return_owner: bool = False,
+        executor: str = "local",
+        num_workers: int | None = None,
     ):
         """Training samples for ``pooling`` over ``layers``: one pooled vector per prompt,
         or for ``pooling="all"`` every (scored) token with its prompt's label.
@@ -403,6 +469,7 @@ class ModelRuntime:
         """
         labels = np.asarray(labels)
         opts = {"remote": remote, "batch_size": batch_size, "max_retries": max_retries}
+        opts.update(executor=executor, num_workers=num_workers)
         if pooling != "all":
             X = self.pooled(prompts, layers, pooling, roles=roles, **opts)
             return (X, labels, np.arange(len(labels))) if return_owner else (X, labels)

@@ -24,8 +24,14 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 
+from lmprobe_jupyter import Probe  # noqa: E402
 from lmprobe_jupyter.engine import _shard  # noqa: E402
-from lmprobe_jupyter.engine.cache import cache_info, get_cache, reset_cache  # noqa: E402
+from lmprobe_jupyter.engine.cache import (  # noqa: E402
+    cache_info,
+    get_cache,
+    reset_cache,
+    set_cache_enabled,
+)
 from lmprobe_jupyter.engine.distributed import (  # noqa: E402
     RayExtractor,
     check_executor,
@@ -248,6 +254,75 @@ def test_worker_killed_mid_run_loses_nothing(
 
 def _plain_mean(h):
     return h.mean(0)
+
+
+POS = [f"alpha {w} alpha beta" for w in ("one", "two", "three", "four", "five", "six")]
+NEG = [f"omega {w} delta omega" for w in ("one", "two", "three", "four", "five", "six")]
+HELD_OUT = ["alpha alpha beta", "omega delta delta", "alpha seven", "omega seven omega"]
+
+
+def test_probe_fit_and_predict_with_executor_ray_equal_local(local_ray, tiny_model_path):
+    def make():
+        return Probe(
+            model=tiny_model_path, layers=[1, 3], pooling="mean", device="cpu", random_state=0
+        )
+
+    set_cache_enabled(False)
+    local = make().fit(POS, NEG)
+    local_proba = local.predict_proba(HELD_OUT)
+    set_cache_enabled(True)
+
+    distributed = make().fit(POS, NEG, executor="ray", num_workers=2)
+    rt = distributed.runtime
+    assert not rt.is_loaded  # the driver never loaded the weights
+    assert distributed.train_cache_hits_ == 0 and cache_info().entries == 2 * len(POS + NEG)
+    np.testing.assert_allclose(
+        distributed.classifier_.coef_, local.classifier_.coef_, rtol=1e-4, atol=1e-6
+    )
+    proba = distributed.predict_proba(HELD_OUT, executor="ray", num_workers=2)
+    np.testing.assert_allclose(proba, local_proba, atol=1e-5)
+    ray_ext = rt.ray_extractor(2)
+    assert ray_ext.last_misses == len(HELD_OUT)
+    # Everything is cached now: a Ray warm-up runs no forward pass and starts no Ray work,
+    # and the local path reads the same entries.
+    distributed.warmup(POS + HELD_OUT, executor="ray", num_workers=2)
+    assert ray_ext.last_hits == len(POS + HELD_OUT) and ray_ext.last_forward_calls == 0
+    assert ray_ext.last_attempts == 0 and not rt.is_loaded
+    np.testing.assert_array_equal(distributed.predict(HELD_OUT), local.predict(HELD_OUT))
+    assert rt.last_hits == len(HELD_OUT)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (
+            lambda m: Probe(model=m, layers=[1], device="cpu").fit(POS, NEG, executor="dask"),
+            "executor='dask' is not one of 'local', 'ray'",
+        ),
+        (
+            lambda m: Probe(model=m, layers=[1], device="cpu", pooling="all").fit(
+                POS, NEG, executor="ray"
+            ),
+            "per-token activations .* run with executor='local'",
+        ),
+        (
+            lambda m: Probe(model=m, layers=[1], backend="nnsight").fit(POS, NEG, executor="ray"),
+            "executor='ray' runs the transformers backend .* backend='nnsight'",
+        ),
+        (
+            lambda m: Probe.sweep_layers(m, POS, NEG, layers=[1], executor="ray", num_workers=0),
+            "num_workers=0 must be a positive int",
+        ),
+        (
+            lambda m: Probe(model=m, layers=[1], device="cpu").warmup(POS, num_workers=3),
+            "num_workers=3 needs executor='ray'",
+        ),
+    ],
+    ids=["unknown-executor", "per-token", "nnsight", "sweep-zero-workers", "workers-local"],
+)
+def test_probe_executor_arguments_checked_before_any_work(tiny_model_path, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(tiny_model_path)
 
 
 def test_worker_error_reaches_the_driver(local_ray, tiny_model_path):
