@@ -46,8 +46,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -173,7 +175,13 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
     if address:
         ray.init(address=address, **quiet)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+        except Exception:  # noqa: BLE001 - e.g. "node timed out during startup" under load
+            # A machine busy enough to time out Ray's start-up usually lets a second try
+            # through; a real misconfiguration fails again and raises.
+            ray.shutdown()
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
         if ray.util.get_node_ip_address() != "127.0.0.1":
             warnings.warn(
                 f"the local Ray instance listens on {ray.util.get_node_ip_address()}, not only "
@@ -483,8 +491,7 @@ class RayExtractor:
         if self.num_workers is not None:
             local_cpus = max(os.cpu_count() or 1, self.num_workers * self.worker_cpus)
         try:
-            with ray_session(self.address, num_cpus=local_cpus):
-                self._quiet_data(ray)
+            with ray_session(self.address, num_cpus=local_cpus), self._quiet_data(ray):
                 for attempt in range(1, self.max_attempts + 1):
                     self.last_attempts = attempt
                     try:
@@ -494,6 +501,13 @@ class RayExtractor:
                         )  # fmt: skip
                         return
                     except Exception as exc:
+                        reason = _worker_start_error(exc)
+                        if reason is not None:
+                            # our worker's constructor raised: the same on every retry
+                            kind = ImportError if "ImportError" in reason.split(":")[0] else None
+                            raise (kind or RuntimeError)(
+                                f"Ray workers could not start: {reason}"
+                            ) from exc
                         if not _lost_worker(exc) or attempt == self.max_attempts:
                             raise
                     todo = [i for i in todo if any(got[x][i] is None for x in layers)]
@@ -517,11 +531,20 @@ class RayExtractor:
         return [len(x) for x in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
     @staticmethod
-    def _quiet_data(ray) -> None:
+    @contextlib.contextmanager
+    def _quiet_data(ray):
+        """Ray Data without its own bars and per-run INFO lines (ours is the one bar)."""
         ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # ours is the one bar across all workers
+        ctx.enable_progress_bars = False
         if hasattr(ctx, "print_on_execution_start"):
             ctx.print_on_execution_start = False
+        logger = logging.getLogger("ray.data")
+        level = logger.level
+        logger.setLevel(max(level, logging.WARNING))
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
 
     def _attempt(
         self, ray, unique, masks, todo, layers, pooling, key_suffix, pk, key, cache, got, bar
@@ -586,3 +609,20 @@ def _lost_worker(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _worker_start_error(exc: BaseException) -> str | None:
+    """The error line of a worker whose constructor raised (None for any other error).
+
+    Ray reports it as an ``ActorDiedError`` with ``actor_init_failed`` set and the
+    worker's traceback in its message; the last ``SomeError: ...`` line is ours.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "actor_init_failed", False):
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+            return (errors or lines or [type(exc).__name__])[-1]
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -326,9 +326,14 @@ def test_probe_executor_arguments_checked_before_any_work(tiny_model_path, call,
 
 
 def test_worker_error_reaches_the_driver(local_ray, tiny_model_path):
-    ext = _ray_ext(tiny_model_path, model_key="someone-else@0000", max_attempts=1)
-    with pytest.raises(Exception, match="loaded model .* but the driver caches it as"):
+    ext = _ray_ext(tiny_model_path, model_key="someone-else@0000")
+    with pytest.raises(
+        RuntimeError,
+        match="^Ray workers could not start: RuntimeError: the Ray worker on .* loaded model "
+        ".* but the driver caches it as 'someone-else@0000'",
+    ):
         ext.pooled(PROMPTS[:2], [1], "mean")
+    assert ext.last_attempts == 1  # a worker that cannot start is not retried
     assert cache_info().entries == 0
 
 
