@@ -29,7 +29,9 @@ How it runs
   with restart) is restarted by Ray and its chunk retried (Ray Data's actors have
   unlimited restarts and task retries). If the run fails anyway (a worker killed for
   good, a pool that cannot restart), the driver keeps what it stored and runs again on
-  what is left, up to ``max_attempts`` times.
+  what is left, up to ``max_attempts`` times. A worker that cannot start (a missing
+  dependency, checked first; weights whose fingerprint differs from the driver's, which
+  would poison a shared cache) fails the call at once with that worker's error line.
 - **Connecting.** ``address=`` or ``$RAY_ADDRESS`` connects to a running cluster; without
   either (and without an initialized Ray), a local instance starts on 127.0.0.1 with no
   dashboard, and is shut down when the call ends. (Ray binds a local instance to the
@@ -521,11 +523,9 @@ class RayExtractor:
         """Token counts (the driver's tokenizer); character counts if it has none."""
         if self.tokenizer is None:
             try:
-                from transformers import AutoTokenizer
+                from .runtime import load_tokenizer
 
-                from .models import resolve_model
-
-                self.tokenizer = AutoTokenizer.from_pretrained(resolve_model(self.model)[1])
+                self.tokenizer = load_tokenizer(self.model)
             except Exception:  # noqa: BLE001 - no local copy: order by characters instead
                 return [len(t) for t in texts]
         return [len(x) for x in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
