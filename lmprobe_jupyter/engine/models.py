@@ -65,7 +65,7 @@ class LoadedModel:
     @property
     def key(self) -> str:
         """Identity used by the activation cache: name plus a weights fingerprint."""
-        return f"{self.name}@{self.fingerprint}"
+        return format_model_key(self.name, self.fingerprint)
 
     @property
     def config(self):
@@ -194,6 +194,21 @@ def resolve_model(name: str | None) -> tuple[str, str, str]:
     return name, path, Path(path).name[:16]
 
 
+def format_model_key(name: str, fingerprint: str) -> str:
+    """The cache identity of a model: ``"<name>@<weights fingerprint>"``."""
+    return f"{name}@{fingerprint}"
+
+
+def model_key(name: str | None) -> str:
+    """``LoadedModel.key`` of a model, without loading its weights.
+
+    Lets a process that never loads the model (a Ray driver) look up and write cache
+    entries under the key its workers' loaded copies will have.
+    """
+    resolved, _path, fingerprint = resolve_model(name)
+    return format_model_key(resolved, fingerprint)
+
+
 def resolve_device(device: str | None):
     import torch
 
@@ -298,6 +313,27 @@ def context_length(text_cfg, tokenizer) -> int:
     """Longest input the model takes: its position limit, else the tokenizer's."""
     n = int(getattr(text_cfg, "max_position_embeddings", 0) or 0)
     return n or int(min(getattr(tokenizer, "model_max_length", 2048), 1 << 20))
+
+
+_TOKENIZERS: dict[str, object] = {}
+_TOKENIZER_LOCK = threading.Lock()
+
+
+def load_tokenizer(name: str | None):
+    """The tokenizer of a model, without its weights (memoised per process)."""
+    _, path, _ = resolve_model(name)
+    with _TOKENIZER_LOCK:
+        tok = _TOKENIZERS.get(path)
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            with warnings.catch_warnings(), quiet_transformers():
+                warnings.simplefilter("ignore")
+                tok = AutoTokenizer.from_pretrained(path)
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token or tok.unk_token
+            _TOKENIZERS[path] = tok
+    return tok
 
 
 def config_context_length(name: str | None, tokenizer) -> int:

@@ -32,12 +32,18 @@ BACKENDS = ("local", "nnsight")
 
 
 def _per_call_options(method):
-    """Run ``method`` with its ``batch_size`` / ``max_retries`` keywords applied to every
-    extraction it does (see :meth:`Probe._call_options`)."""
+    """Run ``method`` with its ``batch_size`` / ``max_retries`` / ``executor`` /
+    ``num_workers`` keywords applied to every extraction it does (see
+    :meth:`Probe._call_options`)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        with self._call_options(kwargs.get("batch_size"), kwargs.get("max_retries")):
+        with self._call_options(
+            kwargs.get("batch_size"),
+            kwargs.get("max_retries"),
+            kwargs.get("executor", "local"),
+            kwargs.get("num_workers"),
+        ):
             return method(self, *args, **kwargs)
 
     return wrapper
@@ -463,17 +469,25 @@ class Probe:
         return self.runtime.prepare(prompts, chat_template=use_chat)
 
     @contextlib.contextmanager
-    def _call_options(self, batch_size=None, max_retries=None):
-        """Per-call ``batch_size`` / ``max_retries`` for every extraction inside the block."""
+    def _call_options(self, batch_size=None, max_retries=None, executor="local", num_workers=None):
+        """Per-call ``batch_size`` / ``max_retries`` / ``executor`` / ``num_workers`` for
+        every extraction inside the block."""
+        from .distributed import check_executor
         from .retry import validate_max_retries
 
+        check_executor(executor, num_workers)
         if batch_size is not None and (
             not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
         ):
             raise ValueError(f"batch_size={batch_size!r} must be a positive int")
         validate_max_retries(max_retries)
         before = self.__dict__.get("_call_opts")
-        self._call_opts = {"batch_size": batch_size, "max_retries": max_retries}
+        self._call_opts = {
+            "batch_size": batch_size,
+            "max_retries": max_retries,
+            "executor": executor,
+            "num_workers": num_workers,
+        }
         try:
             yield
         finally:
@@ -484,12 +498,14 @@ class Probe:
 
     def _extraction_options(self, batch_size=None) -> dict:
         """``batch_size`` and ``max_retries`` for an extraction: this call's, else the
-        probe's."""
+        probe's; and where it runs (``executor``, ``num_workers``: this call's)."""
         opts = self.__dict__.get("_call_opts") or {}
         retries = opts.get("max_retries")
         return {
             "batch_size": batch_size or opts.get("batch_size"),
             "max_retries": self.max_retries if retries is None else retries,
+            "executor": opts.get("executor", "local"),
+            "num_workers": opts.get("num_workers"),
         }
 
     def _features(self, prompts, pooling, layers=None, remote=None, batch_size=None) -> dict:
@@ -523,6 +539,8 @@ class Probe:
         batch_size: int | None = None,
         sample_weight=None,
         max_retries: int | None = None,
+        executor: str = "local",
+        num_workers: int | None = None,
     ) -> Probe:
         """Fit on contrastive prompts or on prompts with labels.
 
@@ -544,9 +562,16 @@ class Probe:
             selection (``auto``, ``fast_auto``, sweeps) does not use it.
         max_retries : int, optional
             Override ``max_retries`` for this call.
+        executor : {"local", "ray"}, default "local"
+            Where extraction runs: this process, or ``num_workers`` Ray workers (see
+            :mod:`.distributed`; same activations, same cache entries, no weights loaded
+            here). The same keywords work on ``predict``, ``predict_proba``, ``warmup``
+            and ``Probe.sweep_layers``.
+        num_workers : int, optional
+            Ray workers (default: one per GPU of the cluster, else one per CPU).
         """
         self._validate_params()
-        with self._call_options(batch_size, max_retries):
+        with self._call_options(batch_size, max_retries, executor, num_workers):
             return self._fit_prompts(X, y, labels, remote, sample_weight)
 
     def _fit_prompts(self, X, y, labels, remote, sample_weight) -> Probe:
@@ -566,7 +591,8 @@ class Probe:
             check_compute_backend(self.compute_backend)
         train_data = (prompts, labels)
         rt = self.runtime
-        if rt.uses_local_weights and self.backend == "local":
+        local = self._extraction_options()["executor"] == "local"
+        if rt.uses_local_weights and self.backend == "local" and local:
             # Load first, so fit_seconds_ measures fitting, not a one-off model load.
             rt.load()
         t0 = time.perf_counter()
@@ -790,10 +816,13 @@ class Probe:
         remote: bool | None = None,
         batch_size: int | None = None,
         max_retries: int | None = None,
+        executor: str = "local",
+        num_workers: int | None = None,
     ):
         """Class probabilities.
 
-        ``batch_size`` and ``max_retries`` override the probe's values for this call.
+        ``batch_size`` and ``max_retries`` override the probe's values for this call;
+        ``executor``/``num_workers`` as for :meth:`fit`.
 
         Returns
         -------
@@ -828,8 +857,13 @@ class Probe:
         remote: bool | None = None,
         batch_size: int | None = None,
         max_retries: int | None = None,
+        executor: str = "local",
+        num_workers: int | None = None,
     ):
-        """Predicted labels (or values for regression); per token for ``inference_pooling="all"``."""
+        """Predicted labels (or values for regression); per token for ``inference_pooling="all"``.
+
+        ``executor``/``num_workers`` as for :meth:`fit`.
+        """
         from .scoring import pad_tokens, prompt_outputs
 
         self._check_reads_prompts()
@@ -957,8 +991,14 @@ class Probe:
         *,
         remote: bool | None = None,
         max_retries: int | None = None,
+        executor: str = "local",
+        num_workers: int | None = None,
     ) -> Probe:
         """Extract and cache activations for ``prompts`` so later calls hit the cache.
+
+        With ``executor="ray"`` the extraction runs on ``num_workers`` Ray workers and
+        lands in this process's activation cache (see :mod:`.distributed`): point it at
+        S3 (``set_cache_backend("s3://...")``) and every machine's later calls hit it.
 
         Returns the probe (for chaining); what the call did is ``warmup_stats_``
         (a :class:`~.activation_store.WarmupStats`: cache hits, vectors extracted, time).

@@ -15,13 +15,12 @@ a dataset-backed runtime never load weights on this machine.
 from __future__ import annotations
 
 import threading
-import warnings
 
 import numpy as np
 
 from .inputs import check_batch_size, check_prompts, is_message_list
 
-__all__ = ["RUNTIME_PARAMS", "ModelRuntime", "load_tokenizer"]
+__all__ = ["RUNTIME_PARAMS", "ModelRuntime"]
 
 #: Probe parameters that decide which model (and how) a runtime runs.
 RUNTIME_PARAMS = (
@@ -34,28 +33,6 @@ RUNTIME_PARAMS = (
     "batch_size",
     "progress",
 )
-
-_TOKENIZERS: dict[str, object] = {}
-_TOKENIZER_LOCK = threading.Lock()
-
-
-def load_tokenizer(name: str | None):
-    """The tokenizer of a model, without its weights (memoised per process)."""
-    from .models import quiet_transformers, resolve_model
-
-    _, path, _ = resolve_model(name)
-    with _TOKENIZER_LOCK:
-        tok = _TOKENIZERS.get(path)
-        if tok is None:
-            from transformers import AutoTokenizer
-
-            with warnings.catch_warnings(), quiet_transformers():
-                warnings.simplefilter("ignore")
-                tok = AutoTokenizer.from_pretrained(path)
-            if tok.pad_token is None:
-                tok.pad_token = tok.eos_token or tok.unk_token
-            _TOKENIZERS[path] = tok
-    return tok
 
 
 class ModelRuntime:
@@ -199,6 +176,8 @@ class ModelRuntime:
             return self._loaded.tokenizer
         if self.backend == "nnsight" and self.dataset is None:
             return self.extractor().loaded.tokenizer
+        from .models import load_tokenizer
+
         return load_tokenizer(self.model_name)
 
     @property
@@ -223,19 +202,65 @@ class ModelRuntime:
 
     # ------------------------------------------------------------------ extraction
     def extractor(
-        self, remote: bool | None = None, batch_size: int | None = None, max_retries=None
+        self,
+        remote: bool | None = None,
+        batch_size: int | None = None,
+        max_retries=None,
+        executor: str = "local",
+        num_workers: int | None = None,
     ):
         """The extraction backend: transformers, nnsight or an activation dataset.
 
         ``max_retries`` sets how often a failed remote batch is retried (nnsight; see
-        :mod:`.retry`) for the extractions that follow.
+        :mod:`.retry`) for the extractions that follow. This is the one place extraction
+        is dispatched: ``executor="ray"`` returns a :class:`~.distributed.RayExtractor`
+        running the same extraction on ``num_workers`` Ray workers (same vectors, same
+        cache entries).
         """
+        from .distributed import check_executor
+
+        check_executor(executor, num_workers)
+        if executor == "ray":
+            return self.ray_extractor(num_workers, batch_size)
         ext = self._extractor_for(remote, batch_size)
         if hasattr(ext, "retry"):
             from .retry import RetryPolicy
 
             ext.retry = RetryPolicy(max_retries)
         return ext
+
+    def ray_extractor(self, num_workers: int | None = None, batch_size: int | None = None):
+        """The Ray counterpart of :meth:`extractor` (see :mod:`.distributed`).
+
+        Workers load the model themselves; this process loads no weights for it (only the
+        tokenizer, to cut length-sorted chunks) and writes what they return to the cache.
+        """
+        if self.dataset is not None or self.backend != "local":
+            what = f"dataset={self.dataset!r}" if self.dataset else f"backend={self.backend!r}"
+            raise ValueError(
+                f"executor='ray' runs the transformers backend on Ray workers; this probe has "
+                f"{what}; use executor='local'"
+            )
+        bs = batch_size or self.batch_size
+        key = ("ray", num_workers, bs)
+        with self._lock:
+            ext = self._extractors.get(key)
+            if ext is None:
+                from .distributed import RayExtractor
+                from .models import model_key
+
+                ext = RayExtractor(
+                    self.model_name,
+                    device=self.device,
+                    dtype=self.dtype,
+                    num_workers=num_workers,
+                    batch_size=bs,
+                    progress=self.progress,
+                    model_key=self._loaded.key if self._loaded else model_key(self.model_name),
+                    tokenizer=self.tokenizer,
+                )
+                self._extractors[key] = ext
+            return ext
 
     def _extractor_for(self, remote: bool | None, batch_size: int | None):
         remote = self.remote if remote is None else remote
@@ -312,17 +337,19 @@ class ModelRuntime:
         remote: bool | None = None,
         batch_size: int | None = None,
         max_retries: int | None = None,
+        executor: str = "local",
+        num_workers: int | None = None,
     ) -> dict[int, np.ndarray]:
         """Pooled activations of prepared prompts, ``{layer: (n, hidden)}`` float32.
 
         ``pooling`` is an activation-stage pooling (``activation:max`` and ``max`` are the
         same vectors, cached once). With ``roles``, pooling reads only the tokens of those
-        chat roles.
+        chat roles. ``executor="ray"`` runs it on ``num_workers`` Ray workers.
         """
         from .pooling import extractor_pooling
 
         pooling = extractor_pooling(pooling)
-        ext = self.extractor(remote, batch_size, max_retries)
+        ext = self.extractor(remote, batch_size, max_retries, executor, num_workers)
         layers = self.check_layers(layers)
         if roles is None:
             acts = ext.pooled(prompts, layers, pooling)
@@ -352,9 +379,12 @@ class ModelRuntime:
         remote: bool | None = None,
         batch_size: int | None = None,
         max_retries: int | None = None,
+        executor: str = "local",
+        num_workers: int | None = None,
     ) -> dict:
         """Several activation-stage poolings of prepared prompts, from one forward pass
-        per batch where the extractor can (transformers backend, cache on, no ``roles``).
+        per batch where the extractor can (transformers backend, cache on, no ``roles``;
+        with ``executor="ray"``, one Ray run per pooling).
 
         Returns
         -------
@@ -366,7 +396,8 @@ class ModelRuntime:
         poolings = list(dict.fromkeys(poolings))
         names = [extractor_pooling(p) for p in poolings]
         opts = {"remote": remote, "batch_size": batch_size, "max_retries": max_retries}
-        ext = self.extractor(remote, batch_size, max_retries)
+        opts.update(executor=executor, num_workers=num_workers)
+        ext = self.extractor(remote, batch_size, max_retries, executor, num_workers)
         if roles is None and hasattr(ext, "pooled_many"):
             got = ext.pooled_many(prompts, list(layers), list(dict.fromkeys(names)))
             self.last_hits = getattr(ext, "last_hits", 0)
@@ -382,8 +413,12 @@ class ModelRuntime:
         remote: bool | None = None,
         batch_size: int | None = None,
         max_retries: int | None = None,
+        executor: str = "local",
+        num_workers: int | None = None,
     ):
         """Per-token activations of prepared prompts and the tokens a probe may score.
+
+        Always in this process: ``executor="ray"`` (pooled extraction only) raises.
 
         Returns
         -------
@@ -391,6 +426,14 @@ class ModelRuntime:
         keep : list of bool ndarray of shape (n_tokens,), or None
             With ``roles``: per prompt, the tokens of those roles; None means every token.
         """
+        from .distributed import check_executor
+
+        check_executor(executor, num_workers)
+        if executor == "ray":
+            raise ValueError(
+                "executor='ray' distributes pooled extraction; per-token activations "
+                "(pooling='all', score-stage inference poolings) run with executor='local'"
+            )
         layers = self.check_layers(layers)
         toks = self.extractor(remote, batch_size, max_retries).per_token(prompts, layers)
         keep = None if roles is None else self.role_masks(prompts, roles)
@@ -408,6 +451,8 @@ class ModelRuntime:
         batch_size: int | None = None,
         max_retries: int | None = None,
         return_owner: bool = False,
+        executor: str = "local",
+        num_workers: int | None = None,
     ):
         """Training samples for ``pooling`` over ``layers``: one pooled vector per prompt,
         or for ``pooling="all"`` every (scored) token with its prompt's label.
@@ -421,6 +466,7 @@ class ModelRuntime:
         """
         labels = np.asarray(labels)
         opts = {"remote": remote, "batch_size": batch_size, "max_retries": max_retries}
+        opts.update(executor=executor, num_workers=num_workers)
         if pooling != "all":
             X = self.pooled(prompts, layers, pooling, roles=roles, **opts)
             return (X, labels, np.arange(len(labels))) if return_owner else (X, labels)

@@ -96,6 +96,8 @@ def sweep_layers(
     test_prompts=None,
     test_labels=None,
     remote: bool | None = None,
+    executor: str = "local",
+    num_workers: int | None = None,
     **probe_kwargs,
 ):
     """Train an independent probe on each layer from one pass over the prompts.
@@ -119,6 +121,11 @@ def sweep_layers(
         Held-out data scored right away (``result.test_scores``).
     remote : bool, optional
         Override the probe's ``remote`` for the extraction.
+    executor : {"local", "ray"}, default "local"
+        Where the extraction (training and ``test_prompts``) runs: this process, or
+        ``num_workers`` Ray workers (see :mod:`.distributed`).
+    num_workers : int, optional
+        Ray workers (default: one per GPU of the cluster, else one per CPU).
     **probe_kwargs
         Any other :class:`~.probe.Probe` parameter (``classifier``, ``pooling``, ...).
 
@@ -131,7 +138,10 @@ def sweep_layers(
             "sweep_layers needs the probe class; call Probe.sweep_layers(...) or "
             "lmprobe_jupyter.sweep_layers(...)"
         )
+    from .distributed import check_executor
+
     validate_spec(layers)
+    check_executor(executor, num_workers)
     if is_selection_spec(layers) and not is_sweep_spec(layers):
         raise ValueError(
             f"layers={layers!r} selects layers inside one probe; a sweep takes 'all', a list "
@@ -167,7 +177,14 @@ def sweep_layers(
 
     prepared = runtime.prepare(train_prompts, chat_template=base.chat_template)
     X_layers, y = runtime.training_set(
-        prepared, y, candidates, base.train_pooling_, roles=base.score_roles, remote=remote
+        prepared,
+        y,
+        candidates,
+        base.train_pooling_,
+        roles=base.score_roles,
+        remote=remote,
+        executor=executor,
+        num_workers=num_workers,
     )
     result = build_sweep(
         cls, base.get_params(), X_layers, y, candidates, runtime=runtime, n_prompts=len(prepared)
@@ -175,7 +192,9 @@ def sweep_layers(
     if cv:
         result.cross_validate(cv)
     if test_prompts is not None:
-        result.score(test_prompts, test_labels, remote=remote)
+        result.score(
+            test_prompts, test_labels, remote=remote, executor=executor, num_workers=num_workers
+        )
     return result
 
 
@@ -234,7 +253,9 @@ class SweepResult:
         return f"SweepResult({len(ls)} layers [{span}], metric={self.metric!r}{tail})"
 
     # ------------------------------------------------------------------ scoring
-    def _outputs(self, prompts, remote=None) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+    def _outputs(
+        self, prompts, remote=None, executor: str = "local", num_workers: int | None = None
+    ) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
         """Prompt-level (predictions, probabilities) of every layer's probe, one extraction.
 
         Scored exactly as each probe's own :meth:`Probe.prompt_outputs` (same
@@ -246,24 +267,39 @@ class SweepResult:
         prepared = first.runtime.prepare(prompts, chat_template=first.chat_template)
         if is_token_level(first.inference_pooling_):
             toks, keep = first.runtime.token_features(
-                prepared, self.layers, roles=first.score_roles, remote=remote
+                prepared, self.layers, roles=first.score_roles, remote=remote, executor=executor
             )
             return {
                 layer: prompt_outputs(p, rows=restrict(token_rows(p, toks), keep))
                 for layer, p in self.probes.items()
             }
         feats = first.runtime.pooled(
-            prepared, self.layers, first.inference_pooling_, roles=first.score_roles, remote=remote
+            prepared,
+            self.layers,
+            first.inference_pooling_,
+            roles=first.score_roles,
+            remote=remote,
+            executor=executor,
+            num_workers=num_workers,
         )
         return {layer: prompt_outputs(p, features=feats[layer]) for layer, p in self.probes.items()}
 
     def _labels(self, prompts, labels) -> np.ndarray:
         return check_scoring_data(prompts, labels, self.task)[1]
 
-    def score(self, prompts, labels, *, remote: bool | None = None) -> dict[int, float]:
+    def score(
+        self,
+        prompts,
+        labels,
+        *,
+        remote: bool | None = None,
+        executor: str = "local",
+        num_workers: int | None = None,
+    ) -> dict[int, float]:
         """Accuracy (R^2 for regression) of every layer's probe on ``prompts``.
 
-        All layers come from one extraction. The scores are kept as ``test_scores``.
+        All layers come from one extraction (on Ray workers with ``executor="ray"``). The
+        scores are kept as ``test_scores``.
 
         Returns
         -------
@@ -272,7 +308,7 @@ class SweepResult:
         y = self._labels(prompts, labels)
         scores = {
             layer: score_value(y, pred, self.task)
-            for layer, (pred, _) in self._outputs(prompts, remote).items()
+            for layer, (pred, _) in self._outputs(prompts, remote, executor, num_workers).items()
         }
         self.test_scores = scores
         return scores
