@@ -69,7 +69,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import html
 import math
 import mmap
 import os
@@ -85,6 +84,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..presentation import format_bytes as _fmt_bytes
 from . import _cache_events, _shard
 from ._shard import DTYPES, ShardError
 from .pooling import UNCACHED_PREFIX  # callables that cannot be keyed: never cached
@@ -224,17 +224,6 @@ def _check_dtype(dtype: str) -> str:
     return dtype
 
 
-def _fmt_bytes(n: int | float | None) -> str:
-    if n is None:
-        return "none"
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover
-
-
 # --------------------------------------------------------------------------- info
 @dataclass
 class ModelCacheInfo:
@@ -329,30 +318,9 @@ class CacheInfo:
     __str__ = __repr__
 
     def _repr_html_(self) -> str:
-        esc = html.escape
-        rows = "".join(
-            f"<tr><th style='text-align:left'>{esc(k)}</th><td style='text-align:left'>"
-            f"{esc(v)}</td></tr>"
-            for k, v in self._summary()
-        )
-        out = [
-            f"<table class='lmprobe-cache-info'><caption>Activation cache</caption>{rows}</table>"
-        ]
-        if self.models:
-            body = "".join(
-                "<tr>"
-                f"<td style='text-align:left'>{esc(m.model)}</td><td>{m.entries:,}</td>"
-                f"<td>{esc(_fmt_bytes(m.bytes))}</td>"
-                f"<td>{esc(self._layers_text(m.layers))}</td>"
-                f"<td>{esc(', '.join(m.poolings))}</td></tr>"
-                for m in self.models.values()
-            )
-            out.append(
-                "<table class='lmprobe-cache-models'><thead><tr><th>model</th><th>entries</th>"
-                f"<th>size</th><th>layers</th><th>pooling</th></tr></thead><tbody>{body}"
-                "</tbody></table>"
-            )
-        return "\n".join(out)
+        from ..presentation import render_cache_info
+
+        return render_cache_info(self)
 
 
 # ------------------------------------------------------------------------- cache

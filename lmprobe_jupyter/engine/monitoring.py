@@ -456,10 +456,9 @@ class MonitorResult:
         )
 
     def _repr_html_(self) -> str:
-        from . import display
+        from ..presentation import render_monitor
 
-        out = display.html(
-            "monitor",
+        return render_monitor(
             self.tokens,
             self.scores,
             self.threshold,
@@ -468,11 +467,6 @@ class MonitorResult:
             prompt_scores=self.prompt_scores,
             status="stopped" if self.stopped_early else "done",
         )
-        if out is None:
-            import html
-
-            return f"<pre>{html.escape(self.text)}</pre>"
-        return out
 
 
 def _hidden_of(output):

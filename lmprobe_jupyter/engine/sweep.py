@@ -65,9 +65,9 @@ def build_sweep(cls, params: dict, X_layers: dict, y, layers, runtime=None, n_pr
     y = np.asarray(y)
     iterator = layers
     if progress_enabled(params.get("progress")) and len(layers) > 1:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        iterator = tqdm(layers, desc="fitting probes", unit="layer", leave=False)
+        iterator = progress_bar(layers, desc="fitting probes", unit="layer")
     probes, train = {}, {}
     with small_fit_threads(X_layers[layers[0]].size):
         for layer in iterator:
@@ -416,27 +416,9 @@ class SweepResult:
         )
 
     def _repr_html_(self) -> str:
-        from html import escape
+        from ..presentation import render_sweep_table
 
-        def cell(v):
-            return "" if v is None or not np.isfinite(v) else f"{v:.3f}"
-
-        cols = [("train", self.train_scores)]
-        if self.cv_scores:
-            cols.append(("cv", self.cv_scores))
-        if self.test_scores:
-            cols.append(("test", self.test_scores))
-        best = self._best_known()
-        head = "".join(f"<th>{escape(name)}</th>" for name, _ in cols)
-        rows = []
-        for layer in self.layers:
-            style = ' style="font-weight:bold"' if layer == best else ""
-            tds = "".join(f"<td>{cell(scores.get(layer))}</td>" for _, scores in cols)
-            rows.append(f"<tr{style}><td>{layer}</td>{tds}</tr>")
-        caption = f"Layer sweep ({escape(self.metric)})" + (
-            f", best layer {best}" if best is not None else ""
-        )
-        return (
-            f'<table class="lmpj-sweep"><caption>{caption}</caption>'
-            f"<thead><tr><th>layer</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        cols = [("train", self.train_scores), ("cv", self.cv_scores), ("test", self.test_scores)]
+        return render_sweep_table(
+            self.layers, [c for c in cols if c[1]], self._best_known(), self.metric
         )

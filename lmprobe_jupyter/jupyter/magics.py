@@ -9,6 +9,7 @@ traceback. Registered by ``%load_ext lmprobe_jupyter``.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -27,9 +28,28 @@ __all__ = ["DEFAULT_MODEL", "ProbeMagics"]
 #: extension imports no torch); a test checks they agree.
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-# Engine errors that describe a user's mistake (bad option value, one class only, an
-# unfitted probe, an unknown model path): shown as one-line UsageErrors.
+# Errors that describe a user's mistake: shown as one-line UsageErrors. Every error
+# type the project defines for bad input derives from one of the builtins here
+# (NotFittedError, ProbeFormatError, MissingPromptsError, ShardError: ValueError;
+# UnsafeFormatError: TypeError) or is listed by module and name below, looked up in
+# sys.modules so loading the extension imports no engine module (an error of a module
+# never imported cannot have been raised).
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
+_PROJECT_USER_ERRORS = (
+    ("lmprobe_jupyter.engine.serialization", "UntrustedPickleError"),
+    ("lmprobe_jupyter.engine.nnsight_backend", "NDIFError"),
+)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """True when ``exc`` reports bad input (shown as a UsageError) rather than a bug."""
+    if isinstance(exc, _USER_ERRORS):
+        return True
+    for module, name in _PROJECT_USER_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return True
+    return False
 
 
 @contextlib.contextmanager
@@ -38,7 +58,9 @@ def _user_errors(what: str) -> Iterator[None]:
         yield
     except UsageError:
         raise
-    except _USER_ERRORS as exc:
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
         msg = " ".join(str(exc).split()) or type(exc).__name__
         raise UsageError(f"{what}: {msg}") from None
 
@@ -100,8 +122,9 @@ class ProbeMagics(Magics, Configurable):
             if not required:
                 return None
             raise UsageError(
-                "no prompts: write '+ ...' and '- ...' lines in the cell, or pass "
-                "--positive VAR --negative VAR"
+                "no prompts: the cell body holds one prompt per line, '+ ' before each "
+                "positive example and '- ' before each negative one (e.g. '+ Fetch the "
+                "ball!' and '- Purring softly.'); or pass --positive VAR --negative VAR"
             )
         positive, negative = _args.parse_labeled_lines(cell)
         if not positive or not negative:
@@ -396,10 +419,9 @@ class ProbeMagics(Magics, Configurable):
         from ..engine.cache import cache_info, clear_cache
 
         with _user_errors("probe_cache"):
-            if args.clear:
-                clear_cache(model=args.model)
+            removed = clear_cache(model=args.model) if args.clear else None
             info = cache_info()
-        return cache_view(info)
+        return cache_view(info, removed=removed)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
 @pytest.fixture(autouse=True)
 def _fixed_uids():
     """Every test starts the renderers' id counter at 0."""
-    from lmprobe_jupyter.jupyter import render
+    from lmprobe_jupyter import presentation as render
 
     render.reset_uids()
     yield

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from lmprobe_jupyter.jupyter.render import score_color
+from lmprobe_jupyter.presentation import score_color
 
 pytestmark = pytest.mark.browser
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import traitlets
 
-from lmprobe_jupyter.jupyter import render
+from lmprobe_jupyter import presentation as render
 from lmprobe_jupyter.jupyter.widgets import (
     BatteryWidget,
     SweepCurveWidget,
@@ -19,7 +19,7 @@ from lmprobe_jupyter.jupyter.widgets import (
     show_tokens,
 )
 
-STATIC = Path(render.__file__).parent / "static"
+STATIC = render.STATIC_DIR
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 

@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from lmprobe_jupyter.jupyter import render
-from lmprobe_jupyter.jupyter.render import (
+from lmprobe_jupyter import presentation as render
+from lmprobe_jupyter.presentation import (
     new_uid,
     normalize_battery_rows,
     normalize_token_texts,
@@ -281,7 +281,7 @@ def test_sweep_curve_errors(kwargs, match):
 
 def test_sweep_curve_y_range_grows_for_regression_scores():
     html = render_sweep_curve([0, 1], train_scores=[-0.5, 1.5], uid="s2")
-    ticks = re.findall(r'text-anchor="end" font-size="11" fill="#555555">([-\d.]+)</text>', html)
+    ticks = re.findall(r'text-anchor="end" font-size="11" class="lmpj-fg2" fill="#595959">([-\d.]+)</text>', html)
     assert ticks[0] == "-0.5" and ticks[-1] == "1.5"
 
 
@@ -403,26 +403,43 @@ def test_probe_card_fields():
     assert "probe <code>dog_probe</code>" in html
 
 
-def test_cache_info_table():
+def test_cache_info_table_readable_labels_and_model_table():
     html = render_cache_info(
         {
             "path": "/tmp/c",
             "entries": 12,
             "bytes": 1_500_000,
+            "shards": 1,
             "limit_bytes": None,
+            "hits": 9,
+            "misses": 3,
             "hit_rate": 0.75,
-            "models": {"m@abc": {"entries": 12, "bytes": 2048, "layers": [1, 2]}},
+            "models": {
+                "m@abc": {"model": "m@abc", "entries": 12, "bytes": 2048, "layers": [1, 2]},
+                "big@1": {"entries": 30, "bytes": 5e9, "layers": list(range(30)),
+                          "poolings": ["mean", "last_token"]},
+            },
         },
         uid="x0",
     )
     assert_self_contained(html)
-    assert '<tr data-field="bytes"><th>bytes</th><td>1.5 MB</td></tr>' in html
-    assert '<tr data-field="limit_bytes"><th>limit_bytes</th><td>none</td></tr>' in html
-    assert '<tr data-field="hit_rate"><th>hit_rate</th><td>0.750</td></tr>' in html
-    assert "<tr><th>m@abc</th><td>entries=12, bytes=2.0 KB, layers=1, 2</td></tr>" in html
+    rows = re.findall(r'<tr data-field="(\w+)"><th>([^<]+)</th><td>([^<]*)</td></tr>', html)
+    assert rows == [
+        ("path", "location", "/tmp/c"),
+        ("entries", "entries", "12"),
+        ("bytes", "size on disk", "1.5 MB in 1 shard"),
+        ("limit_bytes", "size limit", "unlimited"),
+        ("hits", "hits / misses", "9 / 3 (75%)"),
+    ]
+    assert "limit_bytes</th>" not in html and "entries=" not in html
+    models = re.findall(r"<tr>((?:<td>[^<]*</td>)+)</tr>", html)
+    assert models == [
+        "<td>m@abc</td><td>12</td><td>2.0 KB</td><td>1, 2</td><td></td>",
+        "<td>big@1</td><td>30</td><td>5.0 GB</td><td>0..29 (30)</td><td>mean, last_token</td>",
+    ]
 
 
 def test_fmt_helpers():
     assert render.fmt(None) == "n/a" and render.fmt(math.nan) == "n/a"
     assert render.fmt(3) == "3" and render.fmt(0.12345) == "0.123"
-    assert render._num(-0.04) == "0.0"
+    assert render.num(-0.04) == "0.0"
