@@ -50,6 +50,8 @@ def make_transformer(names: Iterable[str]) -> Callable[[list[str]], list[str]]:
             return lines
         cell = _CELL.match(lines[0])
         if cell and cell["name"] in known:
+            if cell["rest"].strip().startswith("?") or cell["rest"][:1] not in ("", " ", "\t"):
+                return lines  # %%probe_fit? is help; %%probe_fitx is another magic
             if all(not line.strip() for line in lines[1:]):
                 # a body of one newline: the magic runs and says what the body should hold
                 return [

@@ -30,7 +30,7 @@ BEST_COLOR = "#1a9850"
 BASELINE_COLOR = "#8c9db5"
 PROBE_COLOR = POS_COLOR
 ALARM_COLOR = POS_COLOR
-DARK_TEXT = "#111111"
+DARK_TEXT = "#000000"
 LIGHT_TEXT = "#ffffff"
 #: Fallback text colours of SVG labels (the CSS classes ``lmpj-fg``/``lmpj-fg2`` follow
 #: the JupyterLab theme instead where the ``<style>`` survives).

@@ -84,8 +84,10 @@ def _best_text(
         return f"best by CV: layer {best} ({shown})"
     ref = test if test is not None else train
     value = fmt(ref[i] if ref else None)
-    return f"best by test: layer {best} ({value})" if best_by == "test" else (
-        f"best: layer {best} ({value})"
+    return (
+        f"best by test: layer {best} ({value})"
+        if best_by == "test"
+        else (f"best: layer {best} ({value})")
     )
 
 
@@ -183,7 +185,7 @@ def render_sweep_curve(
         f'<line x1="{num(left)}" y1="{num(base)}" x2="{num(left + pw)}" y2="{num(base)}" '
         'class="lmpj-axis" stroke="#888888" stroke-width="1"/>'
     )
-    for layer in _layer_ticks(layers, max_ticks=max(2, int(pw // 40))):
+    for layer in _layer_ticks(layers, max_ticks=max(2, int(pw // 36))):
         x = x_of(layer)
         parts.append(
             f'<text class="lmpj-xtick lmpj-fg2" x="{num(x)}" y="{num(base + 15)}" '
@@ -323,14 +325,6 @@ def normalize_battery_rows(rows: Iterable[object]) -> list[dict[str, Any]]:
     # stable: ties keep the order they came in (BatteryResults.summary()'s order)
     out.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0.0)))
     return out
-
-
-def format_seconds(s: float | None) -> str:
-    if s is None:
-        return "n/a"
-    if s < 0.01:
-        return f"{s * 1000:.1f}ms"
-    return f"{s:.2f}s"
 
 
 def render_battery(
@@ -505,8 +499,6 @@ def render_metrics(
         f'<div style="display:inline-block;vertical-align:top">{table}</div>{right}'
     )
     return root("metrics", uid, body)
-
-
 
 
 def render_sweep_table(

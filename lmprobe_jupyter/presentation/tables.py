@@ -142,7 +142,9 @@ def cache_rows(info: Any) -> list[tuple[str, str, str]]:
         add("entries", "entries", f"{int(d['entries']):,}")
     if "bytes" in d:
         shards = d.get("shards")
-        tail = f" in {int(shards):,} shard{'s' if shards != 1 else ''}" if shards is not None else ""
+        tail = (
+            f" in {int(shards):,} shard{'s' if shards != 1 else ''}" if shards is not None else ""
+        )
         add("bytes", "size on disk", format_bytes(d["bytes"]) + tail)
     if "data_bytes" in d:
         add("data_bytes", "array data", format_bytes(d["data_bytes"]))

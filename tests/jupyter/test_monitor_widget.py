@@ -167,6 +167,7 @@ def test_view_mounts_updates_and_mirrors_the_alarm_in_a_browser():
     """monitor.js in headless Chromium, driven by a stand-in for the anywidget model."""
     import base64
     import json
+
     from playwright.sync_api import sync_playwright
 
     w = MonitorWidget()
