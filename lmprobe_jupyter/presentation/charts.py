@@ -408,8 +408,8 @@ def render_battery(
             f'<line class="lmpj-ref-line" x1="{num(px)}" y1="{num(top)}" x2="{num(px)}" '
             f'y2="{num(bottom)}" stroke="{PROBE_COLOR}" stroke-width="1.5" '
             'stroke-dasharray="5 3"/>'
-            f'<text class="lmpj-ref-label" x="{num(px)}" y="{num(bottom + 16)}" '
-            f'text-anchor="middle" font-size="11" class="lmpj-fg" fill="{FG}">probe '
+            f'<text class="lmpj-ref-label lmpj-fg" x="{num(px)}" y="{num(bottom + 16)}" '
+            f'text-anchor="middle" font-size="11" fill="{FG}">probe '
             f"{fmt(probe['score'])}</text>"
         )
     parts.append("</svg>")

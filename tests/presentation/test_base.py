@@ -97,3 +97,23 @@ def test_format_helpers():
 def test_one_token_is_singular():
     html = render_token_highlights([(["only"], [0.9])])
     assert "of 1 token over threshold" in html
+
+
+def test_every_tag_has_at_most_one_class_attribute():
+    import re
+
+    from lmprobe_jupyter.presentation import render_cache_info, render_monitor
+
+    outputs = [
+        render_battery(
+            [{"name": "a", "score": 0.5}, {"name": "p", "score": 0.9, "is_probe": True}]
+        ),
+        render_sweep_curve([0, 1], [0.5, 0.6], [0.4, 0.7], best_layer=1, best_by="cv"),
+        render_metrics({"auroc": 0.8}, roc={"fpr": [0, 1], "tpr": [0, 1]}),
+        render_token_highlights([(["a"], [0.3])]),
+        render_monitor(["a"], [0.9], flagged_at=0, prompt_tokens=["x"], prompt_scores=[0.1]),
+        render_cache_info({"entries": 1}),
+        render_probe_card({"name": "x"}),
+    ]
+    doubled = [t for h in outputs for t in re.findall(r"<[^>]+>", h) if t.count(' class="') > 1]
+    assert doubled == []
