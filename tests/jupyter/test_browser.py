@@ -175,7 +175,10 @@ def _check_notebook(page) -> None:
         sweep.locator(".lmpj-best-line").evaluate("e => getComputedStyle(e).stroke")
         == "rgb(26, 152, 80)"
     )
-    assert "best: layer 2 (0.950)" in sweep.locator(".lmpj-best-label").text_content()
+    assert (
+        sweep.locator(".lmpj-best-label").text_content()
+        == "best by CV: layer 2 (CV 0.900 \u00b7 test 0.950)"
+    )
 
     # clicking layer 3 marks it in the view, and Python's observer sees it
     sweep.locator('circle.lmpj-point[data-layer="3"][data-series="test"]').click()
