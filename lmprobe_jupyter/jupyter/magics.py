@@ -356,7 +356,12 @@ class ProbeMagics(Magics, Configurable):
     @argument("--max-new-tokens", type=int, default=32, help="tokens to generate")
     @argument("--threshold", type=float, default=None, help="flag threshold (default: calibrated)")
     @argument("--stop-on-flag", action="store_true", help="stop at the first flagged token")
-    @argument("--chat-template", default=None, help="true/false: render as a user turn")
+    @argument(
+        "--chat-template",
+        default=None,
+        help="true/false: render the prompt as a user turn with the model's chat template "
+        "(default: true when the model has one)",
+    )
     @argument("-o", "--out", metavar="VAR", default=None, help="variable for the MonitorResult")
     @line_cell_magic
     def probe_monitor(self, line: str, cell: str | None = None) -> Any:
@@ -364,7 +369,9 @@ class ProbeMagics(Magics, Configurable):
 
         Tokens stream into a live monitor widget as they are generated (in a notebook);
         tokens over the threshold are marked and the first one raises the alarm. Binds
-        the ``MonitorResult`` to ``-o``.
+        the ``MonitorResult`` to ``-o``. An instruct model's prompt is rendered with its
+        chat template by default (the widget's prompt line says so);
+        ``--chat-template false`` sends the bare text.
         """
         args = parse_argstring(self.probe_monitor, line)
         out = _out_name(args.out)

@@ -56,6 +56,7 @@ class MonitorWidget(HTMLBackedWidget):
     threshold = traitlets.Float(0.5).tag(sync=True)
     flagged_at = traitlets.Int(None, allow_none=True).tag(sync=True)
     status = traitlets.Unicode("idle").tag(sync=True)
+    chat_template = traitlets.Bool(False).tag(sync=True)
     # every change re-renders through _state_changed; push() renders only the new span
     _render_on = ()
 
@@ -73,7 +74,14 @@ class MonitorWidget(HTMLBackedWidget):
             raise traitlets.TraitError(str(exc)) from None
 
     @traitlets.observe(
-        "tokens", "scores", "flagged_at", "status", "threshold", "prompt_tokens", "prompt_scores"
+        "tokens",
+        "scores",
+        "flagged_at",
+        "status",
+        "threshold",
+        "prompt_tokens",
+        "prompt_scores",
+        "chat_template",
     )
     def _state_changed(self, _change: dict) -> None:
         if not self._holding and len(self.tokens) == len(self.scores):
@@ -95,7 +103,9 @@ class MonitorWidget(HTMLBackedWidget):
         self._html = presentation.monitor_markup(
             self._uid,
             self._spans,
-            presentation.prompt_block(self.prompt_tokens, self.prompt_scores, self.threshold),
+            presentation.prompt_block(
+                self.prompt_tokens, self.prompt_scores, self.threshold, self.chat_template
+            ),
             self.threshold,
             self.status,
             self.flagged_at,
@@ -170,6 +180,7 @@ class MonitorWidget(HTMLBackedWidget):
             scores=[float(s) for s in result.scores],
             flagged_at=result.flagged_at,
             status="stopped" if result.stopped_early else "done",
+            chat_template=bool(getattr(result, "chat_template", False)),
         )
 
     def run(self, probe, prompt, **kwargs: Any):

@@ -10,7 +10,7 @@ that every widget also puts in its mimebundle are the same picture.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import anywidget
@@ -255,6 +255,8 @@ def show_sweep(
     best_layer: int | None = None,
     metric: str = "accuracy",
     best_by: str | None = None,
+    selected_layer: int | None = None,
+    on_select: Callable[[int | None], object] | None = None,
 ) -> SweepCurveWidget:
     """Show a layer sweep as a :class:`SweepCurveWidget`.
 
@@ -271,6 +273,12 @@ def show_sweep(
         Name of the score.
     best_by : {"cv", "test"}, optional
         What ``best_layer`` was chosen by (set for you when it is chosen here).
+    selected_layer : int, optional
+        The layer shown as selected at first.
+    on_select : callable, optional
+        ``on_select(layer)`` on every change of the widget's ``selected_layer`` (a click
+        in the view): ``SweepResult.show`` passes one that writes the click into the
+        result, so ``sweep.selected_layer`` follows the widget.
     """
     layers = [int(x) for x in layers]
     if train_scores is None and test_scores is None:
@@ -282,14 +290,18 @@ def show_sweep(
         if best_layer is None and test_scores is not None:
             best_layer = best_by_cv(layers, list(test_scores))
             best_by = "test" if best_layer is not None else None
-    return SweepCurveWidget(
+    widget = SweepCurveWidget(
         layers=layers,
         train_scores=[] if train_scores is None else list(train_scores),
         test_scores=[] if test_scores is None else list(test_scores),
         best_layer=best_layer,
         best_by=best_by,
         metric=metric,
+        selected_layer=selected_layer,
     )
+    if on_select is not None:
+        widget.observe(lambda change: on_select(change["new"]), names="selected_layer")
+    return widget
 
 
 def show_battery(rows: Iterable[object], metric: str = "accuracy") -> BatteryWidget:

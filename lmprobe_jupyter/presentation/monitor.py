@@ -52,15 +52,26 @@ def _head(n, threshold, max_score, status, flagged_at, tokens, scores) -> str:
     return head
 
 
-def prompt_block(prompt_tokens, prompt_scores, threshold: float) -> str:
-    """The prompt's tokens in a collapsed ``<details>`` block ("" without a prompt)."""
+def prompt_block(
+    prompt_tokens, prompt_scores, threshold: float, chat_template: bool = False
+) -> str:
+    """The prompt's tokens in a collapsed ``<details>`` block ("" without a prompt).
+
+    With ``chat_template`` the summary says the prompt was rendered with the model's
+    chat template (and how to turn that off).
+    """
     if not prompt_tokens:
         return ""
     scores = list(prompt_scores) if prompt_scores is not None else [None] * len(prompt_tokens)
     spans = "".join(token_span(t, s, threshold) for t, s in zip(prompt_tokens, scores))
+    chat = (
+        ", with the model's chat template; chat_template=False turns it off"
+        if chat_template
+        else ""
+    )
     return (
         f'<details class="lmpj-prompt"><summary class="lmpj-muted">prompt '
-        f"({plural(len(prompt_tokens), 'token')})</summary>"
+        f"({plural(len(prompt_tokens), 'token')}{chat})</summary>"
         '<div class="lmpj-text-body lmpj-prompt-body" style="white-space:pre-wrap;'
         f'word-break:break-word;line-height:1.9">{spans}</div></details>'
     )
@@ -110,6 +121,7 @@ def render_monitor(
     prompt_scores: Sequence[float] | None = None,
     status: str = "done",
     uid: str | None = None,
+    chat_template: bool = False,
 ) -> str:
     """Render a monitored generation as self-contained HTML.
 
@@ -127,6 +139,8 @@ def render_monitor(
     status : {"idle", "running", "done", "stopped", "error"}
     uid : str, optional
         Root element id (a fresh one when omitted).
+    chat_template : bool
+        The prompt was rendered with the model's chat template (said in its summary).
     """
     check_status(status)
     tokens = [str(t) for t in tokens]
@@ -140,7 +154,7 @@ def render_monitor(
     return monitor_markup(
         uid or new_uid("lmpj-monitor"),
         spans,
-        prompt_block(prompt_tokens, prompt_scores, threshold),
+        prompt_block(prompt_tokens, prompt_scores, threshold, chat_template),
         threshold,
         status,
         flagged_at,

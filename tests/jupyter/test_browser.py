@@ -208,6 +208,7 @@ def theme_notebook_cells(model: str) -> list[str]:
         "--batch-size 1 --random-state 0",
         "%probe_cache",
         "%probe_monitor dog_probe Hello there --max-new-tokens 4 --threshold 0.0",
+        "print('selected:', sweep.selected_layer, sweep.selected_probe is sweep[2])",
     ]
 
 
@@ -331,6 +332,18 @@ def test_dark_theme_contrast_and_reload(lab, browser, tmp_path, notebook_writer,
         assert "".join(toks).strip() == "Who's a good boy?"
         # the finished progress bars of the fit and the sweep left no text behind
         assert "batch/s" not in page.locator(".jp-NotebookPanel").inner_text()
+        # the sweep's best layer is chosen by CV and says so
+        label = _cell(page, 5).locator(".lmpj-best-label").text_content()
+        assert label.startswith("best by CV: layer ")
+
+        # a click on layer 2 of the curve is `sweep.selected_layer` in the kernel
+        echo = _cell(page, 8)
+        _wait(page, echo.locator(".jp-OutputArea-output:has-text('selected: None False')"))
+        _cell(page, 5).locator('circle.lmpj-point[data-layer="2"][data-series="train"]').click()
+        _wait(page, _cell(page, 5).locator(".lmpj-status:has-text('selected: layer 2')"))
+        echo.locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Shift+Enter")
+        _wait(page, echo.locator(".jp-OutputArea-output:has-text('selected: 2 True')"), 60)
 
         # save (a reload shows what the file holds), then dark theme and a reload: every
         # output comes back, readable, no error box

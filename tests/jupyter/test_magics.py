@@ -262,8 +262,11 @@ def test_probe_sweep_cell_with_test_set(shell, tiny_model_path):
     assert w.train_scores == pytest.approx(
         [result.cv_scores[layer] for layer in range(4)], nan_ok=True
     )
-    assert w.best_layer == result.best_layer()
+    assert (w.best_layer, w.best_by) == result.best_choice()
+    assert w.best_layer == result.best_layer() and w.best_by == "cv"
     assert result.probes[0].classifier == "ridge"
+    w.selected_layer = 3  # a click on the curve
+    assert result.selected_layer == 3 and result.selected_probe is result.probes[3]
 
 
 def test_probe_sweep_from_variables_cv_only(shell, tiny_model_path):
@@ -421,3 +424,16 @@ def test_cache_clear_reports_removed_entries(dog, shell):
     assert view.data["removed"] == before and view.data["entries"] == 0
     assert f"removed {before:,} entries" in view._repr_html_()
     assert repr(view).startswith(f"removed {before:,} entries\n")
+
+
+def test_probe_monitor_applies_the_chat_template_by_default(dog, shell):
+    shell.run_line_magic("probe_monitor", "dog Who's there? --max-new-tokens 2 -o m1")
+    on = shell.user_ns["m1"]
+    assert on.chat_template is True
+    assert "<|im_start|>user\nWho's there?<|im_end|>" in on.prompt_text
+    shell.run_line_magic(
+        "probe_monitor", "dog Who's there? --max-new-tokens 2 --chat-template false -o m2"
+    )
+    off = shell.user_ns["m2"]
+    assert off.chat_template is False and off.prompt_text == "Who's there?"
+    assert "--chat-template" in shell.find_line_magic("probe_monitor").__doc__
