@@ -313,7 +313,7 @@ def _save(page, path, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         nb = nbformat.read(str(path), as_version=4)
-        if all(c.get("outputs") for c in nb.cells[1:]):
+        if all(c.get("outputs") for c in nb.cells[1:] if c.source.strip()):
             return
         page.wait_for_timeout(300)
     raise AssertionError(f"{path.name} was not saved with its outputs")
@@ -342,7 +342,7 @@ def test_dark_theme_contrast_and_reload(lab, browser, tmp_path, notebook_writer,
         _cell(page, 5).locator('circle.lmpj-point[data-layer="2"][data-series="train"]').click()
         _wait(page, _cell(page, 5).locator(".lmpj-status:has-text('selected: layer 2')"))
         echo.locator(".jp-InputArea-editor").click()
-        page.keyboard.press("Shift+Enter")
+        page.keyboard.press("Control+Enter")  # run in place: no new cell below
         _wait(page, echo.locator(".jp-OutputArea-output:has-text('selected: 2 True')"), 60)
 
         # save (a reload shows what the file holds), then dark theme and a reload: every
