@@ -84,7 +84,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..presentation import format_bytes as _fmt_bytes
 from . import _cache_events, _shard
 from ._shard import DTYPES, ShardError
 from .pooling import UNCACHED_PREFIX  # callables that cannot be keyed: never cached
@@ -284,36 +283,10 @@ class CacheInfo:
         total = self.hits + self.misses
         return self.hits / total if total else float("nan")
 
-    def _summary(self) -> list[tuple[str, str]]:
-        rate = "n/a" if math.isnan(self.hit_rate) else f"{self.hit_rate:.0%}"
-        return [
-            ("path", self.path),
-            ("backend", self.backend),
-            ("enabled", str(self.enabled)),
-            ("dtype", self.dtype),
-            ("entries", f"{self.entries:,}"),
-            ("size", f"{_fmt_bytes(self.bytes)} in {self.shards:,} shards"),
-            ("limit", _fmt_bytes(self.limit_bytes)),
-            ("hits / misses", f"{self.hits:,} / {self.misses:,} ({rate})"),
-        ]
-
-    @staticmethod
-    def _layers_text(layers: list[int]) -> str:
-        if len(layers) > 8:
-            return f"{layers[0]}..{layers[-1]} ({len(layers)})"
-        return ", ".join(map(str, layers))
-
     def __repr__(self) -> str:
-        width = max(len(k) for k, _ in self._summary())
-        lines = ["CacheInfo"] + [f"  {k:<{width}}  {v}" for k, v in self._summary()]
-        if self.models:
-            lines.append("  per model:")
-            for m in self.models.values():
-                lines.append(
-                    f"    {m.model}: {m.entries:,} entries, {_fmt_bytes(m.bytes)}, "
-                    f"layers [{self._layers_text(m.layers)}], pooling {', '.join(m.poolings)}"
-                )
-        return "\n".join(lines)
+        from ..presentation import cache_text
+
+        return cache_text(self)
 
     __str__ = __repr__
 

@@ -19,6 +19,7 @@ __all__ = [
     "cache_info_dict",
     "cache_model_rows",
     "cache_rows",
+    "cache_text",
     "card_rows",
     "layers_text",
     "render_cache_info",
@@ -220,3 +221,16 @@ def render_cache_info(info: Any, uid: str | None = None) -> str:
             f"<tbody>{trs}</tbody></table>"
         )
     return root("cache", uid, body)
+
+
+def cache_text(info: Any) -> str:
+    """The cache table as plain text (``CacheInfo``'s repr): the same rows and words."""
+    lines = [text_table("CacheInfo", [(label, text) for _k, label, text in cache_rows(info)])]
+    models = cache_model_rows(info)
+    if models:
+        lines.append("  per model:")
+        for model, entries, size, layers, pooling in models:
+            lines.append(
+                f"    {model}: {entries} entries, {size}, layers [{layers}], pooling {pooling}"
+            )
+    return "\n".join(lines)
