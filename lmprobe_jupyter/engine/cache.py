@@ -1088,9 +1088,11 @@ class ActivationCache:
         if limit_bytes is not None and self.read_only:
             size = self._db().execute("SELECT COALESCE(SUM(nbytes), 0) FROM shards").fetchone()[0]
             if size > limit_bytes:
+                from ..presentation import format_bytes
+
                 self._check_writable(
-                    f"set a cache limit of {_fmt_bytes(limit_bytes)} (the cache holds "
-                    f"{_fmt_bytes(size)} and would have to evict)"
+                    f"set a cache limit of {format_bytes(limit_bytes)} (the cache holds "
+                    f"{format_bytes(size)} and would have to evict)"
                 )
         self.limit_bytes = limit_bytes
         self._enforce_limit()
