@@ -24,7 +24,7 @@ def _bar(score: float, width: int = 20) -> str:
     return "#" * n + "." * (width - n)
 
 
-def _margin_text(margin: float | None, best_baseline: str) -> str:
+def margin_text(margin: float | None, best_baseline: str) -> str:
     """One line saying what the probe's margin over the best baseline means."""
     if margin is None:
         return ""
@@ -92,7 +92,7 @@ def run_engine() -> dict:
     results.add_probe(probe, name=f"probe (layer {best})")
     print(f"\non the {len(test_x)} new prompts:\n" + results.summary())
     margin = results.probe_margin
-    print(_margin_text(margin, results.get_best()[0].name))
+    print(margin_text(margin, results.get_best()[0].name))
 
     # Where the words mislead (alarming words in harmless questions, harmless words in
     # misuse requests), counting words stops working; reading the model should not.
@@ -101,7 +101,7 @@ def run_engine() -> dict:
     tricky = battery.fit(MISUSE, BENIGN, tricky_x, tricky_y)
     tricky.add_probe(probe, name=f"probe (layer {best})")
     print(f"\non {len(tricky_x)} prompts whose words mislead:\n" + tricky.summary())
-    print(_margin_text(tricky.probe_margin, tricky.get_best()[0].name))
+    print(margin_text(tricky.probe_margin, tricky.get_best()[0].name))
 
     # Calibrate on benign prompts the probe never trained on: training prompts score too
     # confidently and would give an optimistic threshold.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmprobe_jupyter.demo import _margin_text
+from lmprobe_jupyter.demo import margin_text
 from lmprobe_jupyter.examples import SAFETY_TEST, SAFETY_TRICKY
 
 
@@ -19,7 +19,7 @@ from lmprobe_jupyter.examples import SAFETY_TEST, SAFETY_TRICKY
     ids=["tie", "win", "loss", "no-probe"],
 )
 def test_margin_is_explained(margin, expected):
-    assert expected in _margin_text(margin, "tfidf")
+    assert expected in margin_text(margin, "tfidf")
 
 
 def test_tricky_set_is_balanced_and_new():
