@@ -37,6 +37,7 @@ DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 _PROJECT_USER_ERRORS = (
     ("lmprobe_jupyter.engine.serialization", "UntrustedPickleError"),
+    ("lmprobe_jupyter.engine.cache", "CacheReadOnlyError"),
     ("lmprobe_jupyter.engine.nnsight_backend", "NDIFError"),
 )
 

@@ -377,6 +377,7 @@ class _Raising:
 
 
 def _project_errors():
+    from lmprobe_jupyter.engine.cache import CacheReadOnlyError
     from lmprobe_jupyter.engine.datasets import MissingPromptsError
     from lmprobe_jupyter.engine.nnsight_backend import NDIFAuthError
     from lmprobe_jupyter.engine.probe import NotFittedError
@@ -396,6 +397,7 @@ def _project_errors():
         MissingPromptsError("dataset has no prompts for 2 of them"),
         UntrustedPickleError("refusing to unpickle; pass trust_remote_code=True"),
         NDIFAuthError("NDIF refused the API key; set NDIF_API_KEY"),
+        CacheReadOnlyError("the cache at /c is read-only; set_cache_dir(...) to write"),
     ]
 
 
