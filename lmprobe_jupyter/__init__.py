@@ -114,3 +114,10 @@ def load_ipython_extension(ipython) -> None:
     from .jupyter import load_ipython_extension as _load
 
     _load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    """``%unload_ext lmprobe_jupyter``: remove the input transformer and notebook bars."""
+    from .jupyter import unload_ipython_extension as _unload
+
+    _unload(ipython)

@@ -1,7 +1,8 @@
 """``make demo``: the main job end to end on the bundled SmolLM2, offline.
 
 1. Finds where "misuse request vs ordinary question" lives with a cross-validated layer
-   sweep, then trains a probe there and scores it on new prompts against text baselines.
+   sweep, then trains a probe there and scores it against text baselines, on new prompts
+   and on prompts whose words mislead (where counting words stops working).
 2. Calibrates a flagging threshold on benign prompts and shows per-token scores.
 3. Executes the quickstart notebook into ``build/`` (notebook + static HTML export), so
    the token highlights and the sweep curve can be looked at without a Jupyter server.
@@ -23,10 +24,30 @@ def _bar(score: float, width: int = 20) -> str:
     return "#" * n + "." * (width - n)
 
 
+def margin_text(margin: float | None, best_baseline: str) -> str:
+    """One line saying what the probe's margin over the best baseline means."""
+    if margin is None:
+        return ""
+    if abs(margin) < 1e-9:
+        return (
+            f"  -> a tie with {best_baseline}: on this test set the words alone give the "
+            "answer away, so it cannot show what the probe adds"
+        )
+    if margin > 0:
+        return f"  -> the probe beats the best baseline ({best_baseline}) by {margin:+.3f}"
+    return f"  -> the best baseline ({best_baseline}) beats the probe by {-margin:.3f}"
+
+
 def run_engine() -> dict:
     from lmprobe_jupyter import BaselineBattery, Probe
     from lmprobe_jupyter.engine.models import DEFAULT_MODEL, load_model
-    from lmprobe_jupyter.examples import BENIGN, BENIGN_CALIBRATION, MISUSE, SAFETY_TEST
+    from lmprobe_jupyter.examples import (
+        BENIGN,
+        BENIGN_CALIBRATION,
+        MISUSE,
+        SAFETY_TEST,
+        SAFETY_TRICKY,
+    )
 
     t0 = time.perf_counter()
     loaded = load_model(DEFAULT_MODEL, device="auto")
@@ -69,7 +90,18 @@ def run_engine() -> dict:
     )
     results = battery.fit(MISUSE, BENIGN, test_x, test_y)
     results.add_probe(probe, name=f"probe (layer {best})")
-    print("\n" + results.summary())
+    print(f"\non the {len(test_x)} new prompts:\n" + results.summary())
+    margin = results.probe_margin
+    print(margin_text(margin, results.get_best()[0].name))
+
+    # Where the words mislead (alarming words in harmless questions, harmless words in
+    # misuse requests), counting words stops working; reading the model should not.
+    tricky_x = [t for t, _ in SAFETY_TRICKY]
+    tricky_y = [y for _, y in SAFETY_TRICKY]
+    tricky = battery.fit(MISUSE, BENIGN, tricky_x, tricky_y)
+    tricky.add_probe(probe, name=f"probe (layer {best})")
+    print(f"\non {len(tricky_x)} prompts whose words mislead:\n" + tricky.summary())
+    print(margin_text(tricky.probe_margin, tricky.get_best()[0].name))
 
     # Calibrate on benign prompts the probe never trained on: training prompts score too
     # confidently and would give an optimistic threshold.
@@ -88,7 +120,12 @@ def run_engine() -> dict:
         "  "
         + " ".join(f"{tok.strip() or repr(tok)}:{s:.2f}" for tok, s in zip(ts.tokens, ts.scores))
     )
-    return {"best_layer": best, "metrics": metrics}
+    return {
+        "best_layer": best,
+        "metrics": metrics,
+        "margin": margin,
+        "tricky_margin": tricky.probe_margin,
+    }
 
 
 def run_notebook(build: Path) -> Path | None:
@@ -102,8 +139,6 @@ def run_notebook(build: Path) -> Path | None:
 
     build.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(nb_path, as_version=4)
-    # The kernel inherits this: progress bars would be frozen text in a static export.
-    os.environ["LMPROBE_PROGRESS"] = "0"
     t0 = time.perf_counter()
     # No widget state in the saved notebook: with it, nbconvert would draw widgets with JS
     # from a CDN (blank offline) instead of their self-contained text/html fallbacks.

@@ -1,9 +1,10 @@
 """Render the README pictures from a real probe on the bundled SmolLM2, offline.
 
-Writes ``notebooks/images/tokens.png`` (the token-highlight widget) and
-``notebooks/images/sweep.png`` (the layer-sweep curve): the widgets' own static
-``text/html`` fallbacks, the same markup an exported notebook shows, photographed by
-Debian's chromium through Python playwright.
+Writes ``notebooks/images/tokens.png`` (the token-highlight widget),
+``notebooks/images/sweep.png`` (the layer-sweep curve) and ``battery.png`` (the probe
+against its baselines), each also as ``*-dark.png`` under JupyterLab's dark theme: the
+widgets' own static ``text/html`` fallbacks, the same markup an exported notebook shows,
+photographed by Debian's chromium through Python playwright.
 
     python notebooks/make_readme_images.py [--out notebooks/images] [--chromium /usr/bin/chromium]
 
@@ -36,17 +37,33 @@ TOKEN_TEXTS = [
     "How do antibiotics kill bacteria?",
 ]
 PAGE = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"></head>
-<body style="margin:0;background:#ffffff">
-<div id="shot" style="display:inline-block;padding:14px 18px;background:#ffffff">{body}</div>
+<html><head><meta charset="utf-8"><style>:root {{{theme}}}</style></head>
+<body style="margin:0;background:{background}">
+<div id="shot" style="display:inline-block;padding:14px 18px;background:{background}">{body}</div>
 </body></html>
 """
+# The theme variables the renderers read, with JupyterLab 4.6's values for its Light and
+# Dark themes: the static HTML in these pictures is what a JupyterLab output shows.
+THEMES = {
+    "light": (
+        "#ffffff",
+        "--jp-content-font-color1:rgba(0,0,0,.87);--jp-content-font-color2:rgba(0,0,0,.54);"
+        "--jp-layout-color0:#ffffff;--jp-layout-color1:#ffffff;"
+        "--jp-border-color1:#bdbdbd;--jp-border-color2:#e0e0e0;",
+    ),
+    "dark": (
+        "#111111",
+        "--jp-content-font-color1:#ffffff;--jp-content-font-color2:rgba(255,255,255,.7);"
+        "--jp-layout-color0:#111111;--jp-layout-color1:#212121;"
+        "--jp-border-color1:#616161;--jp-border-color2:#424242;",
+    ),
+}
 
 
 def build_html() -> dict[str, str]:
     """Static HTML of the token-highlight widget and of the sweep-curve widget."""
     from lmprobe_jupyter import Probe
-    from lmprobe_jupyter.examples import BENIGN, MISUSE, SAFETY_TEST
+    from lmprobe_jupyter.examples import BENIGN, MISUSE, SAFETY_TEST, SAFETY_TRICKY
 
     test_texts = [t for t, _ in SAFETY_TEST]
     test_labels = [y for _, y in SAFETY_TEST]
@@ -63,7 +80,19 @@ def build_html() -> dict[str, str]:
     probe = Probe(layers=15, random_state=0).fit(MISUSE, BENIGN)
     tokens = probe.show_tokens(TOKEN_TEXTS)
     print(f"sweep (best layer {sweep.best_layer()}) and probe in {time.perf_counter() - t0:.0f}s")
-    return {"tokens": tokens._repr_html_(), "sweep": sweep.show()._repr_html_()}
+    from lmprobe_jupyter import BaselineBattery
+
+    results = BaselineBattery(include=["bow", "tfidf", "sentence_length", "majority"])
+    # on the test set whose words mislead: what a probe adds over counting words
+    tricky = [t for t, _ in SAFETY_TRICKY]
+    results = results.add_probe(probe, name="probe (layer 15)").fit(
+        MISUSE, BENIGN, tricky, [y for _, y in SAFETY_TRICKY]
+    )
+    return {
+        "tokens": tokens._repr_html_(),
+        "sweep": sweep.show()._repr_html_(),
+        "battery": results.show()._repr_html_(),
+    }
 
 
 def screenshot(pages: dict[str, str], out: Path, chromium: str) -> list[Path]:
@@ -78,11 +107,12 @@ def screenshot(pages: dict[str, str], out: Path, chromium: str) -> list[Path]:
             page = browser.new_page(viewport={"width": 900, "height": 400}, device_scale_factor=2)
             # the fallbacks are self-contained: nothing may be fetched
             page.route("**/*", lambda route: route.abort())
-            for name, body in pages.items():
-                page.set_content(PAGE.format(body=body))
-                path = out / f"{name}.png"
-                page.locator("#shot").screenshot(path=str(path))
-                written.append(path)
+            for theme, (background, variables) in THEMES.items():
+                for name, body in pages.items():
+                    page.set_content(PAGE.format(body=body, theme=variables, background=background))
+                    path = out / (f"{name}.png" if theme == "light" else f"{name}-{theme}.png")
+                    page.locator("#shot").screenshot(path=str(path))
+                    written.append(path)
         finally:
             browser.close()
     return written

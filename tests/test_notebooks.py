@@ -78,16 +78,17 @@ def test_notebook_is_stripped_and_teaches_with_prose(name):
 @pytest.fixture(scope="module")
 def kernel_env(tmp_path_factory):
     """Environment of the notebook kernels: one activation cache for the whole module,
-    the Hub offline, no NDIF key, no progress bars."""
+    the Hub offline, no NDIF key. Progress bars stay on, as a user has them: the
+    outputs must not keep them (:func:`_no_progress_bars`)."""
     env = {
         **os.environ,
         "LMPROBE_CACHE_DIR": str(tmp_path_factory.mktemp("nb-cache")),
-        "LMPROBE_PROGRESS": "0",
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
     for key in ("NNSIGHT_API_KEY", "NDIF_API_KEY", "LMPROBE_DATASET_REPO"):
         env.pop(key, None)
+    env.pop("LMPROBE_PROGRESS", None)
     return env
 
 
@@ -105,7 +106,35 @@ def _execute(name: str, workdir: Path, env: dict) -> nbformat.NotebookNode:
     print(f"{name}: executed in {nb.metadata['lmpj_seconds']:.0f}s")
     check = _stdout(nb.cells.pop())
     assert check.strip() == f"KERNEL-PYTHON {sys.executable}"  # the venv's own python
+    _no_progress_bars(nb)
     return nb
+
+
+# what a tqdm bar leaves as text: "extracting:  40%|####      | 2/5 [00:01<00:02, 1.9batch/s]"
+PROGRESS_TEXT = re.compile(r"\d+%\||\| *\d+/\d+ \[|(batch|layer|shard|it)/s\]")
+
+
+def _no_progress_bars(nb) -> None:
+    """No output of the executed notebook, nor its nbconvert HTML export, shows a bar.
+
+    A finished bar leaves an output with no data (its display was emptied), never the
+    bar's frozen text or a closed widget (which a reloaded page shows as "Error
+    displaying widget: model not found").
+    """
+    from nbconvert import HTMLExporter
+
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            texts = [out.get("text", "")] + [
+                v for v in out.get("data", {}).values() if isinstance(v, str)
+            ]
+            for text in texts:
+                assert not PROGRESS_TEXT.search(text), (cell.source[:60], text[:200])
+            data = out.get("data", {})
+            if WIDGET_MIME in data:  # only our own widgets, each with its static HTML
+                assert data.get("text/html", "").strip(), data.get("text/plain")
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    assert not PROGRESS_TEXT.search(html)
 
 
 def _cell(nb, fragment: str):
@@ -119,7 +148,12 @@ def _stdout(cell) -> str:
 
 
 def _data(cell) -> dict:
-    rich = [o for o in cell.outputs if o.output_type in ("execute_result", "display_data")]
+    # emptied progress bars leave outputs with no data: nothing shown, nothing to read
+    rich = [
+        o
+        for o in cell.outputs
+        if o.output_type in ("execute_result", "display_data") and o.get("data")
+    ]
     assert len(rich) == 1, cell.outputs
     return rich[0]["data"]
 
@@ -143,7 +177,7 @@ def quickstart(tmp_path_factory, kernel_env):
 
     build = tmp_path_factory.mktemp("build")
     with pytest.MonkeyPatch.context() as mp:
-        for key in ("NNSIGHT_API_KEY", "NDIF_API_KEY", "LMPROBE_DATASET_REPO"):
+        for key in ("NNSIGHT_API_KEY", "NDIF_API_KEY", "LMPROBE_DATASET_REPO", "LMPROBE_PROGRESS"):
             mp.delenv(key, raising=False)
         for key, value in kernel_env.items():
             if os.environ.get(key) != value:
@@ -151,6 +185,7 @@ def quickstart(tmp_path_factory, kernel_env):
         html_path = run_notebook(build)
     assert html_path == build / "01_quickstart.html"
     nb = nbformat.read(build / "01_quickstart.ipynb", as_version=4)
+    _no_progress_bars(nb)
     return nb, html_path.read_text(encoding="utf-8")
 
 

@@ -69,7 +69,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import html
 import math
 import mmap
 import os
@@ -224,17 +223,6 @@ def _check_dtype(dtype: str) -> str:
     return dtype
 
 
-def _fmt_bytes(n: int | float | None) -> str:
-    if n is None:
-        return "none"
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover
-
-
 # --------------------------------------------------------------------------- info
 @dataclass
 class ModelCacheInfo:
@@ -295,64 +283,17 @@ class CacheInfo:
         total = self.hits + self.misses
         return self.hits / total if total else float("nan")
 
-    def _summary(self) -> list[tuple[str, str]]:
-        rate = "n/a" if math.isnan(self.hit_rate) else f"{self.hit_rate:.0%}"
-        return [
-            ("path", self.path),
-            ("backend", self.backend),
-            ("enabled", str(self.enabled)),
-            ("dtype", self.dtype),
-            ("entries", f"{self.entries:,}"),
-            ("size", f"{_fmt_bytes(self.bytes)} in {self.shards:,} shards"),
-            ("limit", _fmt_bytes(self.limit_bytes)),
-            ("hits / misses", f"{self.hits:,} / {self.misses:,} ({rate})"),
-        ]
-
-    @staticmethod
-    def _layers_text(layers: list[int]) -> str:
-        if len(layers) > 8:
-            return f"{layers[0]}..{layers[-1]} ({len(layers)})"
-        return ", ".join(map(str, layers))
-
     def __repr__(self) -> str:
-        width = max(len(k) for k, _ in self._summary())
-        lines = ["CacheInfo"] + [f"  {k:<{width}}  {v}" for k, v in self._summary()]
-        if self.models:
-            lines.append("  per model:")
-            for m in self.models.values():
-                lines.append(
-                    f"    {m.model}: {m.entries:,} entries, {_fmt_bytes(m.bytes)}, "
-                    f"layers [{self._layers_text(m.layers)}], pooling {', '.join(m.poolings)}"
-                )
-        return "\n".join(lines)
+        from ..presentation import cache_text
+
+        return cache_text(self)
 
     __str__ = __repr__
 
     def _repr_html_(self) -> str:
-        esc = html.escape
-        rows = "".join(
-            f"<tr><th style='text-align:left'>{esc(k)}</th><td style='text-align:left'>"
-            f"{esc(v)}</td></tr>"
-            for k, v in self._summary()
-        )
-        out = [
-            f"<table class='lmprobe-cache-info'><caption>Activation cache</caption>{rows}</table>"
-        ]
-        if self.models:
-            body = "".join(
-                "<tr>"
-                f"<td style='text-align:left'>{esc(m.model)}</td><td>{m.entries:,}</td>"
-                f"<td>{esc(_fmt_bytes(m.bytes))}</td>"
-                f"<td>{esc(self._layers_text(m.layers))}</td>"
-                f"<td>{esc(', '.join(m.poolings))}</td></tr>"
-                for m in self.models.values()
-            )
-            out.append(
-                "<table class='lmprobe-cache-models'><thead><tr><th>model</th><th>entries</th>"
-                f"<th>size</th><th>layers</th><th>pooling</th></tr></thead><tbody>{body}"
-                "</tbody></table>"
-            )
-        return "\n".join(out)
+        from ..presentation import render_cache_info
+
+        return render_cache_info(self)
 
 
 # ------------------------------------------------------------------------- cache
@@ -1147,9 +1088,11 @@ class ActivationCache:
         if limit_bytes is not None and self.read_only:
             size = self._db().execute("SELECT COALESCE(SUM(nbytes), 0) FROM shards").fetchone()[0]
             if size > limit_bytes:
+                from ..presentation import format_bytes
+
                 self._check_writable(
-                    f"set a cache limit of {_fmt_bytes(limit_bytes)} (the cache holds "
-                    f"{_fmt_bytes(size)} and would have to evict)"
+                    f"set a cache limit of {format_bytes(limit_bytes)} (the cache holds "
+                    f"{format_bytes(size)} and would have to evict)"
                 )
         self.limit_bytes = limit_bytes
         self._enforce_limit()

@@ -449,9 +449,9 @@ class DatasetExtractor:
         entries = self.info["shards"][str(layer)]
         needed = [e for e in entries if np.any((rows_arr >= e["start"]) & (rows_arr < e["stop"]))]
         if progress_enabled(self.progress) and len(needed) > 1:
-            from tqdm.auto import tqdm
+            from .progress import progress_bar
 
-            needed = tqdm(needed, desc=f"layer {layer} shards", unit="shard", leave=False)
+            needed = progress_bar(needed, desc=f"layer {layer} shards", unit="shard")
         for e in needed:
             mat = load_file(str(self._download(e["file"], e.get("sha256"))))[TENSOR_KEY]
             if mat.shape != (e["stop"] - e["start"], self.hidden_size):

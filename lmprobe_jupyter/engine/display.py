@@ -1,30 +1,26 @@
-"""The engine's one seam to the notebook front end: widgets and rich HTML by name.
+"""The engine's one seam to the notebook front end: widgets by name.
 
-Engine objects (``Probe.show_tokens``, ``SweepResult.show``, ``BatteryResults``, the monitor's
-result) describe *what* to show; the front end decides *how*. The engine never imports the
+Engine objects (``Probe.show_tokens``, ``SweepResult.show``, ``BatteryResults.show``)
+describe *what* to show; the front end decides *how*. The engine never imports the
 notebook layer statically (it must run in plain Python with no IPython or anywidget): it
 names the front-end function for each kind here, and imports it only when asked to show
 something. A missing front end is an ``ImportError`` that names the extra to install.
+
+Static HTML needs no seam: the renderers of :mod:`lmprobe_jupyter.presentation` import
+no IPython or widget code, and the engine's ``_repr_html_`` methods call them directly.
 """
 
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["html", "widget"]
+__all__ = ["widget"]
 
 #: kind -> (module, function) building an anywidget widget
 WIDGETS = {
     "tokens": ("lmprobe_jupyter.jupyter.widgets", "show_tokens"),
     "sweep": ("lmprobe_jupyter.jupyter.widgets", "show_sweep"),
     "battery": ("lmprobe_jupyter.jupyter.widgets", "show_battery"),
-}
-
-#: kind -> (module, function) rendering self-contained HTML (no IPython needed)
-HTML = {
-    "tokens": ("lmprobe_jupyter.jupyter.render", "render_token_highlights"),
-    "battery": ("lmprobe_jupyter.jupyter.render", "render_battery"),
-    "monitor": ("lmprobe_jupyter.jupyter.monitor_widget", "render_monitor"),
 }
 
 
@@ -44,12 +40,3 @@ def _resolve(table: dict, kind: str):
 def widget(kind: str, *args, **kwargs):
     """The front end's widget for ``kind`` (``"tokens"``, ``"sweep"``, ``"battery"``)."""
     return _resolve(WIDGETS, kind)(*args, **kwargs)
-
-
-def html(kind: str, *args, **kwargs) -> str | None:
-    """Self-contained HTML for ``kind``, or None when no renderer is installed."""
-    try:
-        render = _resolve(HTML, kind)
-    except ImportError:
-        return None
-    return render(*args, **kwargs)

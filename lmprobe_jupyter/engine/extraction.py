@@ -168,9 +168,9 @@ class Extractor:
     def _iter_batches(self, seqs: list[list[int]], desc: str):
         batches = self._batches([len(s) for s in seqs])
         if progress_enabled(self.progress) and len(batches) > 1:
-            from tqdm.auto import tqdm
+            from .progress import progress_bar
 
-            batches = tqdm(batches, desc=desc, unit="batch", leave=False)
+            batches = progress_bar(batches, desc=desc, unit="batch")
         return batches
 
     # ---------------------------------------------------------------- pooled

@@ -418,6 +418,9 @@ class MonitorResult:
         The exact text fed to the model (chat template applied).
     prompt_ids, token_ids : list of int
         Token ids of the prompt and of the generated tokens.
+    chat_template : bool
+        The prompt was rendered with the model's chat template (the default for models
+        that have one; ``monitor(..., chat_template=False)`` turns it off).
     """
 
     text: str
@@ -431,6 +434,7 @@ class MonitorResult:
     prompt_text: str = ""
     prompt_ids: list[int] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
+    chat_template: bool = False
 
     @property
     def flagged(self) -> bool:
@@ -443,23 +447,25 @@ class MonitorResult:
         return float(np.max(self.scores)) if len(self.scores) else float("nan")
 
     def __repr__(self) -> str:
+        # counted from 1, like the widget's banner
         state = (
-            f"flagged at token {self.flagged_at} ({self.tokens[self.flagged_at]!r}, "
-            f"score {self.scores[self.flagged_at]:.3f})"
+            f"flagged at token {self.flagged_at + 1} of {len(self.tokens)} "
+            f"({self.tokens[self.flagged_at]!r}, score {self.scores[self.flagged_at]:.3f})"
             if self.flagged
             else "not flagged"
         )
         stop = ", stopped early" if self.stopped_early else ""
+        chat = ", chat template" if self.chat_template else ""
+        n = len(self.tokens)
         return (
-            f"MonitorResult({len(self.tokens)} tokens, max score {self.max_score:.3f}, "
-            f"threshold {self.threshold:.3f}, {state}{stop}; text={self.text!r:.80})"
+            f"MonitorResult({n} token{'' if n == 1 else 's'}, max score {self.max_score:.3f}, "
+            f"threshold {self.threshold:.3f}{chat}, {state}{stop}; text={self.text!r:.80})"
         )
 
     def _repr_html_(self) -> str:
-        from . import display
+        from ..presentation import render_monitor
 
-        out = display.html(
-            "monitor",
+        return render_monitor(
             self.tokens,
             self.scores,
             self.threshold,
@@ -467,12 +473,8 @@ class MonitorResult:
             prompt_tokens=self.prompt_tokens,
             prompt_scores=self.prompt_scores,
             status="stopped" if self.stopped_early else "done",
+            chat_template=self.chat_template,
         )
-        if out is None:
-            import html
-
-            return f"<pre>{html.escape(self.text)}</pre>"
-        return out
 
 
 def _hidden_of(output):
@@ -655,10 +657,25 @@ def _final_step(mon: _Monitor, out, ids: list[int]) -> None:
         mon.stop_after_layer = False
 
 
+def _use_chat_template(probe, chat_template: bool | None) -> bool:
+    """``chat_template`` if given, else on when the probe or the model has a chat template.
+
+    An instruct model continuing a bare string writes junk ("'s past.<|im_end|>"): it
+    expects a user turn and the assistant header, so that is the default.
+    """
+    if chat_template is not None:
+        return bool(chat_template)
+    if probe.chat_template:
+        return True
+    return bool(getattr(probe.runtime.tokenizer, "chat_template", None))
+
+
 def _prompt_text(probe, prompt, chat_template) -> str:
     from .inputs import is_message_list
 
-    use_chat = probe.chat_template if chat_template is None else bool(chat_template)
+    if isinstance(prompt, str) and not prompt.strip():
+        raise ValueError("prompt is an empty string; give the model something to continue")
+    use_chat = _use_chat_template(probe, chat_template)
     if is_message_list(prompt) or use_chat:
         from .chat import format_chat
 
@@ -681,8 +698,6 @@ def _prompt_text(probe, prompt, chat_template) -> str:
             f"prompt must be a str or a list of {{'role', 'content'}} messages, got "
             f"{type(prompt).__name__}"
         )
-    if not prompt.strip():
-        raise ValueError("prompt is an empty string; give the model something to continue")
     return prompt
 
 
@@ -725,7 +740,11 @@ def monitor(
     stop_on_flag : bool, default False
         Stop generating at the first flagged token (it is the last token returned).
     chat_template : bool, optional
-        Render a string prompt as a user turn; default ``probe.chat_template``.
+        Render a string prompt as a user turn with the model's chat template (plus the
+        assistant header). Default: on when the model has a chat template (or
+        ``probe.chat_template`` is set), since an instruct model continues a bare
+        string poorly; ``False`` turns it off. ``MonitorResult.chat_template`` and the
+        widget say which was used.
     do_sample : bool, default False
         Sample instead of greedy decoding.
     on_token : callable, optional
@@ -764,6 +783,7 @@ def monitor(
     loaded = probe.runtime.loaded
     tok = loaded.tokenizer
     text = _prompt_text(probe, prompt, chat_template)
+    templated = _use_chat_template(probe, chat_template) or not isinstance(prompt, str)
     # tokenized exactly as the extractor does, so re-scoring sees the same tokens
     prompt_ids = list(tok(text, add_special_tokens=True, truncation=False)["input_ids"])
     if len(prompt_ids) + 1 > loaded.max_length:
@@ -829,4 +849,5 @@ def monitor(
         prompt_text=text,
         prompt_ids=prompt_ids,
         token_ids=ids[len(prompt_ids) :],
+        chat_template=templated,
     )

@@ -65,9 +65,9 @@ def build_sweep(cls, params: dict, X_layers: dict, y, layers, runtime=None, n_pr
     y = np.asarray(y)
     iterator = layers
     if progress_enabled(params.get("progress")) and len(layers) > 1:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        iterator = tqdm(layers, desc="fitting probes", unit="layer", leave=False)
+        iterator = progress_bar(layers, desc="fitting probes", unit="layer")
     probes, train = {}, {}
     with small_fit_threads(X_layers[layers[0]].size):
         for layer in iterator:
@@ -215,6 +215,9 @@ class SweepResult:
         Scores of the last :meth:`score` call (or of ``test_prompts``).
     metric : str
         ``"accuracy"`` or ``"r2"``.
+    selected_layer : int or None
+        The layer picked by hand: clicking a layer in :meth:`show`'s widget sets it
+        (so does assigning it). ``selected_probe`` is that layer's probe.
     """
 
     def __init__(self, probes: dict, train_scores: dict | None = None) -> None:
@@ -227,6 +230,25 @@ class SweepResult:
         first = next(iter(self.probes.values()))
         self.task = first.task
         self.metric = "r2" if self.task == "regression" else "accuracy"
+        self._selected_layer: int | None = None
+
+    @property
+    def selected_layer(self) -> int | None:
+        """The layer picked by hand (a click on the sweep widget), or None."""
+        return self._selected_layer
+
+    @selected_layer.setter
+    def selected_layer(self, layer: int | None) -> None:
+        if layer is not None and int(layer) not in self.probes:
+            raise ValueError(
+                f"selected_layer={layer!r} is not one of the swept layers {self.layers}"
+            )
+        self._selected_layer = None if layer is None else int(layer)
+
+    @property
+    def selected_probe(self):
+        """The probe of :attr:`selected_layer` (None while no layer is selected)."""
+        return None if self._selected_layer is None else self.probes[self._selected_layer]
 
     # ------------------------------------------------------------------ basics
     @property
@@ -248,8 +270,8 @@ class SweepResult:
     def __repr__(self) -> str:
         ls = self.layers
         span = f"{ls[0]}..{ls[-1]}" if len(ls) > 2 else ", ".join(map(str, ls))
-        best = self._best_known()
-        tail = f", best_layer={best}" if best is not None else ""
+        best, by = self.best_choice()
+        tail = f", best_layer={best} (by {by})" if best is not None else ""
         return f"SweepResult({len(ls)} layers [{span}], metric={self.metric!r}{tail})"
 
     # ------------------------------------------------------------------ scoring
@@ -340,29 +362,39 @@ class SweepResult:
         finite = [(s, -layer) for layer, s in scores.items() if s is not None and np.isfinite(s)]
         return -max(finite)[1] if finite else None
 
-    def _best_known(self) -> int | None:
-        for scores in (self.test_scores, self.cv_scores):
+    def best_choice(self) -> tuple[int | None, str | None]:
+        """The layer the views mark as best and the score it was chosen by.
+
+        ``(layer, "cv")`` from the cross-validated scores when there are any (the
+        shallower layer on ties), else ``(layer, "test")`` from the test scores, else
+        ``(None, None)``. Test scores are shown beside a CV choice, never used for it:
+        picking the layer on the test set overstates the result on that same test set.
+        """
+        for scores, by in ((self.cv_scores, "cv"), (self.test_scores, "test")):
             if scores:
                 best = self._argmax(scores)
                 if best is not None:
-                    return best
-        return None
+                    return best, by
+        return None, None
 
     def best_layer(self, prompts=None, labels=None, *, remote: bool | None = None) -> int:
         """The layer whose probe scores highest (the shallowest one on ties).
 
-        With ``prompts`` and ``labels``: on those. Otherwise on the last scored test set,
-        else on cross-validated training scores (computed now, 5-fold, if needed).
-        Training accuracy is never used: most layers fit the training set perfectly.
+        Without arguments: by cross-validated score on the training data (5-fold,
+        computed now if needed), never by a test score, which would overstate the
+        result on that test set. With ``prompts`` and ``labels`` (the reference's
+        ``best_layer(test_prompts, test_labels)``): by the score on those, kept as
+        ``test_scores``. Training accuracy is used only when no layer has a finite CV
+        score (with a warning): most layers fit the training set perfectly.
         """
         if (prompts is None) != (labels is None):
             raise TypeError("give both prompts and labels, or neither")
         if prompts is not None:
             best = self._argmax(self.score(prompts, labels, remote=remote))
         else:
-            best = self._best_known()
-            if best is None:
-                best = self._argmax(self.cross_validate(5))
+            if not self.cv_scores:
+                self.cross_validate(5)
+            best = self._argmax(self.cv_scores)
         if best is None:
             warnings.warn(
                 "no layer has a finite held-out or cross-validated score (too few examples "
@@ -409,11 +441,11 @@ class SweepResult:
             if scores:
                 ys = [scores.get(x, np.nan) for x in xs]
                 ax.plot(xs, ys, marker="o", markersize=3, label=name, **style)
-        best = self._best_known()
+        best, by = self.best_choice()
         if best is not None:
             ax.axvline(best, color="#2ca02c", alpha=0.6, linewidth=1)
             ax.annotate(
-                f"best: {best}",
+                f"best by {'CV' if by == 'cv' else 'test'}: {best}",
                 (best, 1.0),
                 xycoords=("data", "axes fraction"),
                 xytext=(3, -12),
@@ -425,14 +457,21 @@ class SweepResult:
         ax.set_xlabel("layer")
         ax.set_ylabel(self.metric)
         ax.set_title("Layer sweep")
-        ax.legend(loc="lower right", fontsize=8)
+        # beside the axes, never over the curves; integer layer ticks that do not crowd
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True))
+        ax.figure.tight_layout()
         return ax.figure
 
     def show(self, prompts=None, labels=None):
         """Sweep-curve widget (needs the ``jupyter`` extra); scores ``prompts`` if given.
 
         The widget's "train" curve is the cross-validated score when available (computed
-        5-fold if there is no test score at all), else the training score.
+        5-fold if there is no test score at all), else the training score. The best layer
+        is :meth:`best_choice`'s, labelled with the score it was chosen by. Clicking a
+        layer sets this result's :attr:`selected_layer` (and so ``selected_probe``).
         """
         from . import display
 
@@ -442,37 +481,26 @@ class SweepResult:
             self.cross_validate(5)
         train = self.cv_scores or self.train_scores
         xs = self.layers
+        best, by = self.best_choice()
+
+        def on_select(layer: int | None) -> None:
+            self.selected_layer = layer
+
         return display.widget(
             "sweep",
             xs,
             [train.get(x) for x in xs],
             [self.test_scores.get(x) for x in xs] if self.test_scores else None,
-            best_layer=self._best_known(),
+            best_layer=best,
             metric=self.metric,
+            best_by=by,
+            selected_layer=self.selected_layer,
+            on_select=on_select,
         )
 
     def _repr_html_(self) -> str:
-        from html import escape
+        from ..presentation import render_sweep_table
 
-        def cell(v):
-            return "" if v is None or not np.isfinite(v) else f"{v:.3f}"
-
-        cols = [("train", self.train_scores)]
-        if self.cv_scores:
-            cols.append(("cv", self.cv_scores))
-        if self.test_scores:
-            cols.append(("test", self.test_scores))
-        best = self._best_known()
-        head = "".join(f"<th>{escape(name)}</th>" for name, _ in cols)
-        rows = []
-        for layer in self.layers:
-            style = ' style="font-weight:bold"' if layer == best else ""
-            tds = "".join(f"<td>{cell(scores.get(layer))}</td>" for _, scores in cols)
-            rows.append(f"<tr{style}><td>{layer}</td>{tds}</tr>")
-        caption = f"Layer sweep ({escape(self.metric)})" + (
-            f", best layer {best}" if best is not None else ""
-        )
-        return (
-            f'<table class="lmpj-sweep"><caption>{caption}</caption>'
-            f"<thead><tr><th>layer</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        )
+        cols = [("train", self.train_scores), ("cv", self.cv_scores), ("test", self.test_scores)]
+        best, by = self.best_choice()
+        return render_sweep_table(self.layers, [c for c in cols if c[1]], best, self.metric, by)

@@ -13,14 +13,29 @@ __all__ = ["load_ipython_extension", "unload_ipython_extension"]
 
 
 def load_ipython_extension(ip: Any) -> None:
-    """Register the ``%probe_*`` magics on the IPython shell ``ip``."""
+    """Register the ``%probe_*`` magics, their input transformer and progress bars."""
+    from ..engine.progress import set_progress_factory
+    from .input_transform import make_transformer
     from .magics import ProbeMagics
+    from .progress import notebook_progress
 
     ip.register_magics(ProbeMagics)
     from .scan_magic import ScanMagics
 
     ip.register_magics(ScanMagics)
+    names = {n for cls in (ProbeMagics, ScanMagics) for kind in cls.magics.values() for n in kind}
+    _remove_transformer(ip)
+    ip.input_transformers_cleanup.append(make_transformer(names))
     _register_figure_formatter(ip)
+    if getattr(ip, "kernel", None) is not None:
+        # bars that leave no stale output behind (see .progress)
+        set_progress_factory(notebook_progress)
+
+
+def _remove_transformer(ip: Any) -> None:
+    ip.input_transformers_cleanup[:] = [
+        t for t in ip.input_transformers_cleanup if not getattr(t, "lmprobe_jupyter", False)
+    ]
 
 
 def _register_figure_formatter(ip: Any) -> None:
@@ -45,4 +60,11 @@ def _register_figure_formatter(ip: Any) -> None:
 
 
 def unload_ipython_extension(ip: Any) -> None:
-    """Nothing to undo: IPython has no API to unregister magics one class at a time."""
+    """Remove the input transformer and the notebook progress bars.
+
+    The magics stay: IPython has no API to unregister magics one class at a time.
+    """
+    from ..engine.progress import set_progress_factory
+
+    _remove_transformer(ip)
+    set_progress_factory(None)

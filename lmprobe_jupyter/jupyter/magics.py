@@ -9,6 +9,7 @@ traceback. Registered by ``%load_ext lmprobe_jupyter``.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -27,9 +28,29 @@ __all__ = ["DEFAULT_MODEL", "ProbeMagics"]
 #: extension imports no torch); a test checks they agree.
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-# Engine errors that describe a user's mistake (bad option value, one class only, an
-# unfitted probe, an unknown model path): shown as one-line UsageErrors.
+# Errors that describe a user's mistake: shown as one-line UsageErrors. Every error
+# type the project defines for bad input derives from one of the builtins here
+# (NotFittedError, ProbeFormatError, MissingPromptsError, ShardError: ValueError;
+# UnsafeFormatError: TypeError) or is listed by module and name below, looked up in
+# sys.modules so loading the extension imports no engine module (an error of a module
+# never imported cannot have been raised).
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
+_PROJECT_USER_ERRORS = (
+    ("lmprobe_jupyter.engine.serialization", "UntrustedPickleError"),
+    ("lmprobe_jupyter.engine.cache", "CacheReadOnlyError"),
+    ("lmprobe_jupyter.engine.nnsight_backend", "NDIFError"),
+)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """True when ``exc`` reports bad input (shown as a UsageError) rather than a bug."""
+    if isinstance(exc, _USER_ERRORS):
+        return True
+    for module, name in _PROJECT_USER_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return True
+    return False
 
 
 @contextlib.contextmanager
@@ -38,7 +59,9 @@ def _user_errors(what: str) -> Iterator[None]:
         yield
     except UsageError:
         raise
-    except _USER_ERRORS as exc:
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
         msg = " ".join(str(exc).split()) or type(exc).__name__
         raise UsageError(f"{what}: {msg}") from None
 
@@ -100,8 +123,9 @@ class ProbeMagics(Magics, Configurable):
             if not required:
                 return None
             raise UsageError(
-                "no prompts: write '+ ...' and '- ...' lines in the cell, or pass "
-                "--positive VAR --negative VAR"
+                "no prompts: the cell body holds one prompt per line, '+ ' before each "
+                "positive example and '- ' before each negative one (e.g. '+ Fetch the "
+                "ball!' and '- Purring softly.'); or pass --positive VAR --negative VAR"
             )
         positive, negative = _args.parse_labeled_lines(cell)
         if not positive or not negative:
@@ -333,7 +357,12 @@ class ProbeMagics(Magics, Configurable):
     @argument("--max-new-tokens", type=int, default=32, help="tokens to generate")
     @argument("--threshold", type=float, default=None, help="flag threshold (default: calibrated)")
     @argument("--stop-on-flag", action="store_true", help="stop at the first flagged token")
-    @argument("--chat-template", default=None, help="true/false: render as a user turn")
+    @argument(
+        "--chat-template",
+        default=None,
+        help="true/false: render the prompt as a user turn with the model's chat template "
+        "(default: true when the model has one)",
+    )
     @argument("-o", "--out", metavar="VAR", default=None, help="variable for the MonitorResult")
     @line_cell_magic
     def probe_monitor(self, line: str, cell: str | None = None) -> Any:
@@ -341,7 +370,9 @@ class ProbeMagics(Magics, Configurable):
 
         Tokens stream into a live monitor widget as they are generated (in a notebook);
         tokens over the threshold are marked and the first one raises the alarm. Binds
-        the ``MonitorResult`` to ``-o``.
+        the ``MonitorResult`` to ``-o``. An instruct model's prompt is rendered with its
+        chat template by default (the widget's prompt line says so);
+        ``--chat-template false`` sends the bare text.
         """
         args = parse_argstring(self.probe_monitor, line)
         out = _out_name(args.out)
@@ -396,10 +427,9 @@ class ProbeMagics(Magics, Configurable):
         from ..engine.cache import cache_info, clear_cache
 
         with _user_errors("probe_cache"):
-            if args.clear:
-                clear_cache(model=args.model)
+            removed = clear_cache(model=args.model) if args.clear else None
             info = cache_info()
-        return cache_view(info)
+        return cache_view(info, removed=removed)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -11,15 +11,16 @@ the PNG up and shows, under the pointer, the token, the layer and its components
 from __future__ import annotations
 
 import base64
-import pathlib
 from typing import Any
 
 import anywidget
 import traitlets
 
+from ..presentation import STATIC_DIR
+
 __all__ = ["ScanWidget", "show_scan"]
 
-_STATIC = pathlib.Path(__file__).parent / "static"
+_STATIC = STATIC_DIR
 
 
 class ScanWidget(anywidget.AnyWidget):

@@ -8,12 +8,11 @@ public engine attributes and never runs a model.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import render
+from .. import presentation
 
 __all__ = ["HTMLView", "cache_view", "evaluation_view", "probe_card", "probe_summary"]
 
@@ -41,11 +40,6 @@ class HTMLView:
 
     def __repr__(self) -> str:
         return self.text
-
-
-def _text_table(title: str, rows: Sequence[tuple[str, object]]) -> str:
-    width = max((len(k) for k, _ in rows), default=0)
-    return "\n".join([title, *(f"  {k:<{width}}  {v}" for k, v in rows)])
 
 
 def _classifier_name(classifier: object) -> str:
@@ -85,7 +79,7 @@ def probe_summary(
     Returns
     -------
     dict
-        Keys understood by :func:`render.render_probe_card`.
+        Keys understood by :func:`lmprobe_jupyter.presentation.render_probe_card`.
     """
     summary: dict[str, Any] = {}
     if name:
@@ -111,10 +105,11 @@ def probe_summary(
 
 def probe_card(summary: Mapping[str, Any]) -> HTMLView:
     """A probe summary card from :func:`probe_summary`'s dict."""
-    labels = dict(render.CARD_FIELDS)
-    rows = [(labels.get(k, k), render.card_value(k, v)) for k, v in summary.items() if k != "name"]
+    rows = [(label, text) for _k, label, text in presentation.card_rows(summary)]
     title = f"probe {summary['name']}" if summary.get("name") else "probe"
-    return HTMLView(render.render_probe_card(summary), _text_table(title, rows), dict(summary))
+    return HTMLView(
+        presentation.render_probe_card(summary), presentation.text_table(title, rows), dict(summary)
+    )
 
 
 def evaluation_view(
@@ -123,28 +118,31 @@ def evaluation_view(
     title: str = "evaluation",
 ) -> HTMLView:
     """Metrics table (plus ROC curve when ``roc={"fpr": ..., "tpr": ...}`` is given)."""
-    rows = [(k, render.fmt(v, 4) if isinstance(v, float) else str(v)) for k, v in metrics.items()]
+    rows = [
+        (k, presentation.fmt(v, 4) if isinstance(v, float) else str(v)) for k, v in metrics.items()
+    ]
     return HTMLView(
-        render.render_metrics(metrics, roc=roc, title=title),
-        _text_table(title, rows),
+        presentation.render_metrics(metrics, roc=roc, title=title),
+        presentation.text_table(title, rows),
         dict(metrics),
     )
 
 
-def cache_info_dict(info: Any) -> dict[str, Any]:
-    """``cache_info()``'s result (a dataclass or mapping) as a plain dict."""
-    if dataclasses.is_dataclass(info) and not isinstance(info, type):
-        data = dataclasses.asdict(info)
-        rate = getattr(info, "hit_rate", None)
-        if rate is not None:
-            data["hit_rate"] = rate
-        return data
-    if isinstance(info, Mapping):
-        return dict(info)
-    raise TypeError(f"cache info must be a dataclass or a mapping, got {type(info).__name__}")
+def cache_view(info: Any, removed: int | None = None) -> HTMLView:
+    """The activation cache's state as a table (the same one ``CacheInfo`` shows).
 
-
-def cache_view(info: Any) -> HTMLView:
-    """The activation cache's state as a table."""
-    data = cache_info_dict(info)
-    return HTMLView(render.render_cache_info(data), repr(info), data)
+    Parameters
+    ----------
+    info : CacheInfo or mapping
+    removed : int, optional
+        Entries just deleted by ``--clear``, reported above the table.
+    """
+    data = presentation.cache_info_dict(info)
+    html = presentation.render_cache_info(info)
+    text = repr(info)
+    if removed is not None:
+        note = "removed 1 entry" if removed == 1 else f"removed {removed:,} entries"
+        html = f'<div class="lmpj lmpj-muted">{presentation.esc(note)}</div>{html}'
+        text = f"{note}\n{text}"
+        data["removed"] = removed
+    return HTMLView(html, text, data)

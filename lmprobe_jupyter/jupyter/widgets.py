@@ -1,8 +1,8 @@
 """anywidget widgets for token highlights, layer-sweep curves and baseline batteries.
 
 Each widget syncs only summaries (tokens and scores, curve points, bar rows) plus the
-markup :mod:`lmprobe_jupyter.jupyter.render` builds from them (``_html``). The
-JavaScript in ``static/`` mounts that markup and adds the interaction (threshold
+markup :mod:`lmprobe_jupyter.presentation` builds from them (``_html``). The
+JavaScript in ``presentation/static/`` mounts that markup and adds the interaction (threshold
 slider, clickable layers), so the live view and the static ``text/html`` fallback
 that every widget also puts in its mimebundle are the same picture.
 """
@@ -10,25 +10,25 @@ that every widget also puts in its mimebundle are the same picture.
 from __future__ import annotations
 
 import math
-import pathlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import anywidget
 import traitlets
 
-from . import render
+from .. import presentation
 
 __all__ = [
     "BatteryWidget",
     "SweepCurveWidget",
     "TokenHighlightWidget",
+    "best_by_cv",
     "show_battery",
     "show_sweep",
     "show_tokens",
 ]
 
-_STATIC = pathlib.Path(__file__).parent / "static"
+_STATIC = presentation.STATIC_DIR
 
 
 class HTMLBackedWidget(anywidget.AnyWidget):
@@ -40,7 +40,7 @@ class HTMLBackedWidget(anywidget.AnyWidget):
     _render_on: tuple[str, ...] = ()
 
     def __init__(self, *, uid: str | None = None, **kwargs: Any) -> None:
-        self._uid = uid or render.new_uid("lmpj-w")
+        self._uid = uid or presentation.new_uid("lmpj-w")
         super().__init__(**kwargs)
         self._refresh()
         if self._render_on:
@@ -76,7 +76,7 @@ class TokenHighlightWidget(HTMLBackedWidget):
     ----------
     texts : list of dict
         ``[{"tokens": [...], "scores": [...], "max": float}, ...]``; any form accepted
-        by :func:`render.normalize_token_texts` is coerced.
+        by :func:`presentation.normalize_token_texts` is coerced.
     threshold : float
         Tokens scoring strictly above it are marked (class ``lmpj-over``). The slider
         in the view writes it back, so Python sees the user's choice.
@@ -94,7 +94,7 @@ class TokenHighlightWidget(HTMLBackedWidget):
 
     @traitlets.validate("texts")
     def _valid_texts(self, proposal: dict) -> list[dict]:
-        items = render.normalize_token_texts(proposal["value"])
+        items = presentation.normalize_token_texts(proposal["value"])
         # JSON has no NaN: missing scores travel as None
         return [
             {
@@ -114,7 +114,7 @@ class TokenHighlightWidget(HTMLBackedWidget):
         return proposal["value"]
 
     def _render(self) -> str:
-        return render.render_token_highlights(
+        return presentation.render_token_highlights(
             self.texts, self.threshold, self.vmin, self.vmax, uid=self._uid
         )
 
@@ -131,6 +131,8 @@ class SweepCurveWidget(HTMLBackedWidget):
         means "not measured".
     best_layer : int or None
         Layer drawn as the best one.
+    best_by : {"cv", "test"} or None
+        The score ``best_layer`` was chosen by, named in its label.
     selected_layer : int or None
         Set by clicking a layer in the view; observe it from Python with
         ``widget.observe(callback, names="selected_layer")``.
@@ -143,9 +145,10 @@ class SweepCurveWidget(HTMLBackedWidget):
     train_scores = traitlets.List().tag(sync=True)
     test_scores = traitlets.List().tag(sync=True)
     best_layer = traitlets.Int(None, allow_none=True).tag(sync=True)
+    best_by = traitlets.Enum(("cv", "test"), None, allow_none=True).tag(sync=True)
     selected_layer = traitlets.Int(None, allow_none=True).tag(sync=True)
     metric = traitlets.Unicode("accuracy").tag(sync=True)
-    _render_on = ("layers", "train_scores", "test_scores", "best_layer", "metric")
+    _render_on = ("layers", "train_scores", "test_scores", "best_layer", "best_by", "metric")
 
     @traitlets.validate("layers")
     def _valid_layers(self, proposal: dict) -> list[int]:
@@ -153,7 +156,7 @@ class SweepCurveWidget(HTMLBackedWidget):
 
     @traitlets.validate("train_scores", "test_scores")
     def _valid_scores(self, proposal: dict) -> list[float | None]:
-        return [None if render.is_missing(v) else float(v) for v in proposal["value"]]
+        return [None if presentation.is_missing(v) else float(v) for v in proposal["value"]]
 
     @traitlets.validate("selected_layer")
     def _valid_selected(self, proposal: dict) -> int | None:
@@ -167,12 +170,13 @@ class SweepCurveWidget(HTMLBackedWidget):
     def _render(self) -> str:
         if not self.layers:
             return '<div class="lmpj lmpj-muted">no layers yet</div>'
-        return render.render_sweep_curve(
+        return presentation.render_sweep_curve(
             self.layers,
             self.train_scores or None,
             self.test_scores or None,
             best_layer=self.best_layer,
             selected_layer=self.selected_layer,
+            best_by=self.best_by,
             metric=self.metric,
             uid=self._uid,
         )
@@ -185,7 +189,7 @@ class BatteryWidget(HTMLBackedWidget):
     ----------
     rows : list of dict
         ``{"name", "score", "fit_s", "predict_s", "is_probe"}`` per method; objects
-        with those attributes are accepted too (see :func:`render.normalize_battery_rows`).
+        with those attributes are accepted too (see :func:`presentation.normalize_battery_rows`).
     metric : str
         Name of the score.
     """
@@ -197,12 +201,12 @@ class BatteryWidget(HTMLBackedWidget):
 
     @traitlets.validate("rows")
     def _valid_rows(self, proposal: dict) -> list[dict]:
-        return render.normalize_battery_rows(proposal["value"])
+        return presentation.normalize_battery_rows(proposal["value"])
 
     def _render(self) -> str:
         if not self.rows:
             return '<div class="lmpj lmpj-muted">no baselines yet</div>'
-        return render.render_battery(self.rows, metric=self.metric, uid=self._uid)
+        return presentation.render_battery(self.rows, metric=self.metric, uid=self._uid)
 
 
 # ---------------------------------------------------------------- helpers
@@ -220,7 +224,7 @@ def show_tokens(
     ----------
     texts_scores : sequence
         ``[(tokens, scores), ...]`` as returned by ``Probe.token_scores``, or any form
-        accepted by :func:`render.normalize_token_texts`.
+        accepted by :func:`presentation.normalize_token_texts`.
     threshold : float
         Initial threshold for the marker.
     vmin, vmax : float
@@ -229,12 +233,30 @@ def show_tokens(
     return TokenHighlightWidget(texts=texts_scores, threshold=threshold, vmin=vmin, vmax=vmax)
 
 
+def best_by_cv(layers: Sequence[int], cv_scores: Sequence[float | None]) -> int | None:
+    """The layer with the highest cross-validated score, the shallower one on ties.
+
+    None when no layer has a finite score. Choosing on the test set would overstate
+    the result on that same test set: the CV score picks, the test score is shown
+    beside it.
+    """
+    scored = [
+        (float(s), -int(layer))
+        for layer, s in zip(layers, cv_scores)
+        if not presentation.is_missing(s)
+    ]
+    return -max(scored)[1] if scored else None
+
+
 def show_sweep(
     layers: Sequence[int],
     train_scores: Sequence[float | None] | None = None,
     test_scores: Sequence[float | None] | None = None,
     best_layer: int | None = None,
     metric: str = "accuracy",
+    best_by: str | None = None,
+    selected_layer: int | None = None,
+    on_select: Callable[[int | None], object] | None = None,
 ) -> SweepCurveWidget:
     """Show a layer sweep as a :class:`SweepCurveWidget`.
 
@@ -243,27 +265,43 @@ def show_sweep(
     layers : sequence of int
         The swept layers.
     train_scores, test_scores : sequence of float, optional
-        One score per layer (at least one of the two).
+        Cross-validated training score and held-out score per layer (at least one).
     best_layer : int, optional
-        Defaults to the layer with the highest test score (else train score).
+        Defaults to the best cross-validated layer (the shallower one on ties, see
+        :func:`best_by_cv`), or the best test layer when there are no CV scores.
     metric : str
         Name of the score.
+    best_by : {"cv", "test"}, optional
+        What ``best_layer`` was chosen by (set for you when it is chosen here).
+    selected_layer : int, optional
+        The layer shown as selected at first.
+    on_select : callable, optional
+        ``on_select(layer)`` on every change of the widget's ``selected_layer`` (a click
+        in the view): ``SweepResult.show`` passes one that writes the click into the
+        result, so ``sweep.selected_layer`` follows the widget.
     """
     layers = [int(x) for x in layers]
     if train_scores is None and test_scores is None:
         raise ValueError("give train_scores or test_scores (or both)")
     if best_layer is None:
-        ref = test_scores if test_scores is not None else train_scores
-        scored = [(s, -i) for i, s in enumerate(ref) if not render.is_missing(s)]  # type: ignore[arg-type]
-        if scored:
-            best_layer = layers[-max(scored)[1]]
-    return SweepCurveWidget(
+        if train_scores is not None:
+            best_layer = best_by_cv(layers, list(train_scores))
+            best_by = "cv" if best_layer is not None else None
+        if best_layer is None and test_scores is not None:
+            best_layer = best_by_cv(layers, list(test_scores))
+            best_by = "test" if best_layer is not None else None
+    widget = SweepCurveWidget(
         layers=layers,
         train_scores=[] if train_scores is None else list(train_scores),
         test_scores=[] if test_scores is None else list(test_scores),
         best_layer=best_layer,
+        best_by=best_by,
         metric=metric,
+        selected_layer=selected_layer,
     )
+    if on_select is not None:
+        widget.observe(lambda change: on_select(change["new"]), names="selected_layer")
+    return widget
 
 
 def show_battery(rows: Iterable[object], metric: str = "accuracy") -> BatteryWidget:

@@ -364,7 +364,9 @@ def test_on_flag_fires_once_without_stopping(tiny_probe):
 
 
 def test_monitor_matches_rescoring_on_the_tiny_model(tiny_probe):
-    result = tiny_probe.monitor("Tell me a story about", max_new_tokens=8)
+    # a bare continuation (random weights may write tokens that merge with the chat
+    # template's trailing newline on re-tokenization; the chat path is tested below)
+    result = tiny_probe.monitor("Tell me a story about", max_new_tokens=8, chat_template=False)
     ref = _rescore(tiny_probe, result)
     n = len(result.prompt_ids)
     np.testing.assert_allclose(result.scores, ref[n:], atol=1e-5)
@@ -430,7 +432,8 @@ def test_monitor_result_html_and_repr(tiny_probe):
         html.startswith('<div id="lmpj-monitor-') and 'class="lmpj lmpj-monitor lmpj-alarm"' in html
     )
     assert html.count('class="lmpj-tok') == len(result.tokens) + len(result.prompt_tokens)
-    assert "flagged at token 0" in repr(result)
+    # counted from 1, as the widget's banner counts
+    assert f"flagged at token 1 of {len(result.tokens)}" in repr(result)
 
 
 def test_callbacks_may_run_the_model_themselves(tiny_probe):
@@ -510,3 +513,31 @@ def test_long_prompts_are_scored_in_windows(tiny_probe):
     assert 0.0 <= head[0] <= 1.0
     with pytest.raises(ValueError, match="long_inputs='tail' is not one of 'windows'"):
         monitoring.prompt_scores(tiny_probe, [text], long_inputs="tail")
+
+
+def test_chat_template_is_the_default_for_a_model_that_has_one(tiny_probe):
+    """An instruct model continuing a bare string writes junk: a user turn by default."""
+    assert tiny_probe.runtime.tokenizer.chat_template  # the bundled SmolLM2 tokenizer's
+    result = tiny_probe.monitor("Tell me about dogs", max_new_tokens=2, threshold=0.0)
+    assert result.chat_template is True
+    assert result.prompt_text.startswith("<|im_start|>")
+    assert "<|im_start|>user\nTell me about dogs<|im_end|>" in result.prompt_text
+    assert result.prompt_text.endswith("<|im_start|>assistant\n")
+    assert ", chat template, " in repr(result)
+    assert "with the model&#x27;s chat template" in result._repr_html_() or (
+        "with the model's chat template" in result._repr_html_()
+    )
+
+
+def test_chat_template_can_be_turned_off(tiny_probe):
+    result = tiny_probe.monitor(
+        "Tell me about dogs", max_new_tokens=2, threshold=0.0, chat_template=False
+    )
+    assert result.chat_template is False and result.prompt_text == "Tell me about dogs"
+    assert "chat template" not in repr(result) and "chat template" not in result._repr_html_()
+
+
+def test_no_template_without_one(tiny_probe, monkeypatch):
+    monkeypatch.setattr(tiny_probe.runtime.tokenizer, "chat_template", None)
+    result = tiny_probe.monitor("Tell me about dogs", max_new_tokens=2)
+    assert result.chat_template is False and result.prompt_text == "Tell me about dogs"

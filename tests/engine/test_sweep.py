@@ -102,14 +102,60 @@ def test_cv_scores_and_best_layer_without_test_data(tiny_sweep):
     assert best == min(k for k, v in result.cv_scores.items() if v == top)
 
 
-def test_best_layer_uses_given_data_then_remembers_it(tiny_sweep):
+def test_best_layer_on_given_data_then_by_cv(tiny_sweep):
     result = tiny_sweep()
     assert result.cv_scores is None and result.test_scores is None
-    best = result.best_layer(HELD, HELD_Y)
+    best = result.best_layer(HELD, HELD_Y)  # the reference's form: on the data given
     scores = result.test_scores
     assert scores[best] == max(scores.values())
-    assert result.best_layer() == best  # last test scores, no CV needed
-    assert result.cv_scores is None
+    assert result.best_choice()[1] == "test"
+    # without arguments the choice never uses the test scores: CV, computed now
+    chosen = result.best_layer()
+    assert result.cv_scores is not None
+    top = max(result.cv_scores.values())
+    assert chosen == min(k for k, v in result.cv_scores.items() if v == top)
+    assert result.best_choice() == (chosen, "cv")
+
+
+def test_best_layer_is_the_cv_argmax_where_the_test_set_disagrees(tiny_sweep):
+    result = tiny_sweep()
+    # a constructed case: the test set prefers layers 0 and 3, cross-validation 1 and 2
+    result.cv_scores = {0: 0.55, 1: 0.90, 2: 0.90, 3: 0.60}
+    result.test_scores = {0: 1.00, 1: 0.50, 2: 0.75, 3: 1.00}
+    assert result.best_layer() == 1  # argmax of CV; the tie with 2 goes to the shallower
+    assert result.best_choice() == (1, "cv")
+    assert repr(result).endswith("best_layer=1 (by cv))")
+    widget = result.show()
+    assert (widget.best_layer, widget.best_by) == (1, "cv")
+    assert "best by CV: layer 1 (CV 0.900 \u00b7 test 0.500)" in widget._html
+    html = result._repr_html_()
+    assert "best layer 1 by CV" in html and '<tr style="font-weight:bold"><td>1</td>' in html
+    fig = result.plot()
+    assert "best by CV: 1" in [t.get_text() for t in fig.axes[0].texts]
+
+
+def test_selected_layer_follows_the_widget(tiny_sweep):
+    result = tiny_sweep(cv=2)
+    assert result.selected_layer is None and result.selected_probe is None
+    widget = result.show()
+    widget.selected_layer = 2  # what a click in the view does
+    assert result.selected_layer == 2 and result.selected_probe is result.probes[2]
+    widget.selected_layer = None
+    assert result.selected_layer is None
+    result.selected_layer = 3
+    assert result.show().selected_layer == 3  # shown again, the choice is kept
+    with pytest.raises(ValueError, match=r"selected_layer=9 is not one of the swept layers"):
+        result.selected_layer = 9
+
+
+def test_plot_legend_sits_beside_the_curves(tiny_sweep):
+    result = tiny_sweep(cv=2, test_prompts=HELD, test_labels=HELD_Y)
+    fig = result.plot()
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # right of the axes, over no line
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "cv", "test"]
 
 
 def test_best_layer_computes_cv_when_nothing_else(tiny_sweep):
@@ -214,9 +260,11 @@ def test_show_builds_sweep_widget(tiny_sweep):
     assert type(widget).__name__ == "SweepCurveWidget"
     assert widget.layers == [0, 1, 2, 3]
     assert widget.test_scores == [result.test_scores[k] for k in range(4)]
-    # No CV requested and a test set given: the "train" curve is the training score.
+    # No CV requested and a test set given: the "train" curve is the training score,
+    # and the best layer is the test set's, labelled so.
     assert widget.train_scores == [result.train_scores[k] for k in range(4)]
-    assert widget.best_layer == result.best_layer()
+    assert (widget.best_layer, widget.best_by) == result.best_choice()
+    assert widget.best_by == "test"
     assert widget.metric == "accuracy"
 
 

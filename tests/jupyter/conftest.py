@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
 @pytest.fixture(autouse=True)
 def _fixed_uids():
     """Every test starts the renderers' id counter at 0."""
-    from lmprobe_jupyter.jupyter import render
+    from lmprobe_jupyter import presentation as render
 
     render.reset_uids()
     yield
@@ -113,6 +113,17 @@ class Lab:
         )
         with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read())
+
+    def put(self, path: str, body: object) -> None:
+        """PUT a JSON body to the server's REST API (e.g. a user setting)."""
+        req = urllib.request.Request(
+            f"{self.base}{path}",
+            data=json.dumps(body).encode(),
+            method="PUT",
+            headers={"Authorization": f"token {LAB_TOKEN}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
 
     def notebook_url(self, name: str) -> str:
         """A fresh workspace per notebook, reset, so no earlier layout leaks in."""

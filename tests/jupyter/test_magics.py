@@ -199,7 +199,10 @@ def test_help_shows_probe_flags(shell):
         ("%probe_fit 1dog", "NAME must be a variable name, got '1dog'"),
         ("%probe_fit d --bogus 3", "unrecognized arguments: --bogus 3"),
         ("%probe_fit d --batch-size lots", "--batch-size expects an integer, got 'lots'"),
-        ("%probe_fit d", "no prompts: write '+ ...' and '- ...' lines in the cell"),
+        ("%probe_fit d", "no prompts: the cell body holds one prompt per line, '+ ' before"),
+        # an empty cell body reaches the magic (not IPython's "Did you mean %probe_fit?")
+        ("%%probe_fit d\n", "no prompts: the cell body holds one prompt per line, '+ ' before"),
+        ("%%probe_sweep --cv 3\n  \n", "no prompts: the cell body holds one prompt per line"),
         ("%%probe_fit d --model {TINY}\n+ only dogs here", "no negative ('- ...') prompts"),
         ("%%probe_fit d\n+ a dog\n~ what", "cell line 2"),
         ("%probe_fit d --positive nope --negative neg", "--positive: no variable named 'nope'"),
@@ -259,8 +262,11 @@ def test_probe_sweep_cell_with_test_set(shell, tiny_model_path):
     assert w.train_scores == pytest.approx(
         [result.cv_scores[layer] for layer in range(4)], nan_ok=True
     )
-    assert w.best_layer == result.best_layer()
+    assert (w.best_layer, w.best_by) == result.best_choice()
+    assert w.best_layer == result.best_layer() and w.best_by == "cv"
     assert result.probes[0].classifier == "ridge"
+    w.selected_layer = 3  # a click on the curve
+    assert result.selected_layer == 3 and result.selected_probe is result.probes[3]
 
 
 def test_probe_sweep_from_variables_cv_only(shell, tiny_model_path):
@@ -316,3 +322,120 @@ def test_load_ext_shows_bare_figures_as_png():
     fig.add_subplot().plot([0, 1], [1, 0])
     data, _ = ip.display_formatter.format(fig)
     assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_line_magic_takes_a_question(dog, shell, capsys):
+    """A trailing ? is part of the text, not IPython's help (input transformer)."""
+    result = shell.run_cell("%probe_tokens dog Who's a good boy?")
+    assert result.error_in_exec is None and result.error_before_exec is None
+    assert isinstance(result.result, TokenHighlightWidget)
+    (text,) = result.result.texts
+    assert "".join(text["tokens"]).strip() == "Who's a good boy?"
+    # the magic alone with ? is still its help
+    capsys.readouterr()
+    shell.run_cell("%probe_tokens?")
+    assert "Per-token score highlights" in capsys.readouterr().out
+
+
+def test_unload_removes_the_input_transformer(shell):
+    mgr = shell.extension_manager
+    ours = [t for t in shell.input_transformers_cleanup if getattr(t, "lmprobe_jupyter", False)]
+    assert len(ours) == 1
+    mgr.unload_extension("lmprobe_jupyter")
+    try:
+        assert not any(
+            getattr(t, "lmprobe_jupyter", False) for t in shell.input_transformers_cleanup
+        )
+        assert shell.transform_cell("%probe_tokens dog Who?\n") != (
+            "get_ipython().run_line_magic('probe_tokens', 'dog Who?')\n"
+        )
+    finally:
+        mgr.load_extension("lmprobe_jupyter")
+    assert shell.transform_cell("%probe_tokens dog Who?\n") == (
+        "get_ipython().run_line_magic('probe_tokens', 'dog Who?')\n"
+    )
+    # loading twice keeps one transformer
+    from lmprobe_jupyter.jupyter import load_ipython_extension
+
+    load_ipython_extension(shell)
+    assert sum(getattr(t, "lmprobe_jupyter", False) for t in shell.input_transformers_cleanup) == 1
+
+
+class _Raising:
+    """Looks like a fitted probe; token_scores raises the error it was given."""
+
+    classifier_ = object()
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def evaluate(self, *a, **k):  # pragma: no cover - never called
+        raise AssertionError
+
+    def token_scores(self, texts):
+        raise self.exc
+
+
+def _project_errors():
+    from lmprobe_jupyter.engine.cache import CacheReadOnlyError
+    from lmprobe_jupyter.engine.datasets import MissingPromptsError
+    from lmprobe_jupyter.engine.nnsight_backend import NDIFAuthError
+    from lmprobe_jupyter.engine.probe import NotFittedError
+    from lmprobe_jupyter.engine.serialization import (
+        ProbeFormatError,
+        UnsafeFormatError,
+        UntrustedPickleError,
+    )
+
+    return [
+        ValueError("pooling='avg' is not one of 'mean', ..."),
+        TypeError("layers must be int, got 'x'"),
+        FileNotFoundError("no probe at /nope"),
+        NotFittedError("this Probe is not fitted yet; call fit first"),
+        ProbeFormatError("probe.json: missing format"),
+        UnsafeFormatError("classifier of type X is not saved safely"),
+        MissingPromptsError("dataset has no prompts for 2 of them"),
+        UntrustedPickleError("refusing to unpickle; pass trust_remote_code=True"),
+        NDIFAuthError("NDIF refused the API key; set NDIF_API_KEY"),
+        CacheReadOnlyError("the cache at /c is read-only; set_cache_dir(...) to write"),
+    ]
+
+
+@pytest.mark.parametrize("exc", _project_errors(), ids=lambda e: type(e).__name__)
+def test_every_project_input_error_is_a_one_line_usage_error(shell, capsys, exc):
+    shell.user_ns["fake"] = _Raising(exc)
+    capsys.readouterr()
+    result = shell.run_cell("%probe_tokens fake some text")
+    assert isinstance(result.error_in_exec, UsageError)
+    first = str(exc).split()[0]
+    assert str(result.error_in_exec).startswith(f"probe_tokens: {first}")
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_a_bug_is_not_hidden_as_a_usage_error(shell):
+    shell.user_ns["fake"] = _Raising(ZeroDivisionError("bug"))
+    result = shell.run_cell("%probe_tokens fake some text")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+
+
+def test_cache_clear_reports_removed_entries(dog, shell):
+    before = shell.run_line_magic("probe_cache", "").data["entries"]
+    assert before >= 6
+    view = shell.run_line_magic("probe_cache", "--clear")
+    assert view.data["removed"] == before and view.data["entries"] == 0
+    assert f"removed {before:,} entries" in view._repr_html_()
+    assert repr(view).startswith(f"removed {before:,} entries\n")
+
+
+def test_probe_monitor_applies_the_chat_template_by_default(dog, shell):
+    shell.run_line_magic("probe_monitor", "dog Who's there? --max-new-tokens 2 -o m1")
+    on = shell.user_ns["m1"]
+    assert on.chat_template is True
+    assert "<|im_start|>user\nWho's there?<|im_end|>" in on.prompt_text
+    shell.run_line_magic(
+        "probe_monitor", "dog Who's there? --max-new-tokens 2 --chat-template false -o m2"
+    )
+    off = shell.user_ns["m2"]
+    assert off.chat_template is False and off.prompt_text == "Who's there?"
+    assert "--chat-template" in shell.find_line_magic("probe_monitor").__doc__

@@ -8,12 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from lmprobe_jupyter.jupyter.monitor_widget import (
-    MonitorWidget,
-    monitor_magic_target,
-    render_monitor,
-    token_span,
-)
+from lmprobe_jupyter.jupyter.monitor_widget import MonitorWidget, monitor_live
+from lmprobe_jupyter.presentation import STATIC_DIR, render_monitor, token_span
 
 
 def _tok_classes(html: str) -> list[list[str]]:
@@ -41,7 +37,7 @@ def test_render_monitor_marks_tokens_and_the_first_flag():
     assert len(_tok_classes(html)) == 5
     assert _n_over(html) == 2  # 0.95 and 0.99
     assert [i for i, c in enumerate(_tok_classes(html)) if "lmpj-flag" in c] == [2]
-    assert "flagged at token 2 (&quot; is&quot;, score 0.950 &gt; 0.900)" in html
+    assert "flagged at token 3 of 5 (&quot; is&quot;, score 0.950 &gt; 0.900)" in html
     assert "\u21b5\n" in html  # newlines stay visible
     assert "<script" not in html
 
@@ -158,7 +154,8 @@ def test_magic_target_returns_the_result_and_displays_the_widget(tiny_probe, mon
         return Handle()
 
     monkeypatch.setattr("IPython.display.display", display)
-    result = monitor_magic_target(tiny_probe, "Hello there", max_new_tokens=3, threshold=0.0)
+    widget = monitor_live(tiny_probe, "Hello there", max_new_tokens=3, threshold=0.0)
+    result = widget.result
     assert len(shown) == 1 and isinstance(shown[0], MonitorWidget)
     assert updated == [(shown[0], "done")]
     assert shown[0].result is result
@@ -170,11 +167,8 @@ def test_view_mounts_updates_and_mirrors_the_alarm_in_a_browser():
     """monitor.js in headless Chromium, driven by a stand-in for the anywidget model."""
     import base64
     import json
-    from pathlib import Path
 
     from playwright.sync_api import sync_playwright
-
-    from lmprobe_jupyter.jupyter import monitor_widget
 
     w = MonitorWidget()
     w.reset(threshold=0.9)
@@ -193,7 +187,7 @@ def test_view_mounts_updates_and_mirrors_the_alarm_in_a_browser():
     )
     w.finish(final)
     states.append({"_html": w._html, "flagged_at": w.flagged_at, "status": w.status})
-    js = (Path(monitor_widget.__file__).parent / "static" / "monitor.js").read_bytes()
+    js = (STATIC_DIR / "monitor.js").read_bytes()
     page = (
         "<html><body><div id=host></div><script type=module>"
         f"const mod = (await import('data:text/javascript;base64,{base64.b64encode(js).decode()}'))"

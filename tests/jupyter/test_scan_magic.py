@@ -90,11 +90,8 @@ def test_widget_mimebundle_has_static_fallbacks(scanned, shell):
 
 
 def test_widget_assets_are_files():
-    from pathlib import Path
+    from lmprobe_jupyter.presentation import STATIC_DIR as static
 
-    from lmprobe_jupyter import jupyter
-
-    static = Path(jupyter.__file__).parent / "static"
     assert (static / "scan.css").read_text().count(".lmpj-scan") >= 3
     js = (static / "scan.js").read_text()
     assert "export default { render }" in js and "mousemove" in js

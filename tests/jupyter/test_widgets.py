@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import traitlets
 
-from lmprobe_jupyter.jupyter import render
+from lmprobe_jupyter import presentation as render
 from lmprobe_jupyter.jupyter.widgets import (
     BatteryWidget,
     SweepCurveWidget,
@@ -19,7 +18,7 @@ from lmprobe_jupyter.jupyter.widgets import (
     show_tokens,
 )
 
-STATIC = Path(render.__file__).parent / "static"
+STATIC = render.STATIC_DIR
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
@@ -57,7 +56,7 @@ def test_token_widget_state_and_fallback():
     html = data["text/html"]
     assert html == w._html  # same markup live and static
     assert 'class="lmpj-tok lmpj-over" style="background-color:#b2182b;color:#ffffff"' in html
-    assert 'style="background-color:#e0e0e0;color:#111111" data-score="nan"' in html
+    assert 'style="background-color:#e0e0e0;color:#000000" data-score="nan"' in html
 
 
 def test_token_widget_threshold_only_moves_markers():

@@ -71,9 +71,9 @@ def mean_token_logprob(
     from ..extraction import progress_enabled
 
     if progress_enabled(progress) and len(batches) > 1:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        batches = tqdm(batches, desc="perplexity", unit="batch", leave=False)
+        batches = progress_bar(batches, desc="perplexity", unit="batch")
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     model = loaded.model
     values: dict[str, float] = {}

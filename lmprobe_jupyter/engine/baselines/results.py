@@ -223,9 +223,9 @@ class BatteryResults:
     def _repr_html_(self) -> str | None:
         if not self.results:
             return None
-        from .. import display
+        from ...presentation import render_battery
 
-        return display.html("battery", self.to_rows())
+        return render_battery(self.to_rows())
 
     def add_probe(self, probe: Any, name: str = "probe") -> BatteryResults:
         """Score ``probe`` on this battery's test set and add it as a marked row.

@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from lmprobe_jupyter.jupyter import render
-from lmprobe_jupyter.jupyter.render import (
+from lmprobe_jupyter import presentation as render
+from lmprobe_jupyter.presentation import (
     new_uid,
     normalize_battery_rows,
     normalize_token_texts,
@@ -80,8 +80,8 @@ def test_score_color_custom_range_centres_white():
 def test_text_color_readable():
     assert text_color("#b2182b") == "#ffffff"
     assert text_color("#2166ac") == "#ffffff"
-    assert text_color("#ffffff") == "#111111"
-    assert text_color("#d98c95") == "#111111"
+    assert text_color("#ffffff") == "#000000"
+    assert text_color("#d98c95") == "#000000"
 
 
 # ------------------------------------------------------------------ ids
@@ -114,12 +114,12 @@ def test_token_spans_exact():
         'data-score="1.0" title="&quot;Good&quot; score 1.000">Good</span>'
     ) in html
     assert (
-        '<span class="lmpj-tok lmpj-over" style="background-color:#d98c95;color:#111111" '
+        '<span class="lmpj-tok lmpj-over" style="background-color:#d98c95;color:#000000" '
         'data-score="0.75" title="&quot; dog&quot; score 0.750"> dog</span>'
     ) in html
     # the newline token: a visible arrow, then a real line break (pre-wrap keeps it)
     assert (
-        '<span class="lmpj-tok" style="background-color:#ffffff;color:#111111" '
+        '<span class="lmpj-tok" style="background-color:#ffffff;color:#000000" '
         'data-score="0.5" title="&quot;\\n&quot; score 0.500">\u21b5\n</span>'
     ) in html
     # markup inside tokens is escaped, never interpreted
@@ -159,7 +159,7 @@ def test_token_missing_scores_grey_and_excluded_from_max():
     assert items[0]["max"] == pytest.approx(0.3)
     html = render_token_highlights(items, uid="t")
     assert (
-        'background-color:#e0e0e0;color:#111111" data-score="nan" title="&quot;&lt;s&gt;&quot; score n/a"'
+        'background-color:#e0e0e0;color:#000000" data-score="nan" title="&quot;&lt;s&gt;&quot; score n/a"'
         in html
     )
 
@@ -281,7 +281,9 @@ def test_sweep_curve_errors(kwargs, match):
 
 def test_sweep_curve_y_range_grows_for_regression_scores():
     html = render_sweep_curve([0, 1], train_scores=[-0.5, 1.5], uid="s2")
-    ticks = re.findall(r'text-anchor="end" font-size="11" fill="#555555">([-\d.]+)</text>', html)
+    ticks = re.findall(
+        r'text-anchor="end" font-size="11" class="lmpj-fg2" fill="#595959">([-\d.]+)</text>', html
+    )
     assert ticks[0] == "-0.5" and ticks[-1] == "1.5"
 
 
@@ -403,26 +405,98 @@ def test_probe_card_fields():
     assert "probe <code>dog_probe</code>" in html
 
 
-def test_cache_info_table():
+def test_cache_info_table_readable_labels_and_model_table():
     html = render_cache_info(
         {
             "path": "/tmp/c",
             "entries": 12,
             "bytes": 1_500_000,
+            "shards": 1,
             "limit_bytes": None,
+            "hits": 9,
+            "misses": 3,
             "hit_rate": 0.75,
-            "models": {"m@abc": {"entries": 12, "bytes": 2048, "layers": [1, 2]}},
+            "models": {
+                "m@abc": {"model": "m@abc", "entries": 12, "bytes": 2048, "layers": [1, 2]},
+                "big@1": {
+                    "entries": 30,
+                    "bytes": 5e9,
+                    "layers": list(range(30)),
+                    "poolings": ["mean", "last_token"],
+                },
+            },
         },
         uid="x0",
     )
     assert_self_contained(html)
-    assert '<tr data-field="bytes"><th>bytes</th><td>1.5 MB</td></tr>' in html
-    assert '<tr data-field="limit_bytes"><th>limit_bytes</th><td>none</td></tr>' in html
-    assert '<tr data-field="hit_rate"><th>hit_rate</th><td>0.750</td></tr>' in html
-    assert "<tr><th>m@abc</th><td>entries=12, bytes=2.0 KB, layers=1, 2</td></tr>" in html
+    rows = re.findall(r'<tr data-field="(\w+)"><th>([^<]+)</th><td>([^<]*)</td></tr>', html)
+    assert rows == [
+        ("path", "location", "/tmp/c"),
+        ("entries", "entries", "12"),
+        ("bytes", "size on disk", "1.5 MB in 1 shard"),
+        ("limit_bytes", "size limit", "unlimited"),
+        ("hits", "hits / misses", "9 / 3 (75%)"),
+    ]
+    assert "limit_bytes</th>" not in html and "entries=" not in html
+    models = re.findall(r"<tr>((?:<td>[^<]*</td>)+)</tr>", html)
+    assert models == [
+        "<td>m@abc</td><td>12</td><td>2.0 KB</td><td>1, 2</td><td></td>",
+        "<td>big@1</td><td>30</td><td>5.0 GB</td><td>0..29 (30)</td><td>mean, last_token</td>",
+    ]
 
 
 def test_fmt_helpers():
     assert render.fmt(None) == "n/a" and render.fmt(math.nan) == "n/a"
     assert render.fmt(3) == "3" and render.fmt(0.12345) == "0.123"
-    assert render._num(-0.04) == "0.0"
+    assert render.num(-0.04) == "0.0"
+
+
+# ------------------------------------------------------------------ issue 18 details
+
+
+def test_sweep_best_label_names_the_score_it_was_chosen_by():
+    html = render_sweep_curve(
+        [0, 1, 2], [0.6, 0.9, 0.7], [0.9, 0.6, 0.8], best_layer=1, best_by="cv", uid="s"
+    )
+    label = re.search(r'class="lmpj-best-label[^"]*"[^>]*>([^<]+)<', html).group(1)
+    assert label == "best by CV: layer 1 (CV 0.900 \u00b7 test 0.600)"
+    html = render_sweep_curve([0, 1], None, [0.5, 0.8], best_layer=1, best_by="test", uid="s")
+    assert "best by test: layer 1 (0.800)" in html
+    with pytest.raises(ValueError, match="best_by='train' is not one of None, 'cv', 'test'"):
+        render_sweep_curve([0, 1], [0.5, 0.8], best_layer=1, best_by="train")
+
+
+@pytest.mark.parametrize(
+    ("n_layers", "expected"),
+    [
+        (5, [0, 1, 2, 3, 4]),
+        (12, list(range(12))),
+        (30, [0, 5, 10, 15, 20, 25, 29]),
+        (61, [*range(0, 61, 10)]),
+    ],
+    ids=["5", "12", "30", "61"],
+)
+def test_layer_ticks_never_crowd(n_layers, expected):
+    html = render_sweep_curve(list(range(n_layers)), [0.5] * n_layers, uid="s")
+    ticks = [int(t) for t in re.findall(r'class="lmpj-xtick[^"]*"[^>]*>(\d+)<', html)]
+    assert ticks == expected
+
+
+def test_battery_ties_keep_the_given_order():
+    rows = [
+        {"name": "tfidf", "score": 0.9},
+        {"name": "bow", "score": 0.9},
+        {"name": "probe", "score": 0.95, "is_probe": True},
+    ]
+    assert [r["name"] for r in normalize_battery_rows(rows)] == ["probe", "tfidf", "bow"]
+
+
+def test_roc_x_label_sits_under_its_ticks():
+    html = render_metrics({"auroc": 0.8}, roc={"fpr": [0, 0.5, 1], "tpr": [0, 0.8, 1]})
+    tick_y = float(
+        re.search(r'<text x="[\d.]+" y="([\d.]+)" text-anchor="middle" font-size="10"', html).group(
+            1
+        )
+    )
+    label_y = float(re.search(r'y="([\d.]+)"[^>]*>false positive rate<', html).group(1))
+    assert 10 <= label_y - tick_y <= 16
