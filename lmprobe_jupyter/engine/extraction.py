@@ -188,7 +188,8 @@ class Extractor:
         Greedy over the prompts sorted longest first: a batch grows while it has fewer
         than ``batch_size`` prompts and ``n_prompts * longest <= token_budget`` (so the
         padded tokens of a forward pass stay within the budget; a prompt longer than the
-        budget runs alone).
+        budget runs alone). With a budget, a prompt whose row would be more than half
+        padding (and more than 32 padded tokens) starts a new batch.
         """
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         budget = self.token_budget
@@ -198,7 +199,14 @@ class Extractor:
             # Sorted longest first, so cur[0] is the longest of the batch.
             if cur and (
                 len(cur) >= self.batch_size
-                or (budget is not None and (len(cur) + 1) * lengths[cur[0]] > budget)
+                or (
+                    budget is not None
+                    and (
+                        (len(cur) + 1) * lengths[cur[0]] > budget
+                        # more than half of its row would be padding: start a new batch
+                        or lengths[cur[0]] - lengths[i] > max(32, lengths[cur[0]] // 2)
+                    )
+                )
             ):
                 out.append(cur)
                 cur = []
@@ -335,6 +343,20 @@ class Extractor:
             use_cache=False,
         )
 
+    def _kv_inputs(self, kv) -> dict:
+        """``{name: kv}`` for the base model's KV-cache argument (``cache`` in newer
+        transformers, ``past_key_values`` before)."""
+        import inspect
+
+        name = self.loaded.extra.get("kv_argument")
+        if name is None:
+            model = self.loaded.model
+            base = getattr(model, getattr(model, "base_model_prefix", ""), None) or model
+            params = inspect.signature(base.forward).parameters
+            name = "cache" if "cache" in params else "past_key_values"
+            self.loaded.extra["kv_argument"] = name
+        return {name: kv}
+
     def _new_kv_cache(self):
         from transformers import DynamicCache
 
@@ -366,8 +388,8 @@ class Extractor:
             input_ids=ids,
             attention_mask=mask,
             position_ids=torch.arange(n, device=device)[None],
-            past_key_values=kv,
             use_cache=True,
+            **self._kv_inputs(kv),
         )
         deepest = max(layers)
         pairs = []
@@ -407,8 +429,8 @@ class Extractor:
             input_ids=sids,
             attention_mask=full_mask,
             position_ids=position_ids,
-            past_key_values=kv,
             use_cache=True,
+            **self._kv_inputs(kv),
         )
 
     def _run_batch(self, group: _Group, seqs, layers: list[int], capture) -> str:
