@@ -255,7 +255,8 @@ class Extractor:
             plan.append((plain, [rest[j] for j in b]))
         return plan
 
-    def _collate(self, seqs: list[list[int]], side: str | None = None):
+    def collate(self, seqs: list[list[int]], side: str | None = None):
+        """Pad token id lists into ``(ids, mask)`` LongTensors of shape (batch, longest)."""
         import torch
 
         side = side or self.padding_side
@@ -271,6 +272,8 @@ class Extractor:
                 ids[r, width - len(s) :] = torch.tensor(s)
                 mask[r, width - len(s) :] = 1
         return ids, mask
+
+    _collate = collate  # older name, used by bench/sweep.py
 
     # ---------------------------------------------------------------- forward
     def _hooked_forward(self, layers: list[int], capture, expect_batch: int, **inputs) -> None:
@@ -343,7 +346,7 @@ class Extractor:
             use_cache=False,
         )
 
-    def _kv_inputs(self, kv) -> dict:
+    def kv_inputs(self, kv) -> dict:
         """``{name: kv}`` for the base model's KV-cache argument (``cache`` in newer
         transformers, ``past_key_values`` before)."""
         import inspect
@@ -389,7 +392,7 @@ class Extractor:
             attention_mask=mask,
             position_ids=torch.arange(n, device=device)[None],
             use_cache=True,
-            **self._kv_inputs(kv),
+            **self.kv_inputs(kv),
         )
         deepest = max(layers)
         pairs = []
@@ -400,17 +403,20 @@ class Extractor:
         group.state = {"hidden": hidden, "kv": pairs}
         return group.state
 
-    def _forward_with_prefix(self, group: _Group, seqs, layers: list[int], capture) -> None:
+    def _forward_with_prefix(
+        self, group: _Group, seqs, layers: list[int], capture, suffix_only: bool = False
+    ) -> None:
         """Like :meth:`_forward` for prompts sharing ``group.prefix`` tokens: the prefix comes
         from its one-off pass, only the suffixes run. ``capture`` gets right-padded
-        ``(batch, prefix + suffix, hidden)`` states, as the plain path would."""
+        ``(batch, prefix + suffix, hidden)`` states, as the plain path would (with
+        ``suffix_only``, only the suffix positions: enough for last-token pooling)."""
         import torch
 
         state = self._prefix_state(group, seqs[0], layers)
         n = group.prefix
         device = self.loaded.device
         b = len(seqs)
-        sids, smask = self._collate([s[n:] for s in seqs], side="right")
+        sids, smask = self.collate([s[n:] for s in seqs], side="right")
         sids, smask = sids.to(device), smask.to(device)
         full_mask = torch.cat([torch.ones((b, n), dtype=smask.dtype, device=device), smask], 1)
         kv = self._new_kv_cache()
@@ -419,6 +425,9 @@ class Extractor:
         position_ids = n + (smask.cumsum(-1) - 1).clamp(min=0)
 
         def cap(layer, h):
+            if suffix_only:
+                capture(layer, h, smask.to(h.device))
+                return
             pre = state["hidden"][layer].to(h.device, h.dtype).expand(b, -1, -1)
             capture(layer, torch.cat([pre, h], 1), full_mask.to(h.device))
 
@@ -430,15 +439,15 @@ class Extractor:
             attention_mask=full_mask,
             position_ids=position_ids,
             use_cache=True,
-            **self._kv_inputs(kv),
+            **self.kv_inputs(kv),
         )
 
-    def _run_batch(self, group: _Group, seqs, layers: list[int], capture) -> str:
+    def _run_batch(self, group: _Group, seqs, layers: list[int], capture, suffix_only=False):
         """Forward one batch on the plain or prefix path; return the padding side used."""
         if group.prefix:
-            self._forward_with_prefix(group, seqs, layers, capture)
+            self._forward_with_prefix(group, seqs, layers, capture, suffix_only)
             return "right"
-        ids, mask = self._collate(seqs)
+        ids, mask = self.collate(seqs)
         self._forward(ids, mask, layers, capture)
         return self.padding_side
 
@@ -537,7 +546,14 @@ class Extractor:
                     m = m * keep["m"]
                 pooled[layer] = pool_batch(hidden, m, pooling).float().cpu().numpy()
 
-            self._run_batch(group, [seqs[i] for i in batch], layers, capture)
+            last_only = isinstance(pooling, str) and pooling == "last_token"
+            self._run_batch(
+                group,
+                [seqs[i] for i in batch],
+                layers,
+                capture,
+                suffix_only=last_only and token_masks is None,
+            )
             # Written only after the whole forward succeeded (a failed one stores nothing).
             for layer in layers:
                 result[layer][rows] = pooled[layer]
@@ -578,7 +594,7 @@ class Extractor:
             embed = self.loaded.model.get_input_embeddings()
             rows = np.empty((len(todo), self.loaded.hidden_size), np.float32)
             for batch in self.batch_plan([len(s) for s in seqs]):
-                ids, mask = self._collate([seqs[i] for i in batch])
+                ids, mask = self.collate([seqs[i] for i in batch])
                 with torch.inference_mode():
                     h = embed(ids.to(self.loaded.device))
                 rows[batch] = pool_batch(h, mask.to(h.device), pooling).float().cpu().numpy()
