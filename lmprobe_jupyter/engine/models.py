@@ -271,15 +271,15 @@ def materialize_gguf(name: str, gguf: Path, dequantize=None) -> Path:
         Writes the model into ``out_dir`` (default: transformers' GGUF loader and
         ``save_pretrained``).
     """
-    from filelock import FileLock
-
     dequantize = dequantize or _dequantize_into
     fp = _file_fingerprint([gguf])
     slug = f"{name.replace('/', '--')}-{fp}"
     root = models_dir()
     target = root / slug
     if _complete(target):
-        return target
+        return target  # the common case: no lock needed (the folder appears atomically)
+    from filelock import FileLock  # imported here: its import is ~100 ms of cold start
+
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f".{slug}.lock")):
         if _complete(target):

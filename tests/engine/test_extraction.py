@@ -360,3 +360,37 @@ def test_a_foreign_forward_through_the_model_is_ignored(tiny):
         stop.set()
         t.join()
     assert errors == []
+
+
+# ---------------------------------------------------------------- bfloat16 quality
+@pytest.mark.real_model
+def test_bfloat16_matches_float32_on_the_tutorial_sets(smollm):
+    """dtype="auto" picks bfloat16 on this CPU: same activations (cosine), same predictions."""
+    from lmprobe_jupyter import Probe
+    from lmprobe_jupyter.examples import BENIGN, CAT, DOG, DOG_CAT_TEST, MISUSE, SAFETY_TEST
+
+    bf16 = load_model("HuggingFaceTB/SmolLM2-135M-Instruct", device="cpu", dtype="bfloat16")
+    assert bf16.key == smollm.key + ":bfloat16"
+    tasks = {
+        "dog-cat": (DOG + CAT, [1] * len(DOG) + [0] * len(CAT), DOG_CAT_TEST),
+        "safety": (MISUSE + BENIGN, [1] * len(MISUSE) + [0] * len(BENIGN), SAFETY_TEST),
+    }
+    for name, (train, y, test) in tasks.items():
+        test_prompts = [t for t, _ in test]
+        for pooling in ("last_token", "mean"):
+            feats = {}
+            for lm in (smollm, bf16):
+                ext = Extractor(lm, use_cache=False)
+                feats[lm.dtype_name] = (
+                    ext.pooled(train, [15], pooling)[15],
+                    ext.pooled(test_prompts, [15], pooling)[15],
+                )
+            for a, b in zip(feats["float32"], feats["bfloat16"]):
+                assert a.dtype == b.dtype == np.float32
+                cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+                assert cos.min() > 0.999, (name, pooling, cos.min())
+            for src, dst in (("float32", "bfloat16"), ("bfloat16", "float32")):
+                p = Probe(layers=[15], random_state=0).fit_from_activations(feats[src][0], y)
+                own = p.predict_from_activations(feats[src][1])
+                other = p.predict_from_activations(feats[dst][1])
+                np.testing.assert_array_equal(own, other, err_msg=f"{name} {pooling} {src}")

@@ -115,9 +115,9 @@ def test_concurrent_processes_dequantize_once(monkeypatch, tmp_path):
     assert [p.returncode for p in procs] == [0, 0, 0]
     assert log.read_text() == "dequantized\n"
     assert len(set(outs)) == 1 and Path(outs[0]).parent == tmp_path / "models"
-    assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.startswith(".")) == [
-        Path(outs[0]).name
-    ]
+    assert sorted(
+        p.name for p in (tmp_path / "models").iterdir() if not p.name.startswith(".")
+    ) == [Path(outs[0]).name]
     assert not list((tmp_path / "models").glob(".tmp-*"))
 
 
