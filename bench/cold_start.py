@@ -32,7 +32,7 @@ t3 = time.perf_counter()
 p.predict(["So happy today"])
 t4 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "Probe()": t2 - t1, "fit(4)": t3 - t2, "predict(1)": t4 - t3,
-                  "total": t4 - t0, "dtype": p._loaded().dtype_name}))
+                  "total": t4 - t0, "dtype": p.runtime.loaded.dtype_name}))
 """
 
 FLOOR = r"""
