@@ -39,11 +39,12 @@ from .pooling import pool_batch, pooling_key
 #: Cache "layer" of pooled input embeddings (real layers are always >= 0 there).
 EMBEDDINGS_LAYER = -1
 
-#: Default token budget per forward pass (padded tokens), by device type. CPU: measured
-#: with ``bench/extraction.py --budgets`` on SmolLM2 (2-core EPYC, float32 and bfloat16):
-#: flat from 1,024 to 4,096, slower below 512 (per-call overhead) and above 8,192 (attention
-#: and activations fall out of cache). CUDA: large batches keep the GPU busy; 16,384 tokens
-#: of a 135M model is ~1 GiB of activations at fp32.
+#: Default token budget per forward pass (padded tokens), by device type. CPU: 2,048
+#: keeps a batch's activations (2,048 x 576 x 4 B = 4.5 MiB per tensor for SmolLM2) within
+#: the L2/L3 caches of a small CPU while amortising per-call overhead; time others with
+#: ``bench/extraction.py --budgets 512,1024,2048,4096``. CUDA: large batches keep the GPU
+#: busy; 16,384 tokens of a 135M model is ~1 GiB of activations at fp32 (not measured here:
+#: no GPU was available).
 DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
 #: Shortest shared prefix worth a separate pass (shorter ones cost more than they save).
 MIN_PREFIX_TOKENS = 16
