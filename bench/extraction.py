@@ -145,8 +145,9 @@ class Floors:
         self.base = getattr(loaded.model, loaded.model.base_model_prefix)
         self.blocks = decoder_layers(loaded.model)
         self.layer = layer
-        # the engine's own collation and batch plan, so only the forward differs
-        self.ext = Extractor(loaded, progress=False, use_cache=False)
+        # the engine's own collation and batch plan (as the budget rows: at most 64
+        # prompts), so only the forward differs
+        self.ext = Extractor(loaded, batch_size=64, progress=False, use_cache=False)
 
     def _truncated(self):
         torch = self.torch
