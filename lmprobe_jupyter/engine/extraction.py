@@ -48,6 +48,9 @@ EMBEDDINGS_LAYER = -1
 DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
 #: Shortest shared prefix worth a separate pass (shorter ones cost more than they save).
 MIN_PREFIX_TOKENS = 16
+#: Fewest prefix tokens a group must save (``(n_prompts - 1) * prefix``) to pay for the
+#: extra forward call of its prefix pass.
+MIN_PREFIX_SAVING = 64
 
 
 class _StopForward(Exception):
@@ -113,7 +116,7 @@ class Extractor:
         batches of exactly ``batch_size`` prompts.
     share_prefix : bool, default True
         Compute a prefix shared by several prompts (at least :data:`MIN_PREFIX_TOKENS`
-        tokens) once and reuse its KV cache. Results equal the plain path within float
+        tokens, saving at least :data:`MIN_PREFIX_SAVING`) once and reuse its KV cache. Results equal the plain path within float
         tolerance (atol 1e-4 at float32); cache keys are the same.
     """
 
@@ -242,7 +245,7 @@ class Extractor:
                     _common_prefix([seqs[i] for i in members]),
                     min(len(seqs[i]) for i in members) - 1,
                 )
-                if n >= MIN_PREFIX_TOKENS:
+                if n >= MIN_PREFIX_TOKENS and (len(members) - 1) * n >= MIN_PREFIX_SAVING:
                     groups.append(_Group(members, n))
                     shared.update(members)
             rest = [i for i in rest if i not in shared]

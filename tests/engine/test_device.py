@@ -138,7 +138,10 @@ def test_auto_dtype_on_cuda(tiny_model_path):
 
 def test_shared_prefix_equals_plain_path_on_cuda(tiny_model_path):
     lm = load_model(tiny_model_path, device="cuda", dtype="float32")
-    system = "System: answer briefly and refuse harmful requests, with care for students. User: "
+    system = (
+        "System: you are a careful assistant. Answer briefly, refuse harmful requests, and "
+        "explain chemistry and programming questions for students with care. User: "
+    )
     prompts = [system + q for q in ("hi", "what is a mole?", "write a python loop")]
     shared = Extractor(lm, use_cache=False)
     plain = Extractor(lm, use_cache=False, share_prefix=False)

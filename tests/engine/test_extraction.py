@@ -271,6 +271,17 @@ def test_shared_prefix_with_token_masks_and_callable(tiny):
         np.testing.assert_allclose(a[1], b[1], atol=1e-4)
 
 
+def test_a_prefix_too_small_to_pay_runs_the_plain_path(tiny):
+    from lmprobe_jupyter.engine.extraction import MIN_PREFIX_SAVING
+
+    pair = SHARED[:2]  # one prompt saved: fewer prefix tokens than MIN_PREFIX_SAVING
+    n = min(len(x) for x in Extractor(tiny).encode(pair))
+    assert n < MIN_PREFIX_SAVING
+    calls = Extractor.forward_calls
+    Extractor(tiny, use_cache=False).pooled(pair, [1], "mean")
+    assert Extractor.forward_calls - calls == 1  # no separate prefix pass
+
+
 def test_shared_prefix_keeps_cache_keys(tiny):
     Extractor(tiny).pooled(SHARED, [2], "mean")
     calls = Extractor.forward_calls
