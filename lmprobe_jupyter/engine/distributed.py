@@ -364,7 +364,7 @@ class RayExtractor:
         if self.model_key is None:
             from .models import model_key
 
-            self.model_key = model_key(self.model)
+            self.model_key = model_key(self.model, self.device, self.dtype)
         return self.model_key
 
     def pooled(
