@@ -511,14 +511,31 @@ class Extractor:
             if token_masks is not None:
                 by_prompt = {prompts[i]: token_masks[i] for i in reversed(need)}
                 masks = [by_prompt[p] for p in unique]
-            computed = self._compute_pooled(unique, layers, pooling, masks)
-            if cache is not None and cache.enabled:
+            caching = cache is not None and cache.enabled
+            # Commit every `commit_prompts` prompts, so a run killed late keeps its work.
+            step = max(1, cache.commit_prompts) if caching else len(unique)
+            computed = None
+            for start in range(0, len(unique), step):
+                part = unique[start : start + step]
+                part_masks = None if masks is None else masks[start : start + step]
+                got = self._compute_pooled(part, layers, pooling, part_masks)
+                if caching:
+                    for layer in layers:
+                        cache.store(self.loaded.key, part, layer, pk, list(got[layer]))
+                        if cache.dtype != "float32":
+                            # Return what later (warm) calls will return, so a cold and a
+                            # warm call never disagree.
+                            got[layer] = np.stack(cache.as_stored(list(got[layer])))
+                if len(part) == len(unique):
+                    computed = got
+                    break
+                if computed is None:
+                    computed = {
+                        layer: np.empty((len(unique), got[layer].shape[1]), np.float32)
+                        for layer in layers
+                    }
                 for layer in layers:
-                    cache.store(self.loaded.key, unique, layer, pk, list(computed[layer]))
-                    if cache.dtype != "float32":
-                        # Return what later (warm) calls will return, so a cold and a
-                        # warm call never disagree.
-                        computed[layer] = np.stack(cache.as_stored(list(computed[layer])))
+                    computed[layer][start : start + len(part)] = got[layer]
             if unique == prompts:
                 # All fresh and distinct: hand back the arrays as computed, no copy (a
                 # sweep's memory stays at one pooled array).
