@@ -589,30 +589,21 @@ class Extractor:
         # Every vector is cached now: these read it back (and keep pooled()'s contract).
         return {p: self.pooled(prompts, layers, p) for p in poolings}
 
-    def _compute_pooled_many(self, prompts, layers, poolings) -> list[dict[int, np.ndarray]]:
-        """Per pooling (in order), ``{layer: (n, hidden)}`` from one pass per batch."""
+    def _compute_pooled_many(
+        self, prompts, layers, poolings, token_masks=None
+    ) -> list[dict[int, np.ndarray]]:
+        """Per pooling (in order), ``{layer: (n, hidden)}``, from one forward pass per batch
+        (token-budget batches, shared prefixes run once)."""
         seqs = self.encode(prompts)
         hidden = self.loaded.hidden_size
         result = [
             {layer: np.empty((len(prompts), hidden), np.float32) for layer in layers}
             for _ in poolings
         ]
-        for batch in self._iter_batches(seqs, "extracting"):
-            ids, mask = self._collate([seqs[i] for i in batch])
-            rows = np.asarray(batch)
-
-            def capture(layer, h, m, rows=rows):
-                for out, pooling in zip(result, poolings):
-                    out[layer][rows] = pool_batch(h, m, pooling).float().cpu().numpy()
-
-            self._forward(ids, mask, layers, capture)
-        return result
-
-    def _compute_pooled(self, prompts, layers, pooling, token_masks=None) -> dict[int, np.ndarray]:
-        seqs = self.encode(prompts)
-        result = {
-            layer: np.empty((len(prompts), self.loaded.hidden_size), np.float32) for layer in layers
-        }
+        # Only the last position is read: prefix groups need not return prefix states.
+        last_only = token_masks is None and all(
+            isinstance(p, str) and p == "last_token" for p in poolings
+        )
         for group, batch in self._iter_plan(seqs, "extracting"):
             rows = np.asarray(batch)
             keep = {}
@@ -627,20 +618,19 @@ class Extractor:
                         ).to(m.device)
                     m = m * keep["m"]
                 with profile("pool"):
-                    pooled[layer] = pool_batch(hidden, m, pooling).float().cpu().numpy()
+                    pooled[layer] = [
+                        pool_batch(hidden, m, p).float().cpu().numpy() for p in poolings
+                    ]
 
-            last_only = isinstance(pooling, str) and pooling == "last_token"
-            self._run_batch(
-                group,
-                [seqs[i] for i in batch],
-                layers,
-                capture,
-                suffix_only=last_only and token_masks is None,
-            )
+            self._run_batch(group, [seqs[i] for i in batch], layers, capture, suffix_only=last_only)
             # Written only after the whole forward succeeded (a failed one stores nothing).
             for layer in layers:
-                result[layer][rows] = pooled[layer]
+                for out, vecs in zip(result, pooled[layer]):
+                    out[layer][rows] = vecs
         return result
+
+    def _compute_pooled(self, prompts, layers, pooling, token_masks=None) -> dict[int, np.ndarray]:
+        return self._compute_pooled_many(prompts, layers, [pooling], token_masks)[0]
 
     def _pool_mask(self, masks, lengths, side: str | None = None):
         """Token masks laid out like :meth:`_collate`'s attention mask (padding off)."""
