@@ -229,7 +229,7 @@ def test_load_refuses_bad_folders(three, tmp_path):
     with pytest.raises(ProbeFormatError, match="bad member folder name '../elsewhere'"):
         ProbeEnsemble.load(path)
     (path / "ensemble.json").write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(ProbeFormatError, match="format_version 99, newer"):
+    with pytest.raises(ProbeFormatError, match="ensemble format version 99 .* upgrade"):
         ProbeEnsemble.load(path)
     with pytest.raises(FileNotFoundError, match="no saved ensemble"):
         ProbeEnsemble.load(tmp_path / "nothing")
@@ -237,6 +237,137 @@ def test_load_refuses_bad_folders(three, tmp_path):
     (tmp_path / "other" / "x.txt").write_text("x")
     with pytest.raises(FileExistsError, match="is not a saved ensemble"):
         ProbeEnsemble(three[:2]).fit(POS, NEG).save(tmp_path / "other")
+
+
+def _user_files(folder):
+    return {
+        p.relative_to(folder).as_posix(): p.read_text()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and (p.name == "README.md" or ".git" in p.parts)
+    }
+
+
+def test_save_over_an_ensemble_keeps_other_files_and_drops_old_members(three, tmp_path):
+    path = ProbeEnsemble(three).fit(POS, NEG).save(tmp_path / "ens")
+    (path / "README.md").write_text("# my ensemble")
+    (path / ".git").mkdir()
+    (path / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    before = _user_files(path)
+    two = ProbeEnsemble(three[:2], weights=[1, 3]).fit(POS, NEG)
+    two.save(path)
+    assert (
+        _user_files(path)
+        == before
+        == {
+            ".git/HEAD": "ref: refs/heads/main",
+            "README.md": "# my ensemble",
+        }
+    )
+    members = sorted(p.name for p in path.iterdir() if p.name.startswith("member_"))
+    assert members == ["member_03", "member_04"]  # the old three are gone
+    back = ProbeEnsemble.load(path)
+    assert len(back) == 2 and back.weights == [1.0, 3.0]
+    np.testing.assert_allclose(back.predict_proba(TEXTS), two.predict_proba(TEXTS))
+    ProbeEnsemble(three).fit(POS, NEG).save(path)  # and back: the freed names are reused
+    assert sorted(p.name for p in path.iterdir()) == [
+        ".git",
+        "README.md",
+        "ensemble.json",
+        "member_00",
+        "member_01",
+        "member_02",
+    ]
+    assert len(ProbeEnsemble.load(path)) == 3 and _user_files(path) == before
+
+
+def test_save_into_a_folder_that_is_not_an_ensemble_needs_overwrite(three, tmp_path):
+    folder = tmp_path / "repo"
+    (folder / ".git").mkdir(parents=True)
+    (folder / "README.md").write_text("# notes")
+    ens = ProbeEnsemble(three[:2]).fit(POS, NEG)
+    with pytest.raises(
+        FileExistsError, match=r"not a saved ensemble \(it holds \.git, README\.md\).*overwrite"
+    ):
+        ens.save(folder)
+    ens.save(folder, overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".git",
+        "README.md",
+        "ensemble.json",
+        "member_00",
+        "member_01",
+    ]
+    assert (folder / "README.md").read_text() == "# notes"
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "ensemble.json").write_text('{"someone": "else"}')
+    with pytest.raises(FileExistsError, match="ensemble.json that is not a saved lmprobe"):
+        ens.save(tmp_path / "foreign")
+    assert (tmp_path / "foreign" / "ensemble.json").read_text() == '{"someone": "else"}'
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        ens.save(tmp_path / "afile")
+
+
+@pytest.fixture
+def saved_pair(three, tmp_path):
+    import json
+
+    path = ProbeEnsemble(three[:2]).fit(POS, NEG).save(tmp_path / "ens")
+    meta = json.loads((path / "ensemble.json").read_text())
+
+    def edit(**changes):
+        (path / "ensemble.json").write_text(json.dumps({**meta, **changes}))
+        return path
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"format_version": 0}, "format_version 0, which no lmprobe-jupyter ever wrote"),
+        ({"format_version": -7}, "format_version -7, which no lmprobe-jupyter ever wrote"),
+        ({"format_version": "1"}, "invalid format_version '1'"),
+        ({"format_version": True}, "invalid format_version True"),
+        ({"format": "lmprobe-jupyter.probe"}, "is not an lmprobe-jupyter ensemble"),
+        ({"members": ["../x"]}, "bad member folder name '../x'"),
+        ({"members": ["member_00/../../x"]}, "bad member folder name"),
+        ({"members": ["/tmp/member_00"]}, "bad member folder name"),
+        ({"members": ["member_00", "member_00"]}, "lists a member folder twice"),
+        ({"members": [f"member_{i:02d}" for i in range(5000)]}, "lists 5,000 members"),
+        ({"members": []}, "lists no members"),
+        ({"n_train": "many"}, "invalid n_train 'many'"),
+    ],
+    ids=[
+        "version-0",
+        "version-negative",
+        "version-string",
+        "version-bool",
+        "wrong-format",
+        "parent-member",
+        "nested-member",
+        "absolute-member",
+        "duplicate-member",
+        "too-many-members",
+        "no-members",
+        "bad-n-train",
+    ],
+)
+def test_load_refuses_malformed_ensemble_json(saved_pair, changes, match):
+    from lmprobe_jupyter.engine.serialization import ProbeFormatError
+
+    with pytest.raises(ProbeFormatError, match=match):
+        ProbeEnsemble.load(saved_pair(**changes))
+
+
+def test_load_refuses_an_oversized_ensemble_json(saved_pair, monkeypatch):
+    from lmprobe_jupyter.engine import serialization
+    from lmprobe_jupyter.engine.serialization import ProbeFormatError
+
+    path = saved_pair()
+    monkeypatch.setattr(serialization, "MAX_JSON_BYTES", 100)
+    with pytest.raises(ProbeFormatError, match="bytes; a probe description is at most 100"):
+        ProbeEnsemble.load(path)
 
 
 @pytest.mark.real_model
