@@ -783,11 +783,12 @@ def fsync_dir(folder: Path) -> None:
         pass
 
 
-def atomic_write(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` under a temporary name, fsync it and rename it into
-    place (readers see the old file or the new one, never a part)."""
+def atomic_write(path: Path, payload: bytes, *, prefix: str | None = None) -> None:
+    """Write ``payload`` to ``path`` under a temporary name (starting ``prefix``, default
+    ``.NAME.tmp-``), fsync it and rename it into place (readers see the old file or the
+    new one, never a part)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}.tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
