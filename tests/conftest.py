@@ -44,6 +44,21 @@ def tiny_model_path(tmp_path_factory, bundled_dir) -> str:
     return str(make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), bundled_dir))
 
 
+@pytest.fixture
+def tiny_probe(tiny_model_path):
+    """``make(**params)``: a Probe on the tiny Llama (layer 2, CPU, random_state 0 unless
+    given)."""
+    from lmprobe_jupyter import Probe
+
+    def make(**kw):
+        kw.setdefault("layers", 2)
+        kw.setdefault("random_state", 0)
+        kw.setdefault("device", "cpu")
+        return Probe(model=tiny_model_path, **kw)
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def smollm():
     """The bundled SmolLM2-135M-Instruct, loaded once (real weights, CPU, float32)."""

@@ -23,18 +23,17 @@ twice, and the files equal those of an uninterrupted run byte for byte.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .datasets import file_sha256
 from .profiling import operation
+from .serialization import atomic_write
 
 __all__ = [
     "ExtractionManifest",
@@ -58,14 +57,6 @@ RETRY_MAX_DELAY = 30.0
 
 def batch_file(index: int) -> str:
     return f"batch_{index:05d}.safetensors"
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _prompt_sha256(prompt: str) -> str:
@@ -167,6 +158,22 @@ class ExtractionManifest:
         """Prompts in finished batches."""
         return sum(e.n_prompts for e in self.entries)
 
+    @classmethod
+    def for_prompts(
+        cls, prompts: list[str], labels, metadata: dict, prompt_metadata, **settings
+    ) -> ExtractionManifest:
+        """A manifest with no finished batch yet for ``prompts`` (their count and hashes
+        filled in); ``settings`` are the other attributes (model, layers, pooling, ...)."""
+        return cls(
+            n_prompts=len(prompts),
+            prompts=prompts,
+            prompt_hashes=[_prompt_sha256(p) for p in prompts],
+            labels=labels,
+            metadata=metadata,
+            prompt_metadata=prompt_metadata,
+            **settings,
+        )
+
     def _settings(self) -> dict:
         d = asdict(self)
         for k in ("prompts", "prompt_hashes", "labels", "prompt_metadata", "entries"):
@@ -175,33 +182,8 @@ class ExtractionManifest:
 
 
 # ------------------------------------------------------------------ durable writes
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then fsync and rename over ``path``; nothing partial is ever visible."""
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, text.encode("utf-8"), prefix=_TMP_PREFIX)
 
 
 def _write_manifest(out: Path, m: ExtractionManifest) -> None:
@@ -302,8 +284,7 @@ def safetensors_bytes(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> b
 
 
 def _save_batch(path: Path, tensors: dict[str, np.ndarray], meta: dict[str, str]) -> None:
-    data = safetensors_bytes(tensors, meta)
-    _atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    atomic_write(path, safetensors_bytes(tensors, meta), prefix=_TMP_PREFIX)
 
 
 def _adoptable(path: Path, meta: dict[str, str], layers: list[int]) -> bool:
@@ -494,7 +475,11 @@ def extract(
             router_layers = sorted(require_routers(loaded))
         out = _output_dir(output_dir, str(model_name))
         out.mkdir(parents=True, exist_ok=True)
-        m = ExtractionManifest(
+        m = ExtractionManifest.for_prompts(
+            prompts,
+            labels,
+            metadata,
+            prompt_meta,
             model_name=loaded.name,
             model_key=loaded.key,
             n_layers=loaded.n_layers,
@@ -503,12 +488,6 @@ def extract(
             pooling=pooling_key(pooling),
             batch_size=batch_size,
             dtype=dtype,
-            n_prompts=len(prompts),
-            prompts=prompts,
-            prompt_hashes=[_prompt_sha256(p) for p in prompts],
-            labels=labels,
-            metadata=metadata,
-            prompt_metadata=prompt_meta,
             extract_router=bool(extract_router),
             router_layers=router_layers,
         )
@@ -523,39 +502,33 @@ def extract(
             _write_manifest(out, m)
         done = {e.index for e in m.entries}
         todo = [i for i in range(m.n_batches) if i not in done]
-        bar = None
         from .extraction import progress_enabled
 
+        batches = todo
         if progress_enabled(progress) and len(todo) > 1:
-            from tqdm.auto import tqdm
+            from .progress import progress_bar
 
-            bar = tqdm(total=len(todo), desc="extracting", unit="batch")
-        try:
-            for index in todo:
-                start, stop = index * batch_size, min((index + 1) * batch_size, len(prompts))
-                meta = _batch_meta(m, index, start, stop)
-                path = out / batch_file(index)
-                if not (path.exists() and _adoptable(path, meta, layer_list)):
-                    chunk = prompts[start:stop]
-                    tensors = _retrying(
-                        lambda chunk=chunk: _batch_tensors(ext, chunk, m, pooling), max_retries
-                    )
-                    _save_batch(path, tensors, meta)
-                entry = ManifestEntry(
-                    index=index,
-                    file=path.name,
-                    start=start,
-                    stop=stop,
-                    sha256=_sha256_file(path),
-                    prompts_sha256=meta["prompts_sha256"],
+            batches = progress_bar(todo, desc="extracting", unit="batch")
+        for index in batches:
+            start, stop = index * batch_size, min((index + 1) * batch_size, len(prompts))
+            meta = _batch_meta(m, index, start, stop)
+            path = out / batch_file(index)
+            if not (path.exists() and _adoptable(path, meta, layer_list)):
+                chunk = prompts[start:stop]
+                tensors = _retrying(
+                    lambda chunk=chunk: _batch_tensors(ext, chunk, m, pooling), max_retries
                 )
-                m.entries = sorted([*m.entries, entry], key=lambda e: e.index)
-                _write_manifest(out, m)
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
+                _save_batch(path, tensors, meta)
+            entry = ManifestEntry(
+                index=index,
+                file=path.name,
+                start=start,
+                stop=stop,
+                sha256=file_sha256(path),
+                prompts_sha256=meta["prompts_sha256"],
+            )
+            m.entries = sorted([*m.entries, entry], key=lambda e: e.index)
+            _write_manifest(out, m)
         return out
 
 
@@ -782,7 +755,11 @@ def consolidate_cache(
     out.mkdir(parents=True, exist_ok=True)
     if (out / MANIFEST_NAME).exists():
         raise FileExistsError(f"{str(out)!r} already holds an extraction; give a new output_dir")
-    m = ExtractionManifest(
+    m = ExtractionManifest.for_prompts(
+        prompts,
+        labels,
+        metadata,
+        prompt_meta,
         model_name=name,
         model_key=key,
         n_layers=n_layers,
@@ -791,12 +768,6 @@ def consolidate_cache(
         pooling=pooling,
         batch_size=batch_size,
         dtype=None,
-        n_prompts=len(prompts),
-        prompts=prompts,
-        prompt_hashes=[_prompt_sha256(p) for p in prompts],
-        labels=labels,
-        metadata=metadata,
-        prompt_metadata=prompt_meta,
     )
     _write_prompts(out, m)
     for index in range(m.n_batches):
@@ -805,7 +776,7 @@ def consolidate_cache(
         path = out / batch_file(index)
         _save_batch(path, {f"hidden.layer_{k}": v[start:stop] for k, v in acts.items()}, meta)
         m.entries.append(
-            ManifestEntry(index, path.name, start, stop, _sha256_file(path), meta["prompts_sha256"])
+            ManifestEntry(index, path.name, start, stop, file_sha256(path), meta["prompts_sha256"])
         )
     _write_manifest(out, m)
     return out

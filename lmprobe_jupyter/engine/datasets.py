@@ -45,7 +45,8 @@ def prompt_sha256(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -269,7 +270,7 @@ def push_dataset(
                         "file": fname,
                         "start": start,
                         "stop": stop,
-                        "sha256": _file_sha256(folder / fname),
+                        "sha256": file_sha256(folder / fname),
                     }
                 )
             shards[str(layer)] = entries
@@ -291,7 +292,7 @@ def push_dataset(
             "has_labels": labels is not None,
             "description": description,
             "shard_rows": shard_rows,
-            "index": {"file": INDEX_NAME, "sha256": _file_sha256(folder / INDEX_NAME)},
+            "index": {"file": INDEX_NAME, "sha256": file_sha256(folder / INDEX_NAME)},
             "shards": shards,
         }
         (folder / INFO_NAME).write_text(json.dumps(info, indent=1), encoding="utf-8")
@@ -385,7 +386,7 @@ class DatasetExtractor:
             token=self.token,
         )
         self.downloads += 1
-        if sha256 is not None and _file_sha256(path) != sha256:
+        if sha256 is not None and file_sha256(path) != sha256:
             raise ValueError(
                 f"{filename} of dataset {self.repo_id!r} does not match the SHA-256 recorded "
                 f"in {INFO_NAME}; the dataset was modified or the download is corrupt"

@@ -364,7 +364,7 @@ class RayExtractor:
         if self.model_key is None:
             from .models import model_key
 
-            self.model_key = model_key(self.model)
+            self.model_key = model_key(self.model, self.device, self.dtype)
         return self.model_key
 
     def pooled(
@@ -488,6 +488,7 @@ class RayExtractor:
                 initial=len(unique) - len(todo),
                 desc="extracting on ray",
                 unit="prompt",
+                leave=False,  # a finished bar is not left in saved notebooks
             )
         local_cpus = None
         if self.num_workers is not None:

@@ -16,12 +16,16 @@ resamples (of whole groups, given ``groups``); :meth:`ProbeEnsemble.prediction_s
 then the spread of the members' positive-class probability: an uncertainty per prompt.
 
 Saved ensembles are a folder: one safe-format probe folder per member (``member_00``,
-...) and ``ensemble.json`` (voting, weights, classes). Nothing is pickled.
+...) and ``ensemble.json`` (voting, weights, classes, the member folders in order).
+Nothing is pickled. Saving over an earlier ensemble writes the new members into unused
+``member_NN`` folders, then replaces ``ensemble.json`` atomically (the commit point), then
+removes the old members: a kill at any moment leaves a loadable ensemble (old or new), and
+nothing else in the folder (a README, a ``.git``) is touched. A folder that holds something
+other than a saved ensemble is refused unless ``overwrite=True``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -38,8 +42,62 @@ from .scoring import compute_metrics
 VOTING = ("soft", "hard")
 FORMAT = "lmprobe-jupyter.ensemble"
 FORMAT_VERSION = 1
+KNOWN_FORMAT_VERSIONS = (1,)
 JSON_NAME = "ensemble.json"
+MAX_MEMBERS = 4096
 _MEMBER_NAME = re.compile(r"member_\d{2,}")
+
+
+def _owned(name: str) -> bool:
+    """Names an ensemble folder's format owns: ``ensemble.json`` (and its temporary
+    files) and the ``member_NN`` probe folders."""
+    return (
+        name == JSON_NAME
+        or name.startswith(f".{JSON_NAME}.tmp-")
+        or _MEMBER_NAME.fullmatch(name) is not None
+    )
+
+
+def is_ensemble_folder(folder) -> bool:
+    """Does ``folder`` hold a saved ensemble (an ``ensemble.json`` in this format)?"""
+    from .serialization import ProbeFormatError, read_json
+
+    try:
+        data = read_json(Path(folder) / JSON_NAME)
+    except (OSError, ProbeFormatError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def _read_meta(folder: Path) -> dict:
+    """The checked ``ensemble.json`` of ``folder`` (bounded size and depth, a known format
+    version, a bounded list of distinct member folder names)."""
+    from .serialization import ProbeFormatError, check_format, read_json
+
+    meta_path = folder / JSON_NAME
+    meta = read_json(meta_path)
+    source = str(meta_path)
+    check_format(meta, source, format=FORMAT, known_versions=KNOWN_FORMAT_VERSIONS, what="ensemble")
+    names = meta.get("members")
+    if not isinstance(names, list) or not names:
+        raise ProbeFormatError(f"{source} lists no members")
+    if len(names) > MAX_MEMBERS:
+        raise ProbeFormatError(
+            f"{source} lists {len(names):,} members; a saved ensemble has at most "
+            f"{MAX_MEMBERS:,}, so the file is corrupt or crafted"
+        )
+    for name in names:
+        if not isinstance(name, str) or not _MEMBER_NAME.fullmatch(name):
+            raise ProbeFormatError(
+                f"{source}: bad member folder name {name!r:.60}; member folders are named "
+                "member_00, member_01, ... inside the ensemble folder"
+            )
+    if len(set(names)) != len(names):
+        raise ProbeFormatError(f"{source} lists a member folder twice")
+    n_train = meta.get("n_train", 0)
+    if not isinstance(n_train, int) or isinstance(n_train, bool) or n_train < 0:
+        raise ProbeFormatError(f"{source} has an invalid n_train {n_train!r:.60}")
+    return meta
 
 
 def _has_no_probabilities(probe: Probe) -> bool:
@@ -474,45 +532,99 @@ class ProbeEnsemble:
         return compute_metrics(y, pred, proba, self.task, self.classes_)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path) -> Path:
+    def _meta(self, names: list[str]) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "voting": self.voting,
+            "weights": None if self.weights is None else [float(w) for w in self.weights],
+            "resample": bool(self.resample),
+            "random_state": self.random_state,
+            "task": self.task,
+            "classes": None
+            if self.task == "regression"
+            else [c.item() if hasattr(c, "item") else c for c in self.classes_],
+            "n_train": int(self.n_train_),
+            "members": names,
+        }
+
+    def _write(self, folder: Path, names: list[str]) -> None:
+        """Save the members into the (absent) ``folder / name`` folders, then
+        ``ensemble.json`` last; on failure remove the member folders written here."""
+        from .serialization import atomic_write, dumps_json
+
+        written = []
+        try:
+            for m, name in zip(self.probes_, names):
+                m.save(folder / name)
+                written.append(folder / name)
+            atomic_write(folder / JSON_NAME, dumps_json(self._meta(names)).encode("utf-8"))
+        except BaseException:
+            for member in written:
+                shutil.rmtree(member, ignore_errors=True)
+            raise
+
+    def save(self, path, *, overwrite: bool = False) -> Path:
         """Save to a folder: ``ensemble.json`` plus one safe-format probe folder per
-        member. Nothing is pickled (a member the safe format cannot store is an error)."""
+        member. Nothing is pickled (a member the safe format cannot store is an error).
+
+        Parameters
+        ----------
+        path : str or Path
+        overwrite : bool, default False
+            Saving over an earlier saved ensemble always works and replaces only the
+            ensemble's own files (``ensemble.json`` and the ``member_NN`` folders); a
+            README or ``.git`` beside them is kept. A folder that holds other data but no
+            saved ensemble is refused unless ``overwrite=True``; even then only the
+            ensemble's own files are written.
+
+        Returns
+        -------
+        Path
+        """
+        from .serialization import check_save_folder, fsync_dir, is_probe_folder
+
         self._check_fitted()
         path = Path(path).expanduser()
-        if path.exists() and not (path / JSON_NAME).exists():
-            if not path.is_dir() or any(path.iterdir()):
-                raise FileExistsError(
-                    f"{str(path)!r} exists and is not a saved ensemble; choose a new path"
-                )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        n = len(self.probes_)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+            try:
+                self._write(tmp, [f"member_{i:02d}" for i in range(n)])
+                os.replace(tmp, path)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            fsync_dir(path.parent)
+            return path
+        if not path.is_dir():
+            raise FileExistsError(
+                f"{str(path)!r} is a file, so an ensemble folder cannot be saved there; "
+                "choose another path"
+            )
+        check_save_folder(
+            path,
+            overwrite,
+            what="ensemble",
+            json_name=JSON_NAME,
+            is_saved=is_ensemble_folder,
+            owns=_owned,
+            files=f"{JSON_NAME}, member_00, ...",
+        )
         try:
-            names = []
-            for i, m in enumerate(self.probes_):
-                name = f"member_{i:02d}"
-                m.save(tmp / name)
-                names.append(name)
-            meta = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "voting": self.voting,
-                "weights": None if self.weights is None else [float(w) for w in self.weights],
-                "resample": bool(self.resample),
-                "random_state": self.random_state,
-                "task": self.task,
-                "classes": None
-                if self.task == "regression"
-                else [c.item() if hasattr(c, "item") else c for c in self.classes_],
-                "n_train": int(self.n_train_),
-                "members": names,
-            }
-            (tmp / JSON_NAME).write_text(json.dumps(meta, indent=2))
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            old = set(_read_meta(path)["members"])
+        except (OSError, ValueError):  # no (valid) earlier ensemble here
+            old = set()
+        taken = {p.name for p in path.iterdir()}
+        free = (f"member_{i:02d}" for i in range(len(taken) + n))
+        names = [name for name in free if name not in taken][:n]
+        self._write(path, names)  # ensemble.json now names the new members
+        for p in path.iterdir():
+            stale = p.name not in names and _MEMBER_NAME.fullmatch(p.name) is not None
+            if stale and p.is_dir() and (p.name in old or is_probe_folder(p)):
+                shutil.rmtree(p)
+        fsync_dir(path)
         return path
 
     @classmethod
@@ -521,32 +633,20 @@ class ProbeEnsemble:
 
         ``overrides`` (``device=``, ``batch_size=``, ...) go to every member's
         :meth:`Probe.load`.
-        """
-        from .serialization import ProbeFormatError
 
+        Raises
+        ------
+        FileNotFoundError
+            No ``ensemble.json`` at ``path``.
+        ProbeFormatError
+            ``ensemble.json`` is malformed, oversized, of an unknown format version, or
+            names a member folder outside the ensemble.
+        """
         path = Path(path).expanduser()
-        meta_path = path / JSON_NAME
-        if not meta_path.is_file():
+        if not (path / JSON_NAME).is_file():
             raise FileNotFoundError(f"no saved ensemble at {str(path)!r} (no {JSON_NAME})")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError as exc:
-            raise ProbeFormatError(f"{meta_path} is not valid JSON: {exc}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ProbeFormatError(f'{meta_path} is not an ensemble (missing "format": {FORMAT!r})')
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ProbeFormatError(
-                f"{meta_path} has format_version {meta.get('format_version')}, newer than "
-                f"this library reads ({FORMAT_VERSION}); upgrade lmprobe-jupyter"
-            )
-        names = meta.get("members")
-        if not isinstance(names, list) or not names:
-            raise ProbeFormatError(f"{meta_path} lists no members")
-        members = []
-        for name in names:
-            if not isinstance(name, str) or not _MEMBER_NAME.fullmatch(name):
-                raise ProbeFormatError(f"{meta_path}: bad member folder name {name!r}")
-            members.append(Probe.load(path / name, **overrides))
+        meta = _read_meta(path)
+        members = [Probe.load(path / name, **overrides) for name in meta["members"]]
         ens = cls(
             members,
             weights=meta.get("weights"),
@@ -554,7 +654,7 @@ class ProbeEnsemble:
             resample=bool(meta.get("resample", False)),
             random_state=meta.get("random_state"),
         )
-        return ens.restore_state(members, n_train=int(meta.get("n_train", 0)))
+        return ens.restore_state(members, n_train=meta.get("n_train", 0))
 
     def restore_state(self, members: list[Probe], n_train: int = 0) -> ProbeEnsemble:
         """Take fitted ``members`` as this ensemble's ``probes_`` (what :meth:`load`

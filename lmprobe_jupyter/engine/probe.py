@@ -121,7 +121,8 @@ class Probe:
     random_state : int or None
     batch_size : int, default 8
     backend : {"local", "nnsight"}
-    dtype : {"float32", "float16", "bfloat16"} or None
+    dtype : {"auto", "float32", "float16", "bfloat16"} or None, default "auto"
+        ``"auto"``: bfloat16 where the device runs it natively (CUDA, AMX/AVX512-BF16 CPUs), else float32; ``"float32"`` for exact reference numbers.
     normalize_layers : bool or "per_layer", default True
     preprocessing : {"standard", "pca", "standard+pca"} or None
     pca_components : int or None
@@ -164,7 +165,7 @@ class Probe:
         random_state: int | None = None,
         batch_size: int = 8,
         backend: str = "local",
-        dtype: str | None = None,
+        dtype: str | None = "auto",
         normalize_layers=True,
         preprocessing: str | None = None,
         pca_components: int | None = None,

@@ -20,7 +20,30 @@ import numpy as np
 
 from .inputs import check_batch_size, check_prompts, is_message_list
 
-__all__ = ["RUNTIME_PARAMS", "ModelRuntime"]
+__all__ = ["RUNTIME_PARAMS", "RUN_OPTIONS", "ModelRuntime", "run_options"]
+
+#: Per-call options of an extraction (``**run`` of :meth:`ModelRuntime.pooled`, ...), with
+#: their defaults; they mean what they mean for :meth:`ModelRuntime.extractor`.
+RUN_OPTIONS = {
+    "remote": None,
+    "batch_size": None,
+    "max_retries": None,
+    "executor": "local",
+    "num_workers": None,
+}
+
+
+def run_options(run: dict, where: str) -> dict:
+    """``run`` completed with the :data:`RUN_OPTIONS` defaults; an unknown name is a
+    ``TypeError`` naming the valid ones."""
+    unknown = sorted(set(run) - set(RUN_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"{where}() got unexpected keyword argument(s) {unknown}; the extraction "
+            f"options are {', '.join(RUN_OPTIONS)}"
+        )
+    return {**RUN_OPTIONS, **run}
+
 
 #: Probe parameters that decide which model (and how) a runtime runs.
 RUNTIME_PARAMS = (
@@ -334,22 +357,20 @@ class ModelRuntime:
         pooling,
         *,
         roles=None,
-        remote: bool | None = None,
-        batch_size: int | None = None,
-        max_retries: int | None = None,
-        executor: str = "local",
-        num_workers: int | None = None,
+        **run,
     ) -> dict[int, np.ndarray]:
         """Pooled activations of prepared prompts, ``{layer: (n, hidden)}`` float32.
 
         ``pooling`` is an activation-stage pooling (``activation:max`` and ``max`` are the
         same vectors, cached once). With ``roles``, pooling reads only the tokens of those
-        chat roles. ``executor="ray"`` runs it on ``num_workers`` Ray workers.
+        chat roles. ``run``: the extraction options :data:`RUN_OPTIONS` (``remote``,
+        ``batch_size``, ``max_retries``, ``executor``, ``num_workers``, as for
+        :meth:`extractor`); ``executor="ray"`` runs it on ``num_workers`` Ray workers.
         """
         from .pooling import extractor_pooling
 
         pooling = extractor_pooling(pooling)
-        ext = self.extractor(remote, batch_size, max_retries, executor, num_workers)
+        ext = self.extractor(**run_options(run, "pooled"))
         layers = self.check_layers(layers)
         if roles is None:
             acts = ext.pooled(prompts, layers, pooling)
@@ -376,15 +397,11 @@ class ModelRuntime:
         poolings,
         *,
         roles=None,
-        remote: bool | None = None,
-        batch_size: int | None = None,
-        max_retries: int | None = None,
-        executor: str = "local",
-        num_workers: int | None = None,
+        **run,
     ) -> dict:
         """Several activation-stage poolings of prepared prompts, from one forward pass
         per batch where the extractor can (transformers backend, cache on, no ``roles``;
-        with ``executor="ray"``, one Ray run per pooling).
+        with ``executor="ray"``, one Ray run per pooling). ``run``: as for :meth:`pooled`.
 
         Returns
         -------
@@ -395,14 +412,12 @@ class ModelRuntime:
 
         poolings = list(dict.fromkeys(poolings))
         names = [extractor_pooling(p) for p in poolings]
-        opts = {"remote": remote, "batch_size": batch_size, "max_retries": max_retries}
-        opts.update(executor=executor, num_workers=num_workers)
-        ext = self.extractor(remote, batch_size, max_retries, executor, num_workers)
+        ext = self.extractor(**run_options(run, "pooled_many"))
         if roles is None and hasattr(ext, "pooled_many"):
             got = ext.pooled_many(prompts, list(layers), list(dict.fromkeys(names)))
             self.last_hits = getattr(ext, "last_hits", 0)
             return {p: got[n] for p, n in zip(poolings, names)}
-        return {p: self.pooled(prompts, layers, p, roles=roles, **opts) for p in poolings}
+        return {p: self.pooled(prompts, layers, p, roles=roles, **run) for p in poolings}
 
     def token_features(
         self,
@@ -410,15 +425,12 @@ class ModelRuntime:
         layers,
         *,
         roles=None,
-        remote: bool | None = None,
-        batch_size: int | None = None,
-        max_retries: int | None = None,
-        executor: str = "local",
-        num_workers: int | None = None,
+        **run,
     ):
         """Per-token activations of prepared prompts and the tokens a probe may score.
 
         Always in this process: ``executor="ray"`` (pooled extraction only) raises.
+        ``run``: as for :meth:`pooled`.
 
         Returns
         -------
@@ -428,14 +440,16 @@ class ModelRuntime:
         """
         from .distributed import check_executor
 
-        check_executor(executor, num_workers)
-        if executor == "ray":
+        opts = run_options(run, "token_features")
+        check_executor(opts["executor"], opts["num_workers"])
+        if opts["executor"] == "ray":
             raise ValueError(
                 "executor='ray' distributes pooled extraction; per-token activations "
                 "(pooling='all', score-stage inference poolings) run with executor='local'"
             )
         layers = self.check_layers(layers)
-        toks = self.extractor(remote, batch_size, max_retries).per_token(prompts, layers)
+        ext = self.extractor(opts["remote"], opts["batch_size"], opts["max_retries"])
+        toks = ext.per_token(prompts, layers)
         keep = None if roles is None else self.role_masks(prompts, roles)
         return toks, keep
 
@@ -447,15 +461,12 @@ class ModelRuntime:
         pooling,
         *,
         roles=None,
-        remote=None,
-        batch_size: int | None = None,
-        max_retries: int | None = None,
         return_owner: bool = False,
-        executor: str = "local",
-        num_workers: int | None = None,
+        **run,
     ):
         """Training samples for ``pooling`` over ``layers``: one pooled vector per prompt,
-        or for ``pooling="all"`` every (scored) token with its prompt's label.
+        or for ``pooling="all"`` every (scored) token with its prompt's label. ``run``: as
+        for :meth:`pooled`.
 
         Returns
         -------
@@ -465,12 +476,10 @@ class ModelRuntime:
             Only with ``return_owner``: the prompt index of every sample.
         """
         labels = np.asarray(labels)
-        opts = {"remote": remote, "batch_size": batch_size, "max_retries": max_retries}
-        opts.update(executor=executor, num_workers=num_workers)
         if pooling != "all":
-            X = self.pooled(prompts, layers, pooling, roles=roles, **opts)
+            X = self.pooled(prompts, layers, pooling, roles=roles, **run)
             return (X, labels, np.arange(len(labels))) if return_owner else (X, labels)
-        toks, keep = self.token_features(prompts, layers, roles=roles, **opts)
+        toks, keep = self.token_features(prompts, layers, roles=roles, **run)
         keep = keep or [np.ones(len(t.tokens), bool) for t in toks]
         per_layer = {
             layer: np.concatenate([t.acts[layer][k] for t, k in zip(toks, keep)])

@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._batching import right_pad
+
 __all__ = ["SIGNALS", "SampleScan", "ScanImage", "ScanProjection", "SeparabilityMap"]
 
 SIGNALS = ("residual", "attn_delta", "mlp_delta")
@@ -85,12 +87,8 @@ def _capture(loaded, prompts, signals, batch_size, max_tokens, sink):
     pad = tok.pad_token_id or 0
     for start in range(0, len(seqs), batch_size):
         rows = list(range(start, min(start + batch_size, len(seqs))))
-        width = max(len(seqs[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
-            mask[r, : len(seqs[i])] = 1
+        ids, mask = right_pad([seqs[i] for i in rows], pad)
+        width = ids.shape[1]
         got = {s: [None] * n_layers for s in signals}
         handles = []
 

@@ -622,28 +622,46 @@ def _function_kind(fn) -> str:
     return "a function pickle cannot find by its module and name"
 
 
-def check_header(data, source: str) -> None:
-    """Refuse files that are not lmprobe probes or use a format version this code lacks."""
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+def check_format(
+    data,
+    source: str,
+    *,
+    format: str = FORMAT,
+    known_versions: tuple[int, ...] = KNOWN_FORMAT_VERSIONS,
+    what: str = "probe",
+) -> int:
+    """Refuse ``data`` unless its ``"format"`` is ``format`` and its ``"format_version"``
+    one of ``known_versions`` (newer versions ask for an upgrade; 0, negative or unknown
+    versions are corrupt). ``what`` names the kind of file in the messages. Returns the
+    version."""
+    if not isinstance(data, dict) or data.get("format") != format:
         raise ProbeFormatError(
-            f'{source} is not an lmprobe-jupyter probe (missing "format": {FORMAT!r})'
+            f'{source} is not an lmprobe-jupyter {what} (missing "format": {format!r})'
         )
     version = data.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise ProbeFormatError(f"{source} has an invalid format_version {version!r:.60}")
-    if version > FORMAT_VERSION:
-        written = (data.get("library") or {}).get("lmprobe_jupyter", "?")
+    newest = max(known_versions)
+    if version > newest:
+        written = data.get("library")
+        written = written.get("lmprobe_jupyter", "?") if isinstance(written, dict) else "?"
         raise ProbeFormatError(
-            f"{source} uses probe format version {version} (written by lmprobe-jupyter "
+            f"{source} uses {what} format version {version} (written by lmprobe-jupyter "
             f"{written}), but this lmprobe-jupyter {_library_version()} reads format version "
-            f"{FORMAT_VERSION} at most; upgrade lmprobe-jupyter to load it"
+            f"{newest} at most; upgrade lmprobe-jupyter to load it"
         )
-    if version not in KNOWN_FORMAT_VERSIONS:
+    if version not in known_versions:
         raise ProbeFormatError(
             f"{source} has format_version {version}, which no lmprobe-jupyter ever wrote "
-            f"(known: {', '.join(map(str, KNOWN_FORMAT_VERSIONS))}); the file is corrupt or "
+            f"(known: {', '.join(map(str, known_versions))}); the file is corrupt or "
             "was edited by hand"
         )
+    return version
+
+
+def check_header(data, source: str) -> None:
+    """Refuse files that are not lmprobe probes or use a format version this code lacks."""
+    check_format(data, source)
 
 
 def _check_arrays(data: dict, arrays: dict, source: str) -> None:
@@ -757,7 +775,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make renames in ``folder`` durable (a no-op where directories cannot be fsynced)."""
     try:
         _fsync_file(folder)
@@ -765,9 +783,12 @@ def _fsync_dir(folder: Path) -> None:
         pass
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
+def atomic_write(path: Path, payload: bytes, *, prefix: str | None = None) -> None:
+    """Write ``payload`` to ``path`` under a temporary name (starting ``prefix``, default
+    ``.NAME.tmp-``), fsync it and rename it into place (readers see the old file or the
+    new one, never a part)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}.tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
@@ -777,7 +798,7 @@ def _atomic_write(path: Path, payload: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -810,31 +831,53 @@ def is_probe_folder(folder: Path) -> bool:
     return isinstance(data, dict) and data.get("format") == FORMAT
 
 
+def _owned_by_probe(name: str) -> bool:
+    return name in OWNED_NAMES or _is_temp_name(name)
+
+
+def check_save_folder(
+    path: Path,
+    overwrite: bool,
+    *,
+    what: str = "probe",
+    json_name: str = JSON_NAME,
+    is_saved=is_probe_folder,
+    owns=_owned_by_probe,
+    files: str = f"{JSON_NAME}, {ARRAYS_NAME}",
+) -> None:
+    """May a ``what`` be saved into the existing folder ``path``?
+
+    Yes when it holds an earlier save (``is_saved(path)``), nothing, or only names the
+    format owns (``owns(name)``); otherwise (a foreign ``json_name``, or other files and no
+    ``json_name``) :class:`FileExistsError` unless ``overwrite``. ``files`` lists the
+    format's files for the message.
+    """
+    if overwrite:
+        return
+    has_json = (path / json_name).exists()
+    if has_json and not is_saved(path):
+        raise FileExistsError(
+            f"{str(path)!r} holds a {json_name} that is not a saved lmprobe-jupyter {what}; "
+            "choose another path, or pass overwrite=True to replace that file (other files "
+            "in the folder are left alone)"
+        )
+    others = sorted(n.name for n in path.iterdir() if not owns(n.name))
+    if others and not has_json:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise FileExistsError(
+            f"{str(path)!r} exists and is not a saved {what} (it holds {shown}); choose "
+            f"another path, or pass overwrite=True to write the {what}'s files ({files}) "
+            "into it (other files are left alone)"
+        )
+
+
 def _check_folder_target(path: Path, overwrite: bool) -> None:
     if not path.is_dir():
         raise FileExistsError(
             f"{str(path)!r} is a file, so a probe folder cannot be saved there; choose another "
             f"path, or end it in '{SINGLE_FILE_SUFFIX}' (one file) or '.pkl' (pickle)"
         )
-    if overwrite:
-        return
-    has_json = (path / JSON_NAME).exists()
-    if has_json and not is_probe_folder(path):
-        raise FileExistsError(
-            f"{str(path)!r} holds a {JSON_NAME} that is not a saved lmprobe-jupyter probe; "
-            "choose another path, or pass overwrite=True to replace that file (other files "
-            "in the folder are left alone)"
-        )
-    others = sorted(
-        n.name for n in path.iterdir() if n.name not in OWNED_NAMES and not _is_temp_name(n.name)
-    )
-    if others and not has_json:
-        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-        raise FileExistsError(
-            f"{str(path)!r} exists and is not a saved probe (it holds {shown}); choose another "
-            f"path, or pass overwrite=True to write the probe's files ({JSON_NAME}, "
-            f"{ARRAYS_NAME}) into it (other files are left alone)"
-        )
+    check_save_folder(path, overwrite)
 
 
 def _recover_pending(folder: Path) -> None:
@@ -844,7 +887,7 @@ def _recover_pending(folder: Path) -> None:
         return
     if _choose_json(folder, str(folder)) == pending:
         os.replace(pending, folder / JSON_NAME)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     else:
         pending.unlink(missing_ok=True)
 
@@ -866,11 +909,11 @@ def _save_into_dir(folder: Path, data: dict, arrays: dict[str, np.ndarray]) -> N
     committed = False
     try:
         _write_arrays(tmp_arrays, arrays)
-        _atomic_write(pending, dumps_json(data).encode("utf-8"))
+        atomic_write(pending, dumps_json(data).encode("utf-8"))
         os.replace(tmp_arrays, folder / ARRAYS_NAME)
         committed = True
         os.replace(pending, folder / JSON_NAME)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     finally:
         tmp_arrays.unlink(missing_ok=True)
         if not committed:
@@ -888,7 +931,7 @@ def _save_new_dir(path: Path, data: dict, arrays: dict[str, np.ndarray]) -> None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _is_pickle_path(path: Path) -> bool:
@@ -984,7 +1027,7 @@ def save_probe(probe, path, *, card: dict | None = None, overwrite: bool = False
                 f"the probe cannot be pickled ({exc}); a parameter or fitted estimator holds "
                 "an object pickle cannot store (a lambda, a local function, an open handle)"
             ) from None
-        _atomic_write(path, payload)
+        atomic_write(path, payload)
         return path
     data, arrays = probe_to_dict(probe, card=card)
     if path.suffix.lower() == SINGLE_FILE_SUFFIX:
@@ -992,7 +1035,7 @@ def save_probe(probe, path, *, card: dict | None = None, overwrite: bool = False
 
         _check_file_target(path, overwrite)
         data = {**data, "weights": None}
-        _atomic_write(path, save(arrays, metadata={_META_KEY: dumps_json(data)}))
+        atomic_write(path, save(arrays, metadata={_META_KEY: dumps_json(data)}))
         return path
     if path.exists():
         _check_folder_target(path, overwrite)

@@ -463,7 +463,7 @@ def test_activation_baseline_accepts_loaded_model_and_probe(tiny_model_path):
     pos, neg, test_prompts, _ = _tiny_data()
     loaded = load_model(tiny_model_path)
     a = ActivationBaseline("pca", model=loaded, random_state=0).fit(pos, neg)
-    probe = Probe(model=tiny_model_path, layers=-1)
+    probe = Probe(model=tiny_model_path, layers=-1, dtype="float32")  # as `loaded` is
     b = ActivationBaseline("pca", probe=probe, random_state=0).fit(pos, neg)
     c = ActivationBaseline("pca", model=probe, random_state=0).fit(pos, neg)
     np.testing.assert_allclose(a.predict_proba(test_prompts), b.predict_proba(test_prompts))

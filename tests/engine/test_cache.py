@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -827,3 +828,73 @@ def test_an_index_row_pointing_outside_the_cache_is_never_deleted_or_read(tmp_pa
     c.store("m", ["b"], 1, "mean", [vec("b")])  # evicts the older shard
     c.clear()
     assert victim.read_bytes() == b"precious"
+
+
+# ---------------------------------------------------------------- a warmup killed late
+_SLOW_WARMUP = r"""
+import sys, time
+from lmprobe_jupyter.engine import cache as C
+from lmprobe_jupyter.engine.extraction import Extractor
+from lmprobe_jupyter.engine.models import load_model
+
+C.ActivationCache.commit_prompts = 8
+forward = Extractor._forward
+
+
+def slow(self, *args, **kwargs):
+    time.sleep(0.1)  # stands in for a real model: the kill lands mid-run
+    return forward(self, *args, **kwargs)
+
+
+Extractor._forward = slow
+prompts = [f"warmup prompt number {i}" for i in range(400)]
+Extractor(load_model(sys.argv[1], device="cpu"), batch_size=4).pooled(prompts, [1, 2], "mean")
+print("finished")
+"""
+
+
+def test_warmup_killed_late_keeps_the_chunks_it_committed(tmp_path, tiny_model_path, tiny):
+    """issue 15 (smaller): a warmup killed late kept 0 of its computed entries (one store
+    after all forward passes). Extraction now commits every ``commit_prompts`` prompts, so
+    a SIGKILL loses at most one chunk: the committed entries survive, are intact and are
+    served with no forward pass."""
+    import subprocess
+    import sys
+
+    from lmprobe_jupyter.engine.extraction import Extractor
+
+    root = tmp_path / "root"
+    env = dict(os.environ, LMPROBE_CACHE_DIR=str(root), PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WARMUP, tiny_model_path],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    index = root / "activations" / C.INDEX_NAME
+    committed, deadline = 0, time.time() + 240
+    while time.time() < deadline and committed < 2 * 3 * 8:  # three chunks, two layers
+        time.sleep(0.2)
+        if index.exists():
+            with contextlib.suppress(sqlite3.Error):
+                con = sqlite3.connect(index, timeout=1)
+                committed = con.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+                con.close()
+    os.kill(proc.pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and b"finished" not in out, err[-2000:]
+    assert committed >= 48
+
+    C.set_cache_backend(root / "activations")
+    prompts = [f"warmup prompt number {i}" for i in range(400)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing half-written is visible
+        got = C.get_cache().lookup(tiny.key, prompts, 1, "mean")
+    kept = [p for p, g in zip(prompts, got) if g is not None]
+    assert 24 <= len(kept) < 400 and len(kept) % 8 == 0  # whole chunks only
+    calls = Extractor.forward_calls
+    warm = Extractor(tiny, batch_size=4).pooled(kept, [1, 2], "mean")
+    assert Extractor.forward_calls == calls  # served from the surviving chunks
+    C.set_cache_enabled(False)
+    cold = Extractor(tiny, batch_size=4).pooled(kept, [1, 2], "mean")
+    np.testing.assert_allclose(warm[2], cold[2], atol=1e-5)

@@ -116,7 +116,9 @@ def test_push_dataset_files_and_contents(fake_hub, pushed, warm, smollm):
 
 def test_train_from_dataset_without_model(fake_hub, pushed, tmp_path, monkeypatch):
     # Reference: the same probe trained on the model's own activations, on this machine.
-    on_model = Probe(model=BUNDLED, device="cpu", layers=4, random_state=0, progress=False)
+    on_model = Probe(
+        model=BUNDLED, device="cpu", layers=4, random_state=0, progress=False, dtype="float32"
+    )
     expected = on_model.fit(POS, NEG).predict_proba(TEST)
 
     loads = _go_offline(tmp_path, monkeypatch)

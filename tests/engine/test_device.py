@@ -125,3 +125,28 @@ def test_nnsight_keeps_a_cpu_model_on_cpu(tiny_model_path):
     assert next(nn.loaded.model.parameters()).device.type == "cpu"
     ref = Extractor(load_model(tiny_model_path, device="cpu"), use_cache=False)
     np.testing.assert_allclose(out[2], ref.pooled(PROMPTS, [2], "mean")[2], atol=1e-6)
+
+
+def test_auto_dtype_on_cuda(tiny_model_path):
+    lm = load_model(tiny_model_path, device="cuda", dtype="auto")
+    native = torch.cuda.is_bf16_supported(including_emulation=False)
+    assert lm.dtype_name == ("bfloat16" if native else "float32")
+    assert lm.key.endswith(":bfloat16") == native
+    feats = Extractor(lm, use_cache=False).pooled(PROMPTS, [1, 3], "mean")
+    assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in feats.values())
+
+
+def test_shared_prefix_equals_plain_path_on_cuda(tiny_model_path):
+    lm = load_model(tiny_model_path, device="cuda", dtype="float32")
+    system = (
+        "System: you are a careful assistant. Answer briefly, refuse harmful requests, and "
+        "explain chemistry and programming questions for students with care. User: "
+    )
+    prompts = [system + q for q in ("hi", "what is a mole?", "write a python loop")]
+    shared = Extractor(lm, use_cache=False)
+    plain = Extractor(lm, use_cache=False, share_prefix=False)
+    for pooling in ("last_token", "mean", "max"):
+        a = shared.pooled(prompts, [1, 3], pooling)
+        b = plain.pooled(prompts, [1, 3], pooling)
+        for layer in (1, 3):
+            np.testing.assert_allclose(a[layer], b[layer], atol=1e-4, rtol=1e-5)

@@ -6,33 +6,21 @@ import math
 
 import numpy as np
 import pytest
+from lmtest_helpers import NEG, POS
 
 from lmprobe_jupyter import Probe, ProbeEnsemble
 from lmprobe_jupyter.engine.extraction import Extractor
 
-POS = ["alpha alpha alpha", "alpha beta alpha", "alpha gamma", "alpha alpha", "beta alpha alpha"]
-NEG = ["omega omega omega", "omega delta", "delta omega omega", "omega omega", "omega sigma"]
 TEXTS = ["alpha omega beta", "omega omega alpha gamma delta", "beta", "sigma alpha", "delta"]
 LABELS = [1] * 5 + [0] * 5
 
 
 @pytest.fixture
-def tiny(tiny_model_path):
-    def make(**kw):
-        kw.setdefault("layers", 2)
-        kw.setdefault("random_state", 0)
-        kw.setdefault("device", "cpu")
-        return Probe(model=tiny_model_path, **kw)
-
-    return make
-
-
-@pytest.fixture
-def three(tiny):
+def three(tiny_probe):
     return [
-        tiny(classifier="logistic_regression", classifier_kwargs={"C": 0.5}),
-        tiny(classifier="mass_mean"),
-        tiny(classifier="ensemble", classifier_kwargs={"C_values": [0.1, 1.0]}),
+        tiny_probe(classifier="logistic_regression", classifier_kwargs={"C": 0.5}),
+        tiny_probe(classifier="mass_mean"),
+        tiny_probe(classifier="ensemble", classifier_kwargs={"C_values": [0.1, 1.0]}),
     ]
 
 
@@ -76,16 +64,20 @@ def test_hard_voting_ties_go_to_the_lower_class(three, monkeypatch):
     np.testing.assert_array_equal(ens.predict(prompts), [1, 0, 1])
 
 
-def test_hard_voting_is_the_majority_of_member_predictions(tiny):
-    members = [tiny(classifier="ridge"), tiny(classifier="mass_mean"), tiny(layers=1)]
+def test_hard_voting_is_the_majority_of_member_predictions(tiny_probe):
+    members = [
+        tiny_probe(classifier="ridge"),
+        tiny_probe(classifier="mass_mean"),
+        tiny_probe(layers=1),
+    ]
     ens = ProbeEnsemble(members, voting="hard").fit(POS, NEG)
     preds = np.stack([m.predict(TEXTS) for m in ens.probes_])
     np.testing.assert_array_equal(ens.predict(TEXTS), (preds.sum(0) >= 2).astype(int))
     np.testing.assert_allclose(ens.predict_proba(TEXTS)[:, 1], preds.mean(0))
 
 
-def test_string_classes_tie_to_the_lower_class(tiny, monkeypatch):
-    ens = ProbeEnsemble([tiny(), tiny(classifier="mass_mean")], voting="hard")
+def test_string_classes_tie_to_the_lower_class(tiny_probe, monkeypatch):
+    ens = ProbeEnsemble([tiny_probe(), tiny_probe(classifier="mass_mean")], voting="hard")
     ens.fit(POS + NEG, labels=["dog"] * 5 + ["cat"] * 5)
     assert list(ens.classes_) == ["cat", "dog"]
     monkeypatch.setattr(ens.probes_[0], "predict", lambda prompts, **kw: np.array(["dog"]))
@@ -93,14 +85,14 @@ def test_string_classes_tie_to_the_lower_class(tiny, monkeypatch):
     assert list(ens.predict(["x"])) == ["cat"]
 
 
-def test_ridge_with_soft_voting_says_use_hard(tiny):
-    ens = ProbeEnsemble([tiny(), tiny(classifier="ridge")])
+def test_ridge_with_soft_voting_says_use_hard(tiny_probe):
+    ens = ProbeEnsemble([tiny_probe(), tiny_probe(classifier="ridge")])
     with pytest.raises(ValueError, match=r"probes\[1\] uses classifier='ridge'.*voting=\"hard\""):
         ens.fit(POS, NEG)
 
 
-def test_identical_members_have_zero_prediction_std(tiny):
-    ens = ProbeEnsemble([tiny(), tiny(), tiny()]).fit(POS, NEG)
+def test_identical_members_have_zero_prediction_std(tiny_probe):
+    ens = ProbeEnsemble([tiny_probe(), tiny_probe(), tiny_probe()]).fit(POS, NEG)
     np.testing.assert_allclose(ens.prediction_std(TEXTS), 0.0, atol=1e-12)
 
 
@@ -110,10 +102,10 @@ def test_prediction_std_is_the_std_of_members_positive_probability(three):
     np.testing.assert_allclose(ens.prediction_std(TEXTS), pos.std(0), atol=1e-12)
 
 
-def test_multiclass_soft_voting(tiny):
+def test_multiclass_soft_voting(tiny_probe):
     prompts = POS + NEG + ["gamma gamma", "gamma zeta", "zeta gamma gamma", "gamma"]
     y = [1] * 5 + [0] * 5 + [2] * 4
-    ens = ProbeEnsemble([tiny(), tiny(classifier="mass_mean")]).fit(prompts, labels=y)
+    ens = ProbeEnsemble([tiny_probe(), tiny_probe(classifier="mass_mean")]).fit(prompts, labels=y)
     want = np.mean([m.predict_proba(TEXTS) for m in ens.probes_], axis=0)
     np.testing.assert_allclose(ens.predict_proba(TEXTS), want)
     assert ens.prediction_std(TEXTS).shape == (len(TEXTS), 3)
@@ -139,23 +131,23 @@ def test_from_configs_shares_keywords(tiny_model_path):
         ProbeEnsemble.from_configs(model=tiny_model_path, configs=[])
 
 
-def test_bootstrap_fits_members_on_resamples_with_one_extraction(tiny):
+def test_bootstrap_fits_members_on_resamples_with_one_extraction(tiny_probe):
     before = Extractor.forward_calls
-    ens = ProbeEnsemble.bootstrap(tiny(), n_resamples=4, random_state=0).fit(POS, NEG)
+    ens = ProbeEnsemble.bootstrap(tiny_probe(), n_resamples=4, random_state=0).fit(POS, NEG)
     assert Extractor.forward_calls - before == math.ceil(10 / 8)
     assert len(ens.probes_) == 4 and ens.resample
     idx = ens.resample_indices_
     assert all(len(i) == 10 for i in idx)
     assert len({tuple(np.sort(i)) for i in idx}) == 4  # four different resamples
-    again = ProbeEnsemble.bootstrap(tiny(), n_resamples=4, random_state=0).fit(POS, NEG)
+    again = ProbeEnsemble.bootstrap(tiny_probe(), n_resamples=4, random_state=0).fit(POS, NEG)
     for a, b in zip(idx, again.resample_indices_):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(ens.predict_proba(TEXTS), again.predict_proba(TEXTS))
 
 
-def test_bootstrap_with_groups_resamples_whole_groups(tiny):
+def test_bootstrap_with_groups_resamples_whole_groups(tiny_probe):
     groups = [0, 0, 1, 1, 2, 3, 3, 4, 4, 5]
-    ens = ProbeEnsemble.bootstrap(tiny(), n_resamples=5, random_state=1)
+    ens = ProbeEnsemble.bootstrap(tiny_probe(), n_resamples=5, random_state=1)
     ens.fit(POS, NEG, groups=groups)
     g = np.array(groups)
     for idx in ens.resample_indices_:
@@ -164,9 +156,9 @@ def test_bootstrap_with_groups_resamples_whole_groups(tiny):
             counts = [int(np.sum(idx == i)) for i in members]
             assert len(set(counts)) == 1  # a group is drawn whole, or not at all
     with pytest.raises(ValueError, match="got 3 groups for 10 training prompts"):
-        ProbeEnsemble.bootstrap(tiny(), n_resamples=2).fit(POS, NEG, groups=[0, 1, 2])
+        ProbeEnsemble.bootstrap(tiny_probe(), n_resamples=2).fit(POS, NEG, groups=[0, 1, 2])
     with pytest.raises(ValueError, match="groups= only matters for bootstrap ensembles"):
-        ProbeEnsemble([tiny(), tiny()]).fit(POS, NEG, groups=groups)
+        ProbeEnsemble([tiny_probe(), tiny_probe()]).fit(POS, NEG, groups=groups)
 
 
 @pytest.mark.parametrize(
@@ -178,20 +170,20 @@ def test_bootstrap_with_groups_resamples_whole_groups(tiny):
     ],
     ids=["voting", "weights-length", "weights-sign"],
 )
-def test_bad_parameters(tiny, kwargs, exc, match):
+def test_bad_parameters(tiny_probe, kwargs, exc, match):
     with pytest.raises(exc, match=match):
-        ProbeEnsemble([tiny(), tiny()], **kwargs).fit(POS, NEG)
+        ProbeEnsemble([tiny_probe(), tiny_probe()], **kwargs).fit(POS, NEG)
 
 
-def test_bad_members_and_unfitted_use(tiny):
+def test_bad_members_and_unfitted_use(tiny_probe):
     with pytest.raises(TypeError, match=r"probes\[1\] is a str"):
-        ProbeEnsemble([tiny(), "probe"]).fit(POS, NEG)
+        ProbeEnsemble([tiny_probe(), "probe"]).fit(POS, NEG)
     with pytest.raises(ValueError, match="non-empty list"):
         ProbeEnsemble([]).fit(POS, NEG)
     with pytest.raises(ValueError, match="not fitted yet"):
-        ProbeEnsemble([tiny()]).predict(TEXTS)
+        ProbeEnsemble([tiny_probe()]).predict(TEXTS)
     with pytest.raises(ValueError, match="n_resamples=1 must be an int >= 2"):
-        ProbeEnsemble.bootstrap(tiny(), n_resamples=1)
+        ProbeEnsemble.bootstrap(tiny_probe(), n_resamples=1)
 
 
 def test_sklearn_params_round_trip(three):
@@ -229,7 +221,7 @@ def test_load_refuses_bad_folders(three, tmp_path):
     with pytest.raises(ProbeFormatError, match="bad member folder name '../elsewhere'"):
         ProbeEnsemble.load(path)
     (path / "ensemble.json").write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(ProbeFormatError, match="format_version 99, newer"):
+    with pytest.raises(ProbeFormatError, match="ensemble format version 99 .* upgrade"):
         ProbeEnsemble.load(path)
     with pytest.raises(FileNotFoundError, match="no saved ensemble"):
         ProbeEnsemble.load(tmp_path / "nothing")
@@ -237,6 +229,137 @@ def test_load_refuses_bad_folders(three, tmp_path):
     (tmp_path / "other" / "x.txt").write_text("x")
     with pytest.raises(FileExistsError, match="is not a saved ensemble"):
         ProbeEnsemble(three[:2]).fit(POS, NEG).save(tmp_path / "other")
+
+
+def _user_files(folder):
+    return {
+        p.relative_to(folder).as_posix(): p.read_text()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and (p.name == "README.md" or ".git" in p.parts)
+    }
+
+
+def test_save_over_an_ensemble_keeps_other_files_and_drops_old_members(three, tmp_path):
+    path = ProbeEnsemble(three).fit(POS, NEG).save(tmp_path / "ens")
+    (path / "README.md").write_text("# my ensemble")
+    (path / ".git").mkdir()
+    (path / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    before = _user_files(path)
+    two = ProbeEnsemble(three[:2], weights=[1, 3]).fit(POS, NEG)
+    two.save(path)
+    assert (
+        _user_files(path)
+        == before
+        == {
+            ".git/HEAD": "ref: refs/heads/main",
+            "README.md": "# my ensemble",
+        }
+    )
+    members = sorted(p.name for p in path.iterdir() if p.name.startswith("member_"))
+    assert members == ["member_03", "member_04"]  # the old three are gone
+    back = ProbeEnsemble.load(path)
+    assert len(back) == 2 and back.weights == [1.0, 3.0]
+    np.testing.assert_allclose(back.predict_proba(TEXTS), two.predict_proba(TEXTS))
+    ProbeEnsemble(three).fit(POS, NEG).save(path)  # and back: the freed names are reused
+    assert sorted(p.name for p in path.iterdir()) == [
+        ".git",
+        "README.md",
+        "ensemble.json",
+        "member_00",
+        "member_01",
+        "member_02",
+    ]
+    assert len(ProbeEnsemble.load(path)) == 3 and _user_files(path) == before
+
+
+def test_save_into_a_folder_that_is_not_an_ensemble_needs_overwrite(three, tmp_path):
+    folder = tmp_path / "repo"
+    (folder / ".git").mkdir(parents=True)
+    (folder / "README.md").write_text("# notes")
+    ens = ProbeEnsemble(three[:2]).fit(POS, NEG)
+    with pytest.raises(
+        FileExistsError, match=r"not a saved ensemble \(it holds \.git, README\.md\).*overwrite"
+    ):
+        ens.save(folder)
+    ens.save(folder, overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".git",
+        "README.md",
+        "ensemble.json",
+        "member_00",
+        "member_01",
+    ]
+    assert (folder / "README.md").read_text() == "# notes"
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "ensemble.json").write_text('{"someone": "else"}')
+    with pytest.raises(FileExistsError, match="ensemble.json that is not a saved lmprobe"):
+        ens.save(tmp_path / "foreign")
+    assert (tmp_path / "foreign" / "ensemble.json").read_text() == '{"someone": "else"}'
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        ens.save(tmp_path / "afile")
+
+
+@pytest.fixture
+def saved_pair(three, tmp_path):
+    import json
+
+    path = ProbeEnsemble(three[:2]).fit(POS, NEG).save(tmp_path / "ens")
+    meta = json.loads((path / "ensemble.json").read_text())
+
+    def edit(**changes):
+        (path / "ensemble.json").write_text(json.dumps({**meta, **changes}))
+        return path
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"format_version": 0}, "format_version 0, which no lmprobe-jupyter ever wrote"),
+        ({"format_version": -7}, "format_version -7, which no lmprobe-jupyter ever wrote"),
+        ({"format_version": "1"}, "invalid format_version '1'"),
+        ({"format_version": True}, "invalid format_version True"),
+        ({"format": "lmprobe-jupyter.probe"}, "is not an lmprobe-jupyter ensemble"),
+        ({"members": ["../x"]}, "bad member folder name '../x'"),
+        ({"members": ["member_00/../../x"]}, "bad member folder name"),
+        ({"members": ["/tmp/member_00"]}, "bad member folder name"),
+        ({"members": ["member_00", "member_00"]}, "lists a member folder twice"),
+        ({"members": [f"member_{i:02d}" for i in range(5000)]}, "lists 5,000 members"),
+        ({"members": []}, "lists no members"),
+        ({"n_train": "many"}, "invalid n_train 'many'"),
+    ],
+    ids=[
+        "version-0",
+        "version-negative",
+        "version-string",
+        "version-bool",
+        "wrong-format",
+        "parent-member",
+        "nested-member",
+        "absolute-member",
+        "duplicate-member",
+        "too-many-members",
+        "no-members",
+        "bad-n-train",
+    ],
+)
+def test_load_refuses_malformed_ensemble_json(saved_pair, changes, match):
+    from lmprobe_jupyter.engine.serialization import ProbeFormatError
+
+    with pytest.raises(ProbeFormatError, match=match):
+        ProbeEnsemble.load(saved_pair(**changes))
+
+
+def test_load_refuses_an_oversized_ensemble_json(saved_pair, monkeypatch):
+    from lmprobe_jupyter.engine import serialization
+    from lmprobe_jupyter.engine.serialization import ProbeFormatError
+
+    path = saved_pair()
+    monkeypatch.setattr(serialization, "MAX_JSON_BYTES", 100)
+    with pytest.raises(ProbeFormatError, match="bytes; a probe description is at most 100"):
+        ProbeEnsemble.load(path)
 
 
 @pytest.mark.real_model
@@ -253,8 +376,12 @@ def test_bootstrap_members_disagree_on_smollm(smollm):
     np.testing.assert_allclose(same.prediction_std(test), 0.0, atol=1e-12)
 
 
-def test_members_on_different_layers_of_one_model_share_one_pass(tiny):
-    members = [tiny(layers=1), tiny(layers=3, classifier="mass_mean"), tiny(layers=[1, 3])]
+def test_members_on_different_layers_of_one_model_share_one_pass(tiny_probe):
+    members = [
+        tiny_probe(layers=1),
+        tiny_probe(layers=3, classifier="mass_mean"),
+        tiny_probe(layers=[1, 3]),
+    ]
     before = Extractor.forward_calls
     ens = ProbeEnsemble(members).fit(POS, NEG)
     assert Extractor.forward_calls - before == math.ceil(10 / 8)
@@ -264,19 +391,22 @@ def test_members_on_different_layers_of_one_model_share_one_pass(tiny):
     assert Extractor.forward_calls - before == math.ceil(len(TEXTS) / 8)
 
 
-def test_members_with_different_inference_poolings_predict_right(tiny):
-    members = [tiny(inference_pooling="mean"), tiny(layers=1, inference_pooling="activation:max")]
+def test_members_with_different_inference_poolings_predict_right(tiny_probe):
+    members = [
+        tiny_probe(inference_pooling="mean"),
+        tiny_probe(layers=1, inference_pooling="activation:max"),
+    ]
     ens = ProbeEnsemble(members).fit(POS, NEG)
     want = np.mean([m.predict_proba(TEXTS) for m in ens.probes_], axis=0)
     np.testing.assert_allclose(ens.predict_proba(TEXTS), want)
 
 
-def test_members_with_different_poolings_share_one_pass(tiny):
+def test_members_with_different_poolings_share_one_pass(tiny_probe):
     members = [
-        tiny(pooling="last_token"),
-        tiny(pooling="mean", layers=1),
-        tiny(pooling="activation:max", layers=3, classifier="mass_mean"),
-        tiny(pooling="first_token", inference_pooling="mean"),
+        tiny_probe(pooling="last_token"),
+        tiny_probe(pooling="mean", layers=1),
+        tiny_probe(pooling="activation:max", layers=3, classifier="mass_mean"),
+        tiny_probe(pooling="first_token", inference_pooling="mean"),
     ]
     before = Extractor.forward_calls
     ens = ProbeEnsemble(members).fit(POS, NEG)

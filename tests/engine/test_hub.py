@@ -217,6 +217,7 @@ def dog_probe(warm):
     def make(**kw):
         kw.setdefault("layers", [2, 4])
         kw.setdefault("random_state", 0)
+        kw.setdefault("dtype", "float32")  # the smollm fixture's weights
         return Probe(model=BUNDLED, device="cpu", progress=False, **kw).fit(POS, NEG)
 
     return make

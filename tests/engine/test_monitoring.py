@@ -97,6 +97,8 @@ def _probe(**kw) -> Probe:
     # device="cpu" shares the session's loaded SmolLM2 with the `smollm` fixture; an
     # early layer keeps the forward passes short (it separates this set well)
     kw.setdefault("layers", 6)
+    # float32: the smollm fixture's own weights, and exact monitor-vs-rescoring comparisons
+    kw.setdefault("dtype", "float32")
     return Probe(device="cpu", random_state=0, progress=False, **kw)
 
 

@@ -5,24 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from lmtest_helpers import NEG, POS
 
 from lmprobe_jupyter import Extractor, Probe, load_model
 from lmprobe_jupyter.engine import pooling as P
 
-POS = ["alpha alpha alpha", "alpha beta alpha", "alpha gamma", "alpha alpha", "beta alpha alpha"]
-NEG = ["omega omega omega", "omega delta", "delta omega omega", "omega omega", "omega sigma"]
 TEXTS = ["alpha omega beta", "omega omega alpha gamma delta", "beta"]
-
-
-@pytest.fixture
-def tiny_probe(tiny_model_path):
-    def make(**kw):
-        kw.setdefault("layers", 2)
-        kw.setdefault("random_state", 0)
-        kw.setdefault("device", "cpu")
-        return Probe(model=tiny_model_path, **kw)
-
-    return make
 
 
 @pytest.fixture

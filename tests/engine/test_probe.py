@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from lmtest_helpers import NEG, POS
 
 from lmprobe_jupyter import LinearProbe, Probe
 from lmprobe_jupyter.engine.extraction import Extractor
 from lmprobe_jupyter.engine.probe import NotFittedError
-
-POS = ["alpha alpha alpha", "alpha beta alpha", "alpha gamma", "alpha alpha", "beta alpha alpha"]
-NEG = ["omega omega omega", "omega delta", "delta omega omega", "omega omega", "omega sigma"]
-
-
-@pytest.fixture
-def tiny_probe(tiny_model_path):
-    def make(**kw):
-        kw.setdefault("layers", 2)
-        kw.setdefault("random_state", 0)
-        kw.setdefault("device", "cpu")
-        return Probe(model=tiny_model_path, **kw)
-
-    return make
 
 
 def test_fit_contrastive_and_predict(tiny_probe):

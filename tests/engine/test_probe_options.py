@@ -9,25 +9,13 @@ import types
 
 import numpy as np
 import pytest
+from lmtest_helpers import NEG, POS
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
 from lmprobe_jupyter import Extractor, Probe, load_model
 
-POS = ["alpha alpha alpha", "alpha beta alpha", "alpha gamma", "alpha alpha", "beta alpha alpha"]
-NEG = ["omega omega omega", "omega delta", "delta omega omega", "omega omega", "omega sigma"]
 TEXTS = ["alpha omega beta", "omega omega alpha gamma delta", "beta"]
-
-
-@pytest.fixture
-def tiny_probe(tiny_model_path):
-    def make(**kw):
-        kw.setdefault("layers", 2)
-        kw.setdefault("random_state", 0)
-        kw.setdefault("device", "cpu")
-        return Probe(model=tiny_model_path, **kw)
-
-    return make
 
 
 @pytest.fixture

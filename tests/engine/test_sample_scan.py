@@ -51,29 +51,26 @@ def planted(tiny):
     h2.remove()
 
 
-@pytest.fixture
-def scan(tiny, tmp_path):
+def _labelled_scan(tiny, scan_dir, n_components, batch_size):
+    """A SampleScan of PROMPTS with LABELS on the tiny model, on the CPU."""
     return SampleScan.run(
         PROMPTS,
         LABELS,
         model_name=tiny.name,
-        scan_dir=tmp_path / "scan",
-        n_components=32,
+        scan_dir=scan_dir,
+        n_components=n_components,
         device="cpu",
-        batch_size=4,
+        batch_size=batch_size,
     )
+
+
+@pytest.fixture
+def scan(tiny, tmp_path):
+    return _labelled_scan(tiny, tmp_path / "scan", n_components=32, batch_size=4)
 
 
 def test_separability_map_finds_the_planted_layer(tiny, planted, tmp_path):
-    scan = SampleScan.run(
-        PROMPTS,
-        LABELS,
-        model_name=tiny.name,
-        scan_dir=tmp_path / "s",
-        n_components=16,
-        device="cpu",
-        batch_size=1,
-    )
+    scan = _labelled_scan(tiny, tmp_path / "s", n_components=16, batch_size=1)
     sep = scan.separability_map()
     assert sep.classes == [0, 1]
     assert sep.first_layer_above(0.999) == PLANTED

@@ -33,6 +33,29 @@ def quoted(names: Sequence[str]) -> str:
     return ", ".join(repr(n) for n in names)
 
 
+# kind -> (its methods, the class that runs them, "a"/"an")
+_KINDS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "text": (TEXT_METHODS, "BaselineProbe", "a"),
+    "activation": (ACTIVATION_METHODS, "ActivationBaseline", "an"),
+}
+
+
+def check_method(method: Any, kind: str) -> None:
+    """Refuse ``method`` unless it is a ``kind`` (``"text"`` or ``"activation"``) baseline;
+    a method of the other kind is pointed at the class that runs it."""
+    methods, _cls, article = _KINDS[kind]
+    if method in methods:
+        return
+    hint = ""
+    for other, (other_methods, other_cls, other_article) in _KINDS.items():
+        if other != kind and method in other_methods:
+            hint = f" ({method!r} is {other_article} {other} baseline: use {other_cls})"
+    raise ValueError(
+        f"method={method!r} is not {article} {kind} baseline; valid methods are "
+        f"{quoted(methods)}{hint}"
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Shared helpers
 # --------------------------------------------------------------------------------------
@@ -93,6 +116,11 @@ def length_features(prompts: Sequence[str]) -> np.ndarray:
 
 class FittedBaseline:
     """The fit/predict/score/evaluate surface shared by all baselines."""
+
+    @property
+    def name(self) -> str:
+        """Short display name (the method)."""
+        return self.method
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "classes_"):

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from .._batching import right_pad
 from ._common import (
-    ACTIVATION_METHODS,
-    TEXT_METHODS,
     FittedBaseline,
+    check_method,
     check_two_classes,
     make_classifier,
     quoted,
@@ -78,12 +78,7 @@ def mean_token_logprob(
     model = loaded.model
     values: dict[str, float] = {}
     for batch in batches:
-        width = max(len(seqs[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, i in enumerate(batch):
-            ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
-            mask[r, : len(seqs[i])] = 1
+        ids, mask = right_pad([seqs[i] for i in batch], pad)
         ids, mask = ids.to(loaded.device), mask.to(loaded.device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         PERPLEXITY_FORWARD_CALLS += 1
@@ -187,22 +182,10 @@ class ActivationBaseline(FittedBaseline):
         self.remote = remote
         self.backend = backend
 
-    @property
-    def name(self) -> str:
-        """Short display name (the method)."""
-        return self.method
-
     # -- validation and the feature source -----------------------------------------
 
     def validate_params(self) -> None:
-        if self.method not in ACTIVATION_METHODS:
-            hint = ""
-            if self.method in TEXT_METHODS:
-                hint = f" ({self.method!r} is a text baseline: use BaselineProbe)"
-            raise ValueError(
-                f"method={self.method!r} is not an activation baseline; valid methods are "
-                f"{quoted(ACTIVATION_METHODS)}{hint}"
-            )
+        check_method(self.method, "activation")
         from ..layers import is_selection_spec, is_sweep_spec, validate_spec
         from ..pooling import validate_pooling
 

@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 
 from ._common import (
-    ACTIVATION_METHODS,
     SHUFFLE_FEATURES,
-    TEXT_METHODS,
     FittedBaseline,
+    check_method,
     check_two_classes,
     class_labels,
     length_features,
@@ -95,22 +94,10 @@ class BaselineProbe(FittedBaseline):
         self.ngram_range = ngram_range
         self.base_method = base_method
 
-    @property
-    def name(self) -> str:
-        """Short display name (the method)."""
-        return self.method
-
     # -- validation ---------------------------------------------------------------
 
     def validate_params(self) -> None:
-        if self.method not in TEXT_METHODS:
-            hint = ""
-            if self.method in ACTIVATION_METHODS:
-                hint = f" ({self.method!r} is an activation baseline: use ActivationBaseline)"
-            raise ValueError(
-                f"method={self.method!r} is not a text baseline; valid methods are "
-                f"{quoted(TEXT_METHODS)}{hint}"
-            )
+        check_method(self.method, "text")
         if self.base_method is not None and self.base_method not in SHUFFLE_FEATURES:
             raise ValueError(
                 f"base_method={self.base_method!r} is not one of {quoted(SHUFFLE_FEATURES)}"
