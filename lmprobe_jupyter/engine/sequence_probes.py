@@ -287,6 +287,28 @@ class _SequenceProbe(ClassifierMixin, BaseEstimator):
     def _check_kind_params(self) -> None:
         pass
 
+    def _warm_start(self, p: dict, w, b: float, gen) -> None:
+        """Start from the mean-pooled linear probe ``w``, ``b`` (standardized space)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _pooled_start(self, source, train, y01, weights, mean, scale):
+        """Logistic regression on the mean of each prompt's scored, standardized tokens.
+
+        Its penalty matches ``l2`` (sklearn's ``C = 1 / (2 l2 sum(weights))``), so the warm
+        start is the minimizer of this probe's own loss for mean pooling.
+        """
+        from sklearn.linear_model import LogisticRegression
+
+        rows = []
+        for s in range(0, len(train), self.batch_size):
+            for a, mk in source.take(train[s : s + self.batch_size]):
+                a = (np.asarray(a, dtype=np.float64)[np.asarray(mk, dtype=bool)] - mean) / scale
+                rows.append(a.mean(0) if len(a) else np.zeros(len(mean)))
+        C = 1.0 / (2.0 * max(self.l2, 1e-12) * float(weights.sum()))
+        lr = LogisticRegression(C=min(C, 1e6), max_iter=5000)
+        lr.fit(np.stack(rows), y01, sample_weight=weights)
+        return lr.coef_[0], lr.intercept_[0]
+
     # -- validation -----------------------------------------------------------
     def _check_params(self) -> None:
         checks = {
@@ -311,6 +333,7 @@ class _SequenceProbe(ClassifierMixin, BaseEstimator):
                 lambda v: isinstance(v, (int, float)) and 0 <= v < 1,
                 "a float in [0, 1)",
             ),
+            "init": (self.init, lambda v: v in ("pooled", "random"), "'pooled' or 'random'"),
             "patience": (
                 self.patience,
                 lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
@@ -360,6 +383,9 @@ class _SequenceProbe(ClassifierMixin, BaseEstimator):
         mean, scale, d = self._standardizer(source, train)
         gen = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
         params = self._init_params(d, gen)
+        if self.init == "pooled":
+            w0, b0 = self._pooled_start(source, train, y01[train], weights[train], mean, scale)
+            self._warm_start(params, torch.from_numpy(w0).float(), float(b0), gen)
         for t in params.values():
             t.requires_grad_(True)
         opt = torch.optim.Adam(list(params.values()), lr=float(self.learning_rate))
@@ -376,7 +402,22 @@ class _SequenceProbe(ClassifierMixin, BaseEstimator):
             return sum((params[k] ** 2).sum() for k in self._weight_names)
 
         val_batches = list(batches(val)) if len(val) else []
-        best, bad, history, best_epoch = math.inf, 0, [], 0
+
+        def held_out_loss():
+            with torch.no_grad():
+                total = sum(
+                    float(
+                        torch.nn.functional.binary_cross_entropy_with_logits(
+                            self._forward(params, x, m), yt[b], weight=wt[b], reduction="sum"
+                        )
+                    )
+                    for b, x, m in val_batches
+                )
+            return total / float(weights[val].sum())
+
+        # The starting point competes too: with a pooled warm start it may already be best.
+        best = held_out_loss() if val_batches else math.inf
+        bad, history, best_epoch = 0, [], -1
         best_state = {k: v.detach().clone() for k, v in params.items()}
         wsum = float(weights[train].sum())
         for epoch in range(self.max_epochs):
@@ -393,18 +434,7 @@ class _SequenceProbe(ClassifierMixin, BaseEstimator):
                 loss.backward()
                 opt.step()
                 total += float(bce.detach())
-            if val_batches:
-                with torch.no_grad():
-                    vl = sum(
-                        float(
-                            torch.nn.functional.binary_cross_entropy_with_logits(
-                                self._forward(params, x, m), yt[b], weight=wt[b], reduction="sum"
-                            )
-                        )
-                        for b, x, m in val_batches
-                    ) / float(weights[val].sum())
-            else:
-                vl = total / wsum
+            vl = held_out_loss() if val_batches else total / wsum
             history.append(vl)
             if vl < best - 1e-6:
                 best, bad = vl, 0
@@ -579,6 +609,10 @@ _COMMON_DOC = """
     class_weight : {"balanced", None} or dict, default "balanced"
     standardize : bool, default True
         Standardize each hidden dimension over the scored training tokens.
+    init : {"pooled", "random"}, default "pooled"
+        "pooled" starts from the logistic regression on mean-pooled tokens (same L2):
+        with a few hundred prompts, gradient descent from a random start overfits within
+        a few epochs, while the pooled solution is already a good probe to refine.
     random_state : int, default 0
 """
 
@@ -611,6 +645,7 @@ class MILProbe(_SequenceProbe):
         patience: int = 10,
         class_weight="balanced",
         standardize: bool = True,
+        init: str = "pooled",
         random_state: int = 0,
     ) -> None:
         self.window = window
@@ -622,6 +657,7 @@ class MILProbe(_SequenceProbe):
         self.patience = patience
         self.class_weight = class_weight
         self.standardize = standardize
+        self.init = init
         self.random_state = random_state
 
     @property
@@ -640,6 +676,10 @@ class MILProbe(_SequenceProbe):
             "w": torch.randn(d, generator=gen) * (0.01 / math.sqrt(d)),
             "b": torch.zeros(1),
         }
+
+    def _warm_start(self, p, w, b, gen):
+        p["w"].data.copy_(w)
+        p["b"].data.fill_(b)
 
     def _token_logits(self, p, x):
         return x @ p["w"] + p["b"]
@@ -692,6 +732,7 @@ class AttentionProbe(_SequenceProbe):
         patience: int = 10,
         class_weight="balanced",
         standardize: bool = True,
+        init: str = "pooled",
         random_state: int = 0,
     ) -> None:
         self.n_heads = n_heads
@@ -704,6 +745,7 @@ class AttentionProbe(_SequenceProbe):
         self.patience = patience
         self.class_weight = class_weight
         self.standardize = standardize
+        self.init = init
         self.random_state = random_state
 
     def _check_kind_params(self):
@@ -723,6 +765,11 @@ class AttentionProbe(_SequenceProbe):
             "u": torch.randn(d, h, generator=gen) * (0.01 / math.sqrt(d)),
             "b": torch.zeros(1),
         }
+
+    def _warm_start(self, p, w, b, gen):
+        # Zero queries: uniform attention, i.e. exactly the mean-pooled probe.
+        p["u"].data.copy_(w.unsqueeze(1).expand_as(p["u"]) / self.n_heads)
+        p["b"].data.fill_(b)
 
     def _global(self, p, x, m):
         """Whole-prompt attention: (logit without b (b,), per-token contributions (b, L))."""
@@ -818,6 +865,7 @@ class MultiMaxProbe(_SequenceProbe):
         patience: int = 10,
         class_weight="balanced",
         standardize: bool = True,
+        init: str = "pooled",
         random_state: int = 0,
     ) -> None:
         self.n_heads = n_heads
@@ -829,6 +877,7 @@ class MultiMaxProbe(_SequenceProbe):
         self.patience = patience
         self.class_weight = class_weight
         self.standardize = standardize
+        self.init = init
         self.random_state = random_state
 
     def _check_kind_params(self):
@@ -846,6 +895,16 @@ class MultiMaxProbe(_SequenceProbe):
             "beta": torch.full((h,), 1.0 / h),
             "b": torch.zeros(1),
         }
+
+    def _warm_start(self, p, w, b, gen):
+        import torch
+
+        h = self.n_heads
+        rms = float(w.pow(2).mean().sqrt())
+        noise = torch.randn(len(w), h, generator=gen) * (0.5 * rms)
+        p["w"].data.copy_(w.unsqueeze(1) + noise)
+        p["beta"].data.fill_(1.0 / h)
+        p["b"].data.fill_(b)
 
     def _heads(self, p, x, m):
         s = (x @ p["w"] + p["c"]).masked_fill(~m.unsqueeze(-1), float("-inf"))
