@@ -1,8 +1,8 @@
 """Which tokens get a token-level score: the attention sink and special tokens do not.
 
 Position 0 of a causal LM is an attention sink: every later token attends to it heavily,
-and its hidden state has outsized norms unrelated to the text (on SmolLM2-135M its
-activations are tens of times larger than other positions'). Any probe applied to it
+and its hidden state has outsized norms unrelated to the text (SmolLM2-135M, StrongREJECT
+prompts: its norm is 5x the median token's at layer 8 and 170x at layer 12). Any probe applied to it
 scores noise, saturated to 0 or 1 (issue 14: the first token of every text scored 0.000
 with a last-token probe, 1.000 with a mean-pooled one). Special tokens (BOS/EOS, padding,
 chat-template control tokens such as ``<|im_start|>``) carry no text either.
