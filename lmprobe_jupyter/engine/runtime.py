@@ -415,16 +415,25 @@ class ModelRuntime:
         max_retries: int | None = None,
         executor: str = "local",
         num_workers: int | None = None,
+        score_special_tokens: bool = True,
     ):
         """Per-token activations of prepared prompts and the tokens a probe may score.
 
         Always in this process: ``executor="ray"`` (pooled extraction only) raises.
 
+        Parameters
+        ----------
+        score_special_tokens : bool, default True
+            False leaves position 0 (the attention sink) and special tokens (BOS/EOS,
+            chat-template control tokens) unscored (:mod:`.token_masks`); a prompt with
+            no other token keeps all of its tokens.
+
         Returns
         -------
         toks : list of TokenActs
         keep : list of bool ndarray of shape (n_tokens,), or None
-            With ``roles``: per prompt, the tokens of those roles; None means every token.
+            Per prompt, the tokens of ``roles`` (when given) that may be scored; None
+            means every token.
         """
         from .distributed import check_executor
 
@@ -437,6 +446,18 @@ class ModelRuntime:
         layers = self.check_layers(layers)
         toks = self.extractor(remote, batch_size, max_retries).per_token(prompts, layers)
         keep = None if roles is None else self.role_masks(prompts, roles)
+        if not score_special_tokens:
+            from .token_masks import scored_token_masks
+
+            ids = self.tokenizer(list(prompts), add_special_tokens=True, truncation=False)
+            scored = scored_token_masks(
+                self.tokenizer, [x[: len(t.tokens)] for x, t in zip(ids["input_ids"], toks)]
+            )
+            scored = [m if m.any() else np.ones_like(m) for m in scored]
+            if keep is None:
+                keep = scored
+            else:
+                keep = [k[: len(m)] & m for k, m in zip(keep, scored)]
         return toks, keep
 
     def training_set(
