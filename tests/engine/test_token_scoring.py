@@ -85,3 +85,12 @@ def test_last_token_probe_never_peaks_at_the_sink_on_tutorial_texts(smollm):
     raw = p.set_params(score_special_tokens=True).token_scores(texts)
     extreme_at_sink = [int(np.argmax(np.abs(np.asarray(t.scores) - 0.5))) == 0 for t in raw]
     assert np.mean(extreme_at_sink) >= 0.8
+
+
+def test_token_level_note_names_the_training_pooling(tiny):
+    last = tiny(pooling="last_token").fit(POS, NEG)
+    note = last.token_level_note()
+    assert "trained on last_token vectors" in note
+    assert "Probe(train_pooling='all', inference_pooling='rolling_max:16')" in note
+    every = tiny(train_pooling="all", inference_pooling="rolling_max:2").fit(POS, NEG)
+    assert every.token_level_note() == ""
