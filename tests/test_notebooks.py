@@ -272,6 +272,19 @@ def test_safety_monitor_notebook(tmp_path, kernel_env):
     tokens = _data(_cell(nb, "%%probe_tokens monitor"))["text/html"]
     assert tokens.count('class="lmpj-text"') == 2 and len(TOKEN_SPAN.findall(tokens)) > 20
 
+    # the token-level probe ranks the story with the request far above the one without
+    # (the pooled probe cannot tell them apart); its legend carries no warning, the pooled
+    # probe's does
+    span = _stdout(_cell(nb, "span_probe = Probe("))
+    pair = r"{}: story with the request ([0-9.]+), without it ([0-9.]+)"
+    tok = re.search(pair.format("token-level"), span)
+    pool = re.search(pair.format("mean-pooled"), span)
+    assert tok and pool, span
+    assert float(tok.group(1)) - float(tok.group(2)) > 0.2
+    assert abs(float(pool.group(1)) - float(pool.group(2))) < 0.05
+    assert "lmpj-legend-note" in _data(_cell(nb, "pooled.show_tokens"))["text/html"]
+    assert "lmpj-legend-note" not in _data(_cell(nb, "span_probe.show_tokens"))["text/html"]
+
     out = _stdout(_cell(nb, "monitor.calibrate(BENIGN_CALIBRATION"))
     assert "'n_benign': 20, 'n_flagged': 1" in out or "'n_benign': 20, 'n_flagged': 0" in out
     flags = _stdout(_cell(nb, "monitor.flag(test_texts)"))
