@@ -163,8 +163,11 @@ def test_quickstart_notebook(quickstart):
 
     tokens = _data(_cell(nb, "%probe_tokens dog_probe Let's"))
     assert WIDGET_MIME in tokens
-    scores = [float(s) for s in re.findall(r'data-score="([0-9.e-]+)"', tokens["text/html"])]
-    assert len(TOKEN_SPAN.findall(tokens["text/html"])) == len(scores) >= 8
+    html = tokens["text/html"]
+    scores = [float(s) for s in re.findall(r'data-score="([0-9.e-]+)"', html)]
+    # every token is coloured; the first (the attention sink) is unscored, so grey
+    assert len(TOKEN_SPAN.findall(html)) == len(scores) + 1 and len(scores) >= 8
+    assert html.count('data-score="nan"') == 1 and "lmpj-legend-note" in html
     assert min(scores) < 0.5 < max(scores)  # both ends of the colour scale are used
 
     stacked = _data(_cell(nb, "%%probe_tokens dog_probe"))["text/html"]
