@@ -57,17 +57,26 @@ def test_all_pooling_masks_the_sink(tiny):
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
-        (dict(pooling="rolling_max:16"), r"pooling='rolling_max:16' is a window aggregation"),
-        (dict(train_pooling="ema:0.3"), r"train_pooling='ema:0.3' is a window aggregation"),
         (dict(inference_pooling="rolling_max:0"), r"K=0, which must be >= 1"),
         (dict(inference_pooling="ema:2"), r"A=2, which must be in \(0, 1\]"),
-        (dict(inference_pooling="rolling:3"), r"'rolling:3' is not one of .*'rolling_max:K'"),
+        (dict(inference_pooling="rolling_max:x"), r"K='x', which is not an int"),
+        (dict(inference_pooling="rolling:3"), r"unknown stage prefix 'rolling'"),
+        (dict(inference_pooling="score:rolling:3"), r"'rolling' is not a score aggregation"),
     ],
-    ids=["base", "train", "k0", "ema2", "unknown"],
+    ids=["k0", "ema2", "k-not-int", "unknown-prefix", "unknown"],
 )
 def test_window_pooling_errors(tiny, kw, match):
     with pytest.raises(ValueError, match=match):
         tiny(**kw).fit(POS, NEG)
+
+
+def test_window_as_base_pooling_trains_on_every_token(tiny):
+    p = tiny(pooling="rolling_max:2").fit(POS, NEG)
+    assert p.train_pooling_ == "all"
+    texts = ["alpha beta omega delta alpha"]
+    want = [aggregate(t.scores, "rolling_max:2") for t in p.token_scores(texts)]
+    np.testing.assert_allclose(p.predict_proba(texts)[:, 1], want, atol=1e-12)
+    assert p.token_level_note() == ""
 
 
 def test_last_token_probe_never_peaks_at_the_sink_on_tutorial_texts(smollm):
