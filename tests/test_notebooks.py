@@ -198,8 +198,11 @@ def test_quickstart_notebook(quickstart):
 
     tokens = _data(_cell(nb, "%probe_tokens dog_probe Let's"))
     assert WIDGET_MIME in tokens
-    scores = [float(s) for s in re.findall(r'data-score="([0-9.e-]+)"', tokens["text/html"])]
-    assert len(TOKEN_SPAN.findall(tokens["text/html"])) == len(scores) >= 8
+    html = tokens["text/html"]
+    scores = [float(s) for s in re.findall(r'data-score="([0-9.e-]+)"', html)]
+    # every token is coloured; the first (the attention sink) is unscored, so grey
+    assert len(TOKEN_SPAN.findall(html)) == len(scores) + 1 and len(scores) >= 8
+    assert html.count('data-score="nan"') == 1 and "lmpj-legend-note" in html
     assert min(scores) < 0.5 < max(scores)  # both ends of the colour scale are used
 
     stacked = _data(_cell(nb, "%%probe_tokens dog_probe"))["text/html"]
@@ -306,6 +309,19 @@ def test_safety_monitor_notebook(tmp_path, kernel_env):
     assert _number(_stdout(_cell(nb, "monitor.fit(MISUSE")), r"auroc ([0-9.]+)") >= 0.8
     tokens = _data(_cell(nb, "%%probe_tokens monitor"))["text/html"]
     assert tokens.count('class="lmpj-text"') == 2 and len(TOKEN_SPAN.findall(tokens)) > 20
+
+    # the token-level probe ranks the story with the request far above the one without
+    # (the pooled probe cannot tell them apart); its legend carries no warning, the pooled
+    # probe's does
+    span = _stdout(_cell(nb, "span_probe = Probe("))
+    pair = r"{}: story with the request ([0-9.]+), without it ([0-9.]+)"
+    tok = re.search(pair.format("token-level"), span)
+    pool = re.search(pair.format("mean-pooled"), span)
+    assert tok and pool, span
+    assert float(tok.group(1)) - float(tok.group(2)) > 0.2
+    assert abs(float(pool.group(1)) - float(pool.group(2))) < 0.05
+    assert "lmpj-legend-note" in _data(_cell(nb, "pooled.show_tokens"))["text/html"]
+    assert "lmpj-legend-note" not in _data(_cell(nb, "span_probe.show_tokens"))["text/html"]
 
     out = _stdout(_cell(nb, "monitor.calibrate(BENIGN_CALIBRATION"))
     assert "'n_benign': 20, 'n_flagged': 1" in out or "'n_benign': 20, 'n_flagged': 0" in out

@@ -113,6 +113,34 @@ register_score_aggregation("max", lambda s, _: _scored(s).max(axis=0), bare=True
 register_score_aggregation("min", lambda s, _: _scored(s).min(axis=0), bare=True)
 
 
+def _window_reduce(kind: str):
+    def reduce(scores, arg):
+        from .windows import aggregate
+
+        _scored(scores)  # a prompt with no scored token is an error, as for max/min
+        return aggregate(scores, f"{kind}:{arg}")
+
+    return reduce
+
+
+def _window_arg(kind: str):
+    def parse(text: str):
+        from .windows import parse_aggregation
+
+        agg = parse_aggregation(f"{kind}:{text}")
+        return agg.window if kind == "rolling_max" else agg.alpha
+
+    return parse
+
+
+# Window aggregations (engine/windows.py): NaN-aware, over scored tokens. As a train or
+# base pooling they train on every token (train_as="all").
+register_score_aggregation(
+    "rolling_max", _window_reduce("rolling_max"), parse_arg=_window_arg("rolling_max"), bare=True
+)
+register_score_aggregation("ema", _window_reduce("ema"), parse_arg=_window_arg("ema"), bare=True)
+
+
 @dataclass(frozen=True)
 class PoolingSpec:
     """A parsed pooling.

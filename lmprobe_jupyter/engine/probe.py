@@ -63,7 +63,9 @@ class TokenScores:
 
     @property
     def max_score(self) -> float:
-        return float(np.max(self.scores)) if len(self.scores) else float("nan")
+        """The highest score over scored tokens (NaN tokens, e.g. the sink, skipped)."""
+        s = np.asarray(self.scores, dtype=np.float64)
+        return float(np.nanmax(s)) if np.any(~np.isnan(s)) else float("nan")
 
 
 #: Learned attributes a saved probe keeps (see :meth:`Probe.learned_state`). ``fit`` sets
@@ -148,6 +150,14 @@ class Probe:
     compute_backend : {"sklearn", "cuml"}, default "sklearn"
         Where the classifier trains. ``"cuml"`` (RAPIDS, NVIDIA GPU) offers
         ``logistic_regression`` and ``svm`` (``ridge`` for regression).
+    score_special_tokens : bool, default False
+        Token-level scores (``token_scores``, highlights, score-stage inference poolings
+        such as ``"all"``, ``"max"``, ``"rolling_max:K"``, ``"ema:A"``) leave out
+        position 0 (the attention sink, whose activations are 5-170x the norm of other
+        tokens' on SmolLM2) and special tokens (BOS/EOS, chat-template control tokens):
+        NaN in ``token_scores``, masked in ``"all"`` arrays, skipped by every reduction.
+        True scores them too. Training on every token and the live monitor use every
+        token either way.
     """
 
     def __init__(
@@ -179,6 +189,7 @@ class Probe:
         mass_mean_augment: bool = False,
         max_retries: int | None = None,
         compute_backend: str = "sklearn",
+        score_special_tokens: bool = False,
     ) -> None:
         self.model = model
         self.dataset = dataset
@@ -207,6 +218,7 @@ class Probe:
         self.mass_mean_augment = mass_mean_augment
         self.max_retries = max_retries
         self.compute_backend = compute_backend
+        self.score_special_tokens = score_special_tokens
 
     # ------------------------------------------------------------------ sklearn API
     @classmethod
@@ -525,7 +537,12 @@ class Probe:
         """Per-token activations of prepared prompts and the ``score_roles`` token masks."""
         layers = list(self.layers_ if layers is None else layers)
         return self.runtime.token_features(
-            prompts, layers, roles=self.score_roles, remote=remote, **self._extraction_options()
+            prompts,
+            layers,
+            roles=self.score_roles,
+            remote=remote,
+            score_special_tokens=self.score_special_tokens,
+            **self._extraction_options(),
         )
 
     # ------------------------------------------------------------------ fit
@@ -1043,15 +1060,40 @@ class Probe:
         if not prepared:
             return []
         self.check_model_identity(stacklevel=3)
-        toks, _ = self._token_features(prepared, self.layers_, remote)
+        toks, keep = self._token_features(prepared, self.layers_, remote)
         rows = token_rows(self, toks, mode="score")
+        if keep is not None:
+            from .token_masks import mask_scores
+
+            rows = [mask_scores(r, k[: len(r)]) for r, k in zip(rows, keep)]
         return [TokenScores(t.text, t.tokens, r) for t, r in zip(toks, rows)]
+
+    def token_level_note(self) -> str:
+        """What a highlight legend should say about this probe's per-token scores.
+
+        A probe fitted on one pooled vector per prompt and applied to each token is off
+        its training distribution; the note says so and names a token-level probe. Empty
+        for probes trained on every token.
+        """
+        self._check_fitted()
+        train = self.train_pooling_
+        if train == "all":
+            return ""
+        what = train if isinstance(train, str) else "a custom pooling"
+        return (
+            f"This probe was trained on {what} vectors, one per prompt, so its per-token "
+            "scores are off its training distribution. For token-level use train on every "
+            "token: Probe(train_pooling='all', inference_pooling='rolling_max:16'). "
+            "Grey tokens (the first position, special tokens) are not scored."
+        )
 
     def show_tokens(self, texts, threshold: float = 0.5):
         """Per-token highlight widget (needs the ``jupyter`` extra)."""
         from . import display
 
-        return display.widget("tokens", self.token_scores(texts), threshold=threshold)
+        return display.widget(
+            "tokens", self.token_scores(texts), threshold=threshold, note=self.token_level_note()
+        )
 
     # ------------------------------------------------------------------ layer analysis
     @classmethod

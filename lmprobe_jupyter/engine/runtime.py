@@ -425,6 +425,7 @@ class ModelRuntime:
         layers,
         *,
         roles=None,
+        score_special_tokens: bool = True,
         **run,
     ):
         """Per-token activations of prepared prompts and the tokens a probe may score.
@@ -432,11 +433,19 @@ class ModelRuntime:
         Always in this process: ``executor="ray"`` (pooled extraction only) raises.
         ``run``: as for :meth:`pooled`.
 
+        Parameters
+        ----------
+        score_special_tokens : bool, default True
+            False leaves position 0 (the attention sink) and special tokens (BOS/EOS,
+            chat-template control tokens) unscored (:mod:`.token_masks`); a prompt with
+            no other token keeps all of its tokens.
+
         Returns
         -------
         toks : list of TokenActs
         keep : list of bool ndarray of shape (n_tokens,), or None
-            With ``roles``: per prompt, the tokens of those roles; None means every token.
+            Per prompt, the tokens of ``roles`` (when given) that may be scored; None
+            means every token.
         """
         from .distributed import check_executor
 
@@ -451,6 +460,18 @@ class ModelRuntime:
         ext = self.extractor(opts["remote"], opts["batch_size"], opts["max_retries"])
         toks = ext.per_token(prompts, layers)
         keep = None if roles is None else self.role_masks(prompts, roles)
+        if not score_special_tokens:
+            from .token_masks import scored_token_masks
+
+            ids = self.tokenizer(list(prompts), add_special_tokens=True, truncation=False)
+            scored = scored_token_masks(
+                self.tokenizer, [x[: len(t.tokens)] for x, t in zip(ids["input_ids"], toks)]
+            )
+            scored = [m if m.any() else np.ones_like(m) for m in scored]
+            if keep is None:
+                keep = scored
+            else:
+                keep = [k[: len(m)] & m for k, m in zip(keep, scored)]
         return toks, keep
 
     def training_set(

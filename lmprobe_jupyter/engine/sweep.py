@@ -289,7 +289,12 @@ class SweepResult:
         prepared = first.runtime.prepare(prompts, chat_template=first.chat_template)
         if is_token_level(first.inference_pooling_):
             toks, keep = first.runtime.token_features(
-                prepared, self.layers, roles=first.score_roles, remote=remote, executor=executor
+                prepared,
+                self.layers,
+                roles=first.score_roles,
+                remote=remote,
+                executor=executor,
+                score_special_tokens=first.score_special_tokens,
             )
             return {
                 layer: prompt_outputs(p, rows=restrict(token_rows(p, toks), keep))

@@ -206,9 +206,13 @@ PROBE_OPTIONS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "mass_mean_augment": (parse_bool, "append the mass-mean projection feature (true/false)"),
     "max_retries": (_optional(_parse_int), "retries of a failed remote batch (int or none)"),
     "compute_backend": (_string, "sklearn or cuml"),
+    "score_special_tokens": (
+        parse_bool,
+        "score the first token (attention sink) and special tokens too (true/false)",
+    ),
 }
 
-_BOOL_OPTIONS = ("remote", "chat_template", "progress", "mass_mean_augment")
+_BOOL_OPTIONS = ("remote", "chat_template", "progress", "mass_mean_augment", "score_special_tokens")
 
 
 def probe_options(

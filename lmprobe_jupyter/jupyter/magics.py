@@ -329,7 +329,8 @@ class ProbeMagics(Magics, Configurable):
         with _user_errors("probe_tokens"):
             scores = probe.token_scores(texts)
         self._bind(out, scores)
-        return show_tokens(scores, threshold=threshold)
+        note_of = getattr(probe, "token_level_note", None)
+        return show_tokens(scores, threshold=threshold, note=note_of() if note_of else "")
 
     # ------------------------------------------------------------------ %probe_eval
     @magic_arguments()

@@ -82,6 +82,8 @@ class TokenHighlightWidget(HTMLBackedWidget):
         in the view writes it back, so Python sees the user's choice.
     vmin, vmax : float
         Ends of the colour scale; white is their midpoint.
+    note : str
+        A line under the legend (what the scores mean for this probe).
     """
 
     _esm = _STATIC / "tokens.js"
@@ -89,8 +91,9 @@ class TokenHighlightWidget(HTMLBackedWidget):
     threshold = traitlets.Float(0.5).tag(sync=True)
     vmin = traitlets.Float(0.0).tag(sync=True)
     vmax = traitlets.Float(1.0).tag(sync=True)
+    note = traitlets.Unicode("").tag(sync=True)
     # the threshold is applied by the view itself; moving the slider re-renders nothing
-    _render_on = ("texts", "vmin", "vmax")
+    _render_on = ("texts", "vmin", "vmax", "note")
 
     @traitlets.validate("texts")
     def _valid_texts(self, proposal: dict) -> list[dict]:
@@ -115,7 +118,7 @@ class TokenHighlightWidget(HTMLBackedWidget):
 
     def _render(self) -> str:
         return presentation.render_token_highlights(
-            self.texts, self.threshold, self.vmin, self.vmax, uid=self._uid
+            self.texts, self.threshold, self.vmin, self.vmax, uid=self._uid, note=self.note
         )
 
 
@@ -217,6 +220,7 @@ def show_tokens(
     threshold: float = 0.5,
     vmin: float = 0.0,
     vmax: float = 1.0,
+    note: str = "",
 ) -> TokenHighlightWidget:
     """Show per-token scores as a :class:`TokenHighlightWidget`.
 
@@ -229,8 +233,12 @@ def show_tokens(
         Initial threshold for the marker.
     vmin, vmax : float
         Ends of the colour scale.
+    note : str
+        A line under the legend (``Probe.token_level_note()``).
     """
-    return TokenHighlightWidget(texts=texts_scores, threshold=threshold, vmin=vmin, vmax=vmax)
+    return TokenHighlightWidget(
+        texts=texts_scores, threshold=threshold, vmin=vmin, vmax=vmax, note=note
+    )
 
 
 def best_by_cv(layers: Sequence[int], cv_scores: Sequence[float | None]) -> int | None:

@@ -14,6 +14,7 @@ from ._base import (
     MID_COLOR,
     NEG_COLOR,
     POS_COLOR,
+    esc,
     fmt,
     is_missing,
     new_uid,
@@ -93,6 +94,7 @@ def render_token_highlights(
     vmin: float = 0.0,
     vmax: float = 1.0,
     uid: str | None = None,
+    note: str = "",
 ) -> str:
     """Render per-token scores as coloured spans, one block per text.
 
@@ -106,6 +108,8 @@ def render_token_highlights(
         Ends of the colour scale; the midpoint is white.
     uid : str, optional
         Root element id; a fresh one from :func:`new_uid` when omitted.
+    note : str
+        A line under the legend about what the scores mean (e.g. a last-token probe's).
 
     Returns
     -------
@@ -122,6 +126,8 @@ def render_token_highlights(
         f"<span>{fmt(vmax, 2)}</span> &#183; threshold "
         f'<span class="lmpj-threshold-value">{fmt(threshold, 2)}</span></div>'
     )
+    if note:
+        legend += f'<div class="lmpj-legend-note lmpj-muted">{esc(note)}</div>'
     blocks = []
     for i, item in enumerate(items):
         spans = "".join(

@@ -49,4 +49,6 @@ def test_middle_layer_default_and_token_scores(dog_probe, smollm):
     assert p.layers_ == [15]
     (ts,) = dog_probe.token_scores(["Fetch the ball, good boy!"])
     assert "".join(ts.tokens) == "Fetch the ball, good boy!"
-    assert ts.scores.shape == (len(ts.tokens),) and ((ts.scores >= 0) & (ts.scores <= 1)).all()
+    assert ts.scores.shape == (len(ts.tokens),)
+    # the first position (attention sink) is not scored; every other token is a probability
+    assert np.isnan(ts.scores[0]) and ((ts.scores[1:] >= 0) & (ts.scores[1:] <= 1)).all()

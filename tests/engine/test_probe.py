@@ -65,12 +65,15 @@ def test_inference_pooling_all_returns_masked_per_token_scores(tiny_probe):
     assert isinstance(scores, np.ma.MaskedArray)
     n_tok = [len(p.runtime.loaded.tokenizer(t)["input_ids"]) for t in texts]
     assert scores.shape == (2, max(n_tok))
-    assert scores.mask[0].sum() == max(n_tok) - n_tok[0] and not scores.mask[1].any()
+    assert scores.mask[0].sum() == max(n_tok) - n_tok[0]  # a one-token text keeps its token
+    # the sink (position 0) is not scored by default; every other token is
+    assert scores.mask[1].tolist() == [True] + [False] * (n_tok[1] - 1)
     # the last token's score equals the last_token probe's prompt score
     plain = tiny_probe().fit(POS, NEG)
     np.testing.assert_allclose(scores[1, n_tok[1] - 1], plain.predict_proba(texts)[1, 1], atol=1e-6)
     ts = p.token_scores(texts)
-    np.testing.assert_allclose(ts[1].scores, scores[1].compressed(), atol=1e-6)
+    assert np.isnan(ts[1].scores[0])
+    np.testing.assert_allclose(ts[1].scores[1:], scores[1].compressed(), atol=1e-6)
 
 
 @pytest.mark.parametrize("how", ["max", "min"])

@@ -139,7 +139,9 @@ def test_probe_tokens_forms(dog, shell):
     toks = shell.user_ns["toks"]
     assert "".join(toks[0].tokens).endswith("Fetch the ball")
     assert w.texts[0]["tokens"] == toks[0].tokens
-    assert w.texts[0]["scores"] == pytest.approx(np.asarray(toks[0].scores, dtype=float).tolist())
+    scores = np.asarray(toks[0].scores, dtype=float)
+    assert np.isnan(scores[0]) and w.texts[0]["scores"][0] is None  # the sink is unscored
+    assert w.texts[0]["scores"][1:] == pytest.approx(scores[1:].tolist())
     assert w.threshold == 0.5
 
     w2 = shell.run_cell_magic("probe_tokens", "dog --threshold 0.3", "Good boy!\n\nPurring.\n")
