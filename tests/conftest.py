@@ -54,6 +54,8 @@ def tiny_probe(tiny_model_path):
         kw.setdefault("layers", 2)
         kw.setdefault("random_state", 0)
         kw.setdefault("device", "cpu")
+        # float32: logic tests compare with float32 references (load_model's default)
+        kw.setdefault("dtype", "float32")
         return Probe(model=tiny_model_path, **kw)
 
     return make

@@ -139,7 +139,7 @@ class ModelRuntime:
     @property
     def dataset_info(self) -> dict | None:
         """The activation dataset's ``info.json`` (None without ``dataset``)."""
-        return None if self.dataset is None else self.extractor().info
+        return None if self.dataset is None else self._backend().info
 
     @property
     def model_name(self) -> str:
@@ -167,7 +167,7 @@ class ModelRuntime:
                 "weights; give model= to run one"
             )
         if self.backend == "nnsight":
-            return self.extractor().loaded
+            return self._backend().loaded
         with self._lock:
             if self._loaded is None:
                 from .models import load_model
@@ -198,7 +198,7 @@ class ModelRuntime:
         if self._loaded is not None:
             return self._loaded.tokenizer
         if self.backend == "nnsight" and self.dataset is None:
-            return self.extractor().loaded.tokenizer
+            return self._backend().loaded.tokenizer
         from .models import load_tokenizer
 
         return load_tokenizer(self.model_name)
@@ -207,7 +207,7 @@ class ModelRuntime:
     def n_layers(self) -> int:
         """Number of decoder layers of the model (or of the dataset's model)."""
         if self.dataset is not None or self.backend == "nnsight":
-            return self.extractor().n_layers
+            return self._backend().n_layers
         if self._loaded is not None:
             return self._loaded.n_layers
         from .models import model_n_layers
@@ -252,6 +252,11 @@ class ModelRuntime:
             ext.retry = RetryPolicy(max_retries)
         return ext
 
+    def _backend(self):
+        """The default extractor, for what it knows about the model (info, layer count,
+        tokenizer): unlike :meth:`extractor`, it leaves the per-call retry policy alone."""
+        return self._extractor_for(None, None)
+
     def ray_extractor(self, num_workers: int | None = None, batch_size: int | None = None):
         """The Ray counterpart of :meth:`extractor` (see :mod:`.distributed`).
 
@@ -279,7 +284,9 @@ class ModelRuntime:
                     num_workers=num_workers,
                     batch_size=bs,
                     progress=self.progress,
-                    model_key=self._loaded.key if self._loaded else model_key(self.model_name),
+                    model_key=self._loaded.key
+                    if self._loaded
+                    else model_key(self.model_name, self.device, self.dtype),
                     tokenizer=self.tokenizer,
                 )
                 self._extractors[key] = ext

@@ -113,7 +113,9 @@ def test_evict_applies_the_limit_now(tiny):
     assert discover_cached(tiny.name, PROMPTS[0]) is None
 
 
-def test_clear_model_cache_forgets_loaded_models(tiny_model_path):
+def test_clear_model_cache_forgets_loaded_models(tiny_model_path, monkeypatch):
+    # on a copy of the process's model memo: other tests' session models stay loaded
+    monkeypatch.setattr(models, "_LOADED", dict(models._LOADED))
     a = models.load_model(tiny_model_path, device="cpu")
     assert models.load_model(tiny_model_path, device="cpu") is a
     count = models.LOAD_COUNT
