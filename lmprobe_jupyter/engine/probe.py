@@ -317,9 +317,14 @@ class Probe:
             raise ValueError(
                 "remote=True needs backend='nnsight' (NDIF runs models through nnsight)"
             )
-        if isinstance(self.classifier, str) and self.classifier not in CLASSIFIERS:
+        from .token_probes import SEQUENCE_CLASSIFIERS, check_sequence_options
+
+        if isinstance(self.classifier, str) and self.classifier in SEQUENCE_CLASSIFIERS:
+            check_sequence_options(self)
+        elif isinstance(self.classifier, str) and self.classifier not in CLASSIFIERS:
+            allowed = ", ".join(map(repr, (*CLASSIFIERS, *SEQUENCE_CLASSIFIERS)))
             raise ValueError(
-                f"classifier={self.classifier!r} is not one of {', '.join(map(repr, CLASSIFIERS))} "
+                f"classifier={self.classifier!r} is not one of {allowed} "
                 "(or pass an sklearn estimator)"
             )
         if (
@@ -607,6 +612,13 @@ class Probe:
             from .classifiers import check_compute_backend
 
             check_compute_backend(self.compute_backend)
+        if self._is_sequence():
+            if sample_weight is not None:
+                raise ValueError(
+                    f"classifier={self.classifier!r} does not take sample_weight; it weighs "
+                    "classes itself (classifier_kwargs={'class_weight': 'balanced' | None | dict})"
+                )
+            return self._fit_sequence(prompts, labels, remote)
         train_data = (prompts, labels)
         rt = self.runtime
         local = self._extraction_options()["executor"] == "local"
@@ -665,6 +677,63 @@ class Probe:
         self.trained_model_ = rt.model_name
         self._train_data = train_data  # for push_to_hub(include_training_data=True)
         return self
+
+    def _is_sequence(self) -> bool:
+        from .token_probes import uses_sequence_probe
+
+        return uses_sequence_probe(self)
+
+    def _sequence_inputs(self, prepared, layers, remote):
+        """Per-token features and scored-token masks of prepared prompts."""
+        from .token_probes import sequence_inputs
+
+        toks, keep = self._token_features(prepared, layers, remote)
+        return (*sequence_inputs(toks, keep, layers), toks)
+
+    def _fit_sequence(self, prompts, labels, remote) -> Probe:
+        """Fit ``classifier="mil"|"attention"|"multimax"`` on every token of the prompts."""
+        from sklearn.pipeline import Pipeline
+
+        from .token_probes import build_sequence_probe
+
+        rt = self.runtime
+        if rt.uses_local_weights and self.backend == "local":
+            rt.load()
+        t0 = time.perf_counter()
+        prepared = self._prepare_prompts(prompts)
+        layers = resolve_layers(self.layers, self.n_model_layers())
+        X, masks, _ = self._sequence_inputs(prepared, layers, remote)
+        est = build_sequence_probe(self)
+        with profile("fit"):
+            est.fit(X, labels, mask=masks)
+        self.pipeline_ = Pipeline([("classifier", est)])
+        self.classes_ = np.asarray(est.classes_)
+        self.n_features_in_ = int(est.n_features_in_)
+        self.n_feature_layers_ = len(layers)
+        self.candidate_layers_ = list(layers)
+        self.layers_ = list(layers)
+        self.n_train_ = len(prompts)
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.train_cache_hits_ = 0
+        self.model_fingerprint_ = rt.fingerprint
+        self.trained_model_ = rt.model_name
+        self._train_data = (prompts, labels)
+        return self
+
+    def _sequence_outputs(self, prompts, remote):
+        """Prompt logits (n,) and per-token contributions (NaN where unscored) of a
+        sequence probe, with the scored-token masks."""
+        self._check_reads_prompts()
+        self.check_model_identity(stacklevel=5)
+        X, masks, toks = self._sequence_inputs(prompts, self.layers_, remote)
+        est = self.classifier_
+        rows = est.token_scores(X, mask=masks)
+        return est.decision_function(X, mask=masks), rows, masks, toks
+
+    def _sequence_proba(self, prompts, remote) -> np.ndarray:
+        z = self._sequence_outputs(prompts, remote)[0]
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+        return np.column_stack([1.0 - p, p])
 
     def _fit_matrix(
         self, X: np.ndarray, y: np.ndarray, n_layers: int = 1, kept=None, sample_weight=None
@@ -743,6 +812,14 @@ class Probe:
             Passed to the classifier's ``fit``.
         """
         self._validate_params()
+        if self._is_sequence():
+            raise ValueError(
+                f"fit_from_activations fits pooled classifiers on (n_samples, d) or "
+                f"(n_samples, n_layers, d) rows; classifier={self.classifier!r} reads token "
+                f"sequences (got X of shape {np.shape(X)}). Fit it from prompts, or use "
+                "lmprobe_jupyter.engine.sequence_probes directly: "
+                "make_sequence_probe(kind).fit(token_arrays, y, mask=masks)"
+            )
         if self.compute_backend != "sklearn":
             from .classifiers import check_compute_backend
 
@@ -816,6 +893,10 @@ class Probe:
         from .scoring import token_rows
 
         self._check_reads_prompts()
+        if self._is_sequence():
+            # Per-token contributions to the prompt logit (see token_scores).
+            _, rows, masks, _ = self._sequence_outputs(prompts, remote)
+            return rows, masks
         self.check_model_identity(stacklevel=4)
         toks, keep = self._token_features(prompts, self.layers_, remote)
         return token_rows(self, toks, mode), keep
@@ -857,6 +938,10 @@ class Probe:
         if not prepared:
             return self._empty_output("proba")
         how = self.inference_pooling_
+        if self._is_sequence():
+            if how == "all":
+                return pad_tokens(*self.token_outputs(prepared, remote=remote))
+            return self._sequence_proba(prepared, remote)
         if how == "all":
             return pad_tokens(*self.token_outputs(prepared, remote=remote))
         if is_token_level(how):
@@ -889,6 +974,8 @@ class Probe:
         if not prepared:
             return self._empty_output("predict")
         how = self.inference_pooling_
+        if self._is_sequence():  # prompt-level labels, also for inference_pooling="all"
+            return prompt_outputs(self, proba=self._sequence_proba(prepared, remote))[0]
         if how == "all":
             mode = "proba" if self.task == "regression" else "predict"
             return pad_tokens(*self.token_outputs(prepared, remote=remote, mode=mode))
@@ -907,6 +994,8 @@ class Probe:
         self._check_reads_prompts()
         how = self.inference_pooling_
         prepared = self._prepare_prompts(prompts)
+        if self._is_sequence():
+            return prompt_outputs(self, proba=self._sequence_proba(prepared, remote))
         if is_token_level(how):
             return prompt_outputs(self, rows=self._reduced_rows(prepared, remote))
         return prompt_outputs(self, features=self._pooled_matrix(prepared, how, remote))
@@ -974,6 +1063,12 @@ class Probe:
         """
         self._check_fitted()
         cv = check_cv(cv)
+        if self._is_sequence():
+            raise ValueError(
+                f"cross_validate refits the pooled classifier on training activations; "
+                f"classifier={self.classifier!r} reads token sequences: evaluate it on "
+                "held-out prompts (probe.evaluate(prompts, labels))"
+            )
         from sklearn.base import clone
         from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
@@ -1050,7 +1145,15 @@ class Probe:
 
     # ------------------------------------------------------------------ tokens
     def token_scores(self, texts, *, remote: bool | None = None) -> list[TokenScores]:
-        """Per-token positive-class scores for each text (for highlights and monitoring)."""
+        """Per-token positive-class scores for each text (for highlights and monitoring).
+
+        For ``classifier="attention"|"multimax"|"mil"`` the scores are each token's
+        contribution to the prompt's logit (NaN at unscored tokens), not probabilities:
+        attention ``sum_h alpha_{t,h} v_{t,h}``, multimax ``beta_h max_t s_{t,h}`` at each
+        head's arg-max token; their sum plus ``classifier_.params_["b"]`` is the prompt
+        logit (``predict_proba[:, 1]`` is its sigmoid). MIL: per-token logits whose
+        ``rolling_max:K`` is the prompt logit. See :mod:`.sequence_probes`.
+        """
         from .scoring import token_rows
 
         self._check_reads_prompts()
@@ -1059,6 +1162,9 @@ class Probe:
         prepared = self._prepare_prompts(texts)
         if not prepared:
             return []
+        if self._is_sequence():
+            _, rows, _, toks = self._sequence_outputs(prepared, remote)
+            return [TokenScores(t.text, t.tokens, r) for t, r in zip(toks, rows)]
         self.check_model_identity(stacklevel=3)
         toks, keep = self._token_features(prepared, self.layers_, remote)
         rows = token_rows(self, toks, mode="score")
@@ -1076,6 +1182,17 @@ class Probe:
         for probes trained on every token.
         """
         self._check_fitted()
+        if self._is_sequence():
+            how = (
+                f"their rolling_max:{self.classifier_.window} is"
+                if self.classifier_.kind == "mil"
+                else "they sum (plus an intercept) to"
+            )
+            return (
+                f"Scores are each token's contribution to the {self.classifier_.kind} "
+                f"probe's prompt logit: {how} the prompt's logit (above 0: positive). "
+                "Grey tokens (the first position, special tokens) are not scored."
+            )
         train = self.train_pooling_
         if train == "all":
             return ""
@@ -1087,10 +1204,16 @@ class Probe:
             "Grey tokens (the first position, special tokens) are not scored."
         )
 
-    def show_tokens(self, texts, threshold: float = 0.5):
-        """Per-token highlight widget (needs the ``jupyter`` extra)."""
+    def show_tokens(self, texts, threshold: float | None = None):
+        """Per-token highlight widget (needs the ``jupyter`` extra).
+
+        ``threshold`` defaults to 0.5 (probabilities), 0 for sequence probes (whose token
+        scores are logit contributions, see :meth:`token_scores`).
+        """
         from . import display
 
+        if threshold is None:
+            threshold = 0.0 if self._is_sequence() else 0.5
         return display.widget(
             "tokens", self.token_scores(texts), threshold=threshold, note=self.token_level_note()
         )
@@ -1133,6 +1256,12 @@ class Probe:
         """Generate from ``prompt`` while scoring every new token; see :mod:`.monitoring`."""
         from .monitoring import monitor
 
+        if self._is_sequence():
+            raise ValueError(
+                f"monitor() streams per-token scores of pooled/token-level linear probes; "
+                f"classifier={self.classifier!r} is not supported by the live monitor yet. "
+                "Score the finished text with predict_proba / token_scores instead"
+            )
         return monitor(self, prompt, **kwargs)
 
     # ------------------------------------------------------------------ sharing
