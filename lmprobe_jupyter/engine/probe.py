@@ -1208,14 +1208,21 @@ class Probe:
         """Per-token highlight widget (needs the ``jupyter`` extra).
 
         ``threshold`` defaults to 0.5 (probabilities), 0 for sequence probes (whose token
-        scores are logit contributions, see :meth:`token_scores`).
+        scores are logit contributions, see :meth:`token_scores`; their colour scale is
+        symmetric around 0, to the largest contribution shown).
         """
         from . import display
 
+        rows = self.token_scores(texts)
+        scale = {}
+        if self._is_sequence():
+            finite = [np.abs(r.scores[~np.isnan(r.scores)]) for r in rows]
+            top = max((float(f.max()) for f in finite if f.size), default=1.0) or 1.0
+            scale = {"vmin": -top, "vmax": top}
         if threshold is None:
             threshold = 0.0 if self._is_sequence() else 0.5
         return display.widget(
-            "tokens", self.token_scores(texts), threshold=threshold, note=self.token_level_note()
+            "tokens", rows, threshold=threshold, note=self.token_level_note(), **scale
         )
 
     # ------------------------------------------------------------------ layer analysis

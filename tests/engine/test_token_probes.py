@@ -183,3 +183,12 @@ def test_bad_classifier_kwargs_name_the_problem(tiny_probe):
 def test_unknown_classifier_lists_sequence_kinds(tiny_probe):
     with pytest.raises(ValueError, match="'attention', 'multimax'"):
         tiny_probe(classifier="transformer").fit(SMALL_POS, SMALL_NEG)
+
+
+def test_show_tokens_centres_the_colour_scale_on_zero(attention_probe):
+    pytest.importorskip("anywidget")
+    w = attention_probe.show_tokens(SMALL_POS[:2])
+    rows = attention_probe.token_scores(SMALL_POS[:2])
+    top = max(float(np.nanmax(np.abs(r.scores))) for r in rows)
+    assert (w.threshold, w.vmin, w.vmax) == (0.0, pytest.approx(-top), pytest.approx(top))
+    assert "contribution" in w.note
