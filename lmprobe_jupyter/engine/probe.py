@@ -795,13 +795,16 @@ class Probe:
         return X, n_layers_hint or 1
 
     def fit_from_activations(
-        self, X, y, *, layers=None, n_prompts: int | None = None, sample_weight=None
+        self, X, y, *, layers=None, n_prompts: int | None = None, sample_weight=None, mask=None
     ) -> Probe:
         """Fit on precomputed activations.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, d) or (n_samples, n_layers, d)
+            For ``classifier="attention"|"multimax"|"mil"``: token sequences, an
+            ``(n, seq, d)`` array (with ``mask``) or a list of ``(seq_i, d)`` arrays
+            (``d``: the layers' hidden sizes side by side per token).
         y : array-like of shape (n_samples,)
         layers : list of int, optional
             The model layers ``X``'s blocks come from, in order (so the probe can then
@@ -810,15 +813,16 @@ class Probe:
             Number of prompts behind the samples (``n_train_``; default ``n_samples``).
         sample_weight : array-like of shape (n_samples,), optional
             Passed to the classifier's ``fit``.
+        mask : bool array-like of shape (n, seq) or list of (seq_i,), optional
+            Sequence classifiers only: True at the tokens the probe may use (default all).
         """
         self._validate_params()
         if self._is_sequence():
+            return self._fit_sequence_activations(X, y, layers, n_prompts, sample_weight, mask)
+        if mask is not None:
             raise ValueError(
-                f"fit_from_activations fits pooled classifiers on (n_samples, d) or "
-                f"(n_samples, n_layers, d) rows; classifier={self.classifier!r} reads token "
-                f"sequences (got X of shape {np.shape(X)}). Fit it from prompts, or use "
-                "lmprobe_jupyter.engine.sequence_probes directly: "
-                "make_sequence_probe(kind).fit(token_arrays, y, mask=masks)"
+                f"mask= is for token sequences (classifier='attention'|'multimax'|'mil'); "
+                f"classifier={self.classifier!r} fits one row per sample"
             )
         if self.compute_backend != "sklearn":
             from .classifiers import check_compute_backend
@@ -845,6 +849,46 @@ class Probe:
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
+    def _check_sequences(self, X, mask=None):
+        """Validated token sequences for a sequence classifier (a clear error otherwise)."""
+        if isinstance(X, np.ndarray):
+            bad = X.ndim != 3
+        else:
+            bad = any(np.ndim(x) != 2 for x in X)
+        if bad:
+            raise ValueError(
+                f"classifier={self.classifier!r} reads token sequences: give an (n, seq, d) "
+                "array with an (n, seq) mask= or a list of (seq_i, d) arrays, got X of shape "
+                f"{np.shape(X)} (pooled (n_samples, d) rows are for pooled classifiers)"
+            )
+        return X, mask
+
+    def _fit_sequence_activations(self, X, y, layers, n_prompts, sample_weight, mask) -> Probe:
+        from sklearn.pipeline import Pipeline
+
+        from .token_probes import build_sequence_probe
+
+        if sample_weight is not None:
+            raise ValueError(
+                f"classifier={self.classifier!r} does not take sample_weight; it weighs "
+                "classes itself (classifier_kwargs={'class_weight': 'balanced' | None | dict})"
+            )
+        t0 = time.perf_counter()
+        X, mask = self._check_sequences(X, mask)
+        y = check_labels(list(y), self.task)
+        check_two_classes(y)
+        est = build_sequence_probe(self).fit(X, y, mask=mask)
+        self.pipeline_ = Pipeline([("classifier", est)])
+        self.classes_ = np.asarray(est.classes_)
+        self.n_features_in_ = int(est.n_features_in_)
+        self.n_feature_layers_ = 1 if layers is None else len(layers)
+        if layers is not None:
+            self.layers_ = [int(x) for x in layers]
+        self.candidate_layers_ = list(self.layers_) if layers is not None else [0]
+        self.n_train_ = len(y) if n_prompts is None else int(n_prompts)
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
     def _check_matrix(self, X) -> np.ndarray:
         self._check_fitted()
         X, _ = self._as_matrix(X)
@@ -855,20 +899,34 @@ class Probe:
             )
         return X
 
-    def predict_from_activations(self, X) -> np.ndarray:
+    def predict_from_activations(self, X, *, mask=None) -> np.ndarray:
+        """Predictions from precomputed activations (token sequences + ``mask`` for
+        sequence classifiers, as for :meth:`fit_from_activations`)."""
+        self._check_fitted()
+        if self._is_sequence():
+            return self.classifier_.predict(*self._check_sequences(X, mask))
         X = self._check_matrix(X)
         return self.pipeline_.predict(X)
 
-    def predict_proba_from_activations(self, X) -> np.ndarray:
+    def predict_proba_from_activations(self, X, *, mask=None) -> np.ndarray:
+        """Class probabilities (n, k) from precomputed activations (see
+        :meth:`predict_from_activations`)."""
         from .classifiers import classifier_proba
 
+        self._check_fitted()
+        if self._is_sequence():
+            return self.classifier_.predict_proba(*self._check_sequences(X, mask))
         X = self._check_matrix(X)
         if self.task == "regression":
             raise ValueError("predict_proba is not defined for task='regression'; use predict")
         return classifier_proba(self.pipeline_, X)
 
-    def score_from_activations(self, X, y) -> float:
+    def score_from_activations(self, X, y, *, mask=None) -> float:
         """Accuracy (classification) or R^2 (regression) on precomputed activations."""
+        self._check_fitted()
+        if self._is_sequence():
+            pred = self.predict_from_activations(X, mask=mask)
+            return float(np.mean(pred == check_labels(list(y), self.task)))
         X = self._check_matrix(X)
         return float(self.pipeline_.score(X, check_labels(list(y), self.task)))
 

@@ -168,9 +168,30 @@ def test_incompatible_options_are_refused(tiny_probe, params, match):
         probe.fit(SMALL_POS, SMALL_NEG)
 
 
-def test_fit_from_activations_is_refused(tiny_probe):
-    with pytest.raises(ValueError, match=r"reads token\s+sequences \(got X of shape \(4, 8\)\)"):
+def test_fit_from_activations_refuses_pooled_rows(tiny_probe):
+    with pytest.raises(ValueError, match=r"reads token sequences.*got X of shape \(4, 8\)"):
         tiny_probe(classifier="mil").fit_from_activations(np.zeros((4, 8)), [0, 1, 0, 1])
+
+
+def test_fit_from_token_activations_scores_prompts_the_same(tiny_probe):
+    from lmprobe_jupyter.engine.token_probes import sequence_inputs
+
+    maker = tiny_probe(classifier="attention", classifier_kwargs=dict(FEW))
+    texts = SMALL_POS + SMALL_NEG
+    toks, keep = maker.runtime.token_features(texts, [2], score_special_tokens=False)
+    X, masks = sequence_inputs(toks, keep, [2])
+    # padded (n, seq, d) + mask, as the issue asks; padding is masked out
+    width = max(len(x) for x in X)
+    padded = np.zeros((len(X), width, X[0].shape[1]))
+    pad_mask = np.zeros((len(X), width), dtype=bool)
+    for i, (x, m) in enumerate(zip(X, masks)):
+        padded[i, : len(x)], pad_mask[i, : len(x)] = x, m
+    probe = maker.fit_from_activations(padded, [1] * 4 + [0] * 4, mask=pad_mask, layers=[2])
+    from_acts = probe.predict_proba_from_activations(X, mask=masks)
+    np.testing.assert_allclose(probe.predict_proba(texts), from_acts, atol=1e-10)
+    assert probe.score_from_activations(X, [1] * 4 + [0] * 4, mask=masks) == probe.score(
+        texts, [1] * 4 + [0] * 4
+    )
 
 
 def test_bad_classifier_kwargs_name_the_problem(tiny_probe):
