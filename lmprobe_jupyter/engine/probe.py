@@ -317,9 +317,14 @@ class Probe:
             raise ValueError(
                 "remote=True needs backend='nnsight' (NDIF runs models through nnsight)"
             )
-        if isinstance(self.classifier, str) and self.classifier not in CLASSIFIERS:
+        from .token_probes import SEQUENCE_CLASSIFIERS, check_sequence_options
+
+        if isinstance(self.classifier, str) and self.classifier in SEQUENCE_CLASSIFIERS:
+            check_sequence_options(self)
+        elif isinstance(self.classifier, str) and self.classifier not in CLASSIFIERS:
+            allowed = ", ".join(map(repr, (*CLASSIFIERS, *SEQUENCE_CLASSIFIERS)))
             raise ValueError(
-                f"classifier={self.classifier!r} is not one of {', '.join(map(repr, CLASSIFIERS))} "
+                f"classifier={self.classifier!r} is not one of {allowed} "
                 "(or pass an sklearn estimator)"
             )
         if (
@@ -607,6 +612,13 @@ class Probe:
             from .classifiers import check_compute_backend
 
             check_compute_backend(self.compute_backend)
+        if self._is_sequence():
+            if sample_weight is not None:
+                raise ValueError(
+                    f"classifier={self.classifier!r} does not take sample_weight; it weighs "
+                    "classes itself (classifier_kwargs={'class_weight': 'balanced' | None | dict})"
+                )
+            return self._fit_sequence(prompts, labels, remote)
         train_data = (prompts, labels)
         rt = self.runtime
         local = self._extraction_options()["executor"] == "local"
@@ -665,6 +677,63 @@ class Probe:
         self.trained_model_ = rt.model_name
         self._train_data = train_data  # for push_to_hub(include_training_data=True)
         return self
+
+    def _is_sequence(self) -> bool:
+        from .token_probes import uses_sequence_probe
+
+        return uses_sequence_probe(self)
+
+    def _sequence_inputs(self, prepared, layers, remote):
+        """Per-token features and scored-token masks of prepared prompts."""
+        from .token_probes import sequence_inputs
+
+        toks, keep = self._token_features(prepared, layers, remote)
+        return (*sequence_inputs(toks, keep, layers), toks)
+
+    def _fit_sequence(self, prompts, labels, remote) -> Probe:
+        """Fit ``classifier="mil"|"attention"|"multimax"`` on every token of the prompts."""
+        from sklearn.pipeline import Pipeline
+
+        from .token_probes import build_sequence_probe
+
+        rt = self.runtime
+        if rt.uses_local_weights and self.backend == "local":
+            rt.load()
+        t0 = time.perf_counter()
+        prepared = self._prepare_prompts(prompts)
+        layers = resolve_layers(self.layers, self.n_model_layers())
+        X, masks, _ = self._sequence_inputs(prepared, layers, remote)
+        est = build_sequence_probe(self)
+        with profile("fit"):
+            est.fit(X, labels, mask=masks)
+        self.pipeline_ = Pipeline([("classifier", est)])
+        self.classes_ = np.asarray(est.classes_)
+        self.n_features_in_ = int(est.n_features_in_)
+        self.n_feature_layers_ = len(layers)
+        self.candidate_layers_ = list(layers)
+        self.layers_ = list(layers)
+        self.n_train_ = len(prompts)
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.train_cache_hits_ = 0
+        self.model_fingerprint_ = rt.fingerprint
+        self.trained_model_ = rt.model_name
+        self._train_data = (prompts, labels)
+        return self
+
+    def _sequence_outputs(self, prompts, remote):
+        """Prompt logits (n,) and per-token contributions (NaN where unscored) of a
+        sequence probe, with the scored-token masks."""
+        self._check_reads_prompts()
+        self.check_model_identity(stacklevel=5)
+        X, masks, toks = self._sequence_inputs(prompts, self.layers_, remote)
+        est = self.classifier_
+        rows = est.token_scores(X, mask=masks)
+        return est.decision_function(X, mask=masks), rows, masks, toks
+
+    def _sequence_proba(self, prompts, remote) -> np.ndarray:
+        z = self._sequence_outputs(prompts, remote)[0]
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+        return np.column_stack([1.0 - p, p])
 
     def _fit_matrix(
         self, X: np.ndarray, y: np.ndarray, n_layers: int = 1, kept=None, sample_weight=None
@@ -726,13 +795,16 @@ class Probe:
         return X, n_layers_hint or 1
 
     def fit_from_activations(
-        self, X, y, *, layers=None, n_prompts: int | None = None, sample_weight=None
+        self, X, y, *, layers=None, n_prompts: int | None = None, sample_weight=None, mask=None
     ) -> Probe:
         """Fit on precomputed activations.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, d) or (n_samples, n_layers, d)
+            For ``classifier="attention"|"multimax"|"mil"``: token sequences, an
+            ``(n, seq, d)`` array (with ``mask``) or a list of ``(seq_i, d)`` arrays
+            (``d``: the layers' hidden sizes side by side per token).
         y : array-like of shape (n_samples,)
         layers : list of int, optional
             The model layers ``X``'s blocks come from, in order (so the probe can then
@@ -741,8 +813,17 @@ class Probe:
             Number of prompts behind the samples (``n_train_``; default ``n_samples``).
         sample_weight : array-like of shape (n_samples,), optional
             Passed to the classifier's ``fit``.
+        mask : bool array-like of shape (n, seq) or list of (seq_i,), optional
+            Sequence classifiers only: True at the tokens the probe may use (default all).
         """
         self._validate_params()
+        if self._is_sequence():
+            return self._fit_sequence_activations(X, y, layers, n_prompts, sample_weight, mask)
+        if mask is not None:
+            raise ValueError(
+                f"mask= is for token sequences (classifier='attention'|'multimax'|'mil'); "
+                f"classifier={self.classifier!r} fits one row per sample"
+            )
         if self.compute_backend != "sklearn":
             from .classifiers import check_compute_backend
 
@@ -768,6 +849,46 @@ class Probe:
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
+    def _check_sequences(self, X, mask=None):
+        """Validated token sequences for a sequence classifier (a clear error otherwise)."""
+        if isinstance(X, np.ndarray):
+            bad = X.ndim != 3
+        else:
+            bad = any(np.ndim(x) != 2 for x in X)
+        if bad:
+            raise ValueError(
+                f"classifier={self.classifier!r} reads token sequences: give an (n, seq, d) "
+                "array with an (n, seq) mask= or a list of (seq_i, d) arrays, got X of shape "
+                f"{np.shape(X)} (pooled (n_samples, d) rows are for pooled classifiers)"
+            )
+        return X, mask
+
+    def _fit_sequence_activations(self, X, y, layers, n_prompts, sample_weight, mask) -> Probe:
+        from sklearn.pipeline import Pipeline
+
+        from .token_probes import build_sequence_probe
+
+        if sample_weight is not None:
+            raise ValueError(
+                f"classifier={self.classifier!r} does not take sample_weight; it weighs "
+                "classes itself (classifier_kwargs={'class_weight': 'balanced' | None | dict})"
+            )
+        t0 = time.perf_counter()
+        X, mask = self._check_sequences(X, mask)
+        y = check_labels(list(y), self.task)
+        check_two_classes(y)
+        est = build_sequence_probe(self).fit(X, y, mask=mask)
+        self.pipeline_ = Pipeline([("classifier", est)])
+        self.classes_ = np.asarray(est.classes_)
+        self.n_features_in_ = int(est.n_features_in_)
+        self.n_feature_layers_ = 1 if layers is None else len(layers)
+        if layers is not None:
+            self.layers_ = [int(x) for x in layers]
+        self.candidate_layers_ = list(self.layers_) if layers is not None else [0]
+        self.n_train_ = len(y) if n_prompts is None else int(n_prompts)
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
     def _check_matrix(self, X) -> np.ndarray:
         self._check_fitted()
         X, _ = self._as_matrix(X)
@@ -778,20 +899,34 @@ class Probe:
             )
         return X
 
-    def predict_from_activations(self, X) -> np.ndarray:
+    def predict_from_activations(self, X, *, mask=None) -> np.ndarray:
+        """Predictions from precomputed activations (token sequences + ``mask`` for
+        sequence classifiers, as for :meth:`fit_from_activations`)."""
+        self._check_fitted()
+        if self._is_sequence():
+            return self.classifier_.predict(*self._check_sequences(X, mask))
         X = self._check_matrix(X)
         return self.pipeline_.predict(X)
 
-    def predict_proba_from_activations(self, X) -> np.ndarray:
+    def predict_proba_from_activations(self, X, *, mask=None) -> np.ndarray:
+        """Class probabilities (n, k) from precomputed activations (see
+        :meth:`predict_from_activations`)."""
         from .classifiers import classifier_proba
 
+        self._check_fitted()
+        if self._is_sequence():
+            return self.classifier_.predict_proba(*self._check_sequences(X, mask))
         X = self._check_matrix(X)
         if self.task == "regression":
             raise ValueError("predict_proba is not defined for task='regression'; use predict")
         return classifier_proba(self.pipeline_, X)
 
-    def score_from_activations(self, X, y) -> float:
+    def score_from_activations(self, X, y, *, mask=None) -> float:
         """Accuracy (classification) or R^2 (regression) on precomputed activations."""
+        self._check_fitted()
+        if self._is_sequence():
+            pred = self.predict_from_activations(X, mask=mask)
+            return float(np.mean(pred == check_labels(list(y), self.task)))
         X = self._check_matrix(X)
         return float(self.pipeline_.score(X, check_labels(list(y), self.task)))
 
@@ -816,6 +951,10 @@ class Probe:
         from .scoring import token_rows
 
         self._check_reads_prompts()
+        if self._is_sequence():
+            # Per-token contributions to the prompt logit (see token_scores).
+            _, rows, masks, _ = self._sequence_outputs(prompts, remote)
+            return rows, masks
         self.check_model_identity(stacklevel=4)
         toks, keep = self._token_features(prompts, self.layers_, remote)
         return token_rows(self, toks, mode), keep
@@ -857,6 +996,10 @@ class Probe:
         if not prepared:
             return self._empty_output("proba")
         how = self.inference_pooling_
+        if self._is_sequence():
+            if how == "all":
+                return pad_tokens(*self.token_outputs(prepared, remote=remote))
+            return self._sequence_proba(prepared, remote)
         if how == "all":
             return pad_tokens(*self.token_outputs(prepared, remote=remote))
         if is_token_level(how):
@@ -889,6 +1032,8 @@ class Probe:
         if not prepared:
             return self._empty_output("predict")
         how = self.inference_pooling_
+        if self._is_sequence():  # prompt-level labels, also for inference_pooling="all"
+            return prompt_outputs(self, proba=self._sequence_proba(prepared, remote))[0]
         if how == "all":
             mode = "proba" if self.task == "regression" else "predict"
             return pad_tokens(*self.token_outputs(prepared, remote=remote, mode=mode))
@@ -907,6 +1052,8 @@ class Probe:
         self._check_reads_prompts()
         how = self.inference_pooling_
         prepared = self._prepare_prompts(prompts)
+        if self._is_sequence():
+            return prompt_outputs(self, proba=self._sequence_proba(prepared, remote))
         if is_token_level(how):
             return prompt_outputs(self, rows=self._reduced_rows(prepared, remote))
         return prompt_outputs(self, features=self._pooled_matrix(prepared, how, remote))
@@ -974,6 +1121,12 @@ class Probe:
         """
         self._check_fitted()
         cv = check_cv(cv)
+        if self._is_sequence():
+            raise ValueError(
+                f"cross_validate refits the pooled classifier on training activations; "
+                f"classifier={self.classifier!r} reads token sequences: evaluate it on "
+                "held-out prompts (probe.evaluate(prompts, labels))"
+            )
         from sklearn.base import clone
         from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
@@ -1050,7 +1203,15 @@ class Probe:
 
     # ------------------------------------------------------------------ tokens
     def token_scores(self, texts, *, remote: bool | None = None) -> list[TokenScores]:
-        """Per-token positive-class scores for each text (for highlights and monitoring)."""
+        """Per-token positive-class scores for each text (for highlights and monitoring).
+
+        For ``classifier="attention"|"multimax"|"mil"`` the scores are each token's
+        contribution to the prompt's logit (NaN at unscored tokens), not probabilities:
+        attention ``sum_h alpha_{t,h} v_{t,h}``, multimax ``beta_h max_t s_{t,h}`` at each
+        head's arg-max token; their sum plus ``classifier_.params_["b"]`` is the prompt
+        logit (``predict_proba[:, 1]`` is its sigmoid). MIL: per-token logits whose
+        ``rolling_max:K`` is the prompt logit. See :mod:`.sequence_probes`.
+        """
         from .scoring import token_rows
 
         self._check_reads_prompts()
@@ -1059,6 +1220,9 @@ class Probe:
         prepared = self._prepare_prompts(texts)
         if not prepared:
             return []
+        if self._is_sequence():
+            _, rows, _, toks = self._sequence_outputs(prepared, remote)
+            return [TokenScores(t.text, t.tokens, r) for t, r in zip(toks, rows)]
         self.check_model_identity(stacklevel=3)
         toks, keep = self._token_features(prepared, self.layers_, remote)
         rows = token_rows(self, toks, mode="score")
@@ -1076,6 +1240,17 @@ class Probe:
         for probes trained on every token.
         """
         self._check_fitted()
+        if self._is_sequence():
+            how = (
+                f"their rolling_max:{self.classifier_.window} is"
+                if self.classifier_.kind == "mil"
+                else "they sum (plus an intercept) to"
+            )
+            return (
+                f"Scores are each token's contribution to the {self.classifier_.kind} "
+                f"probe's prompt logit: {how} the prompt's logit (above 0: positive). "
+                "Grey tokens (the first position, special tokens) are not scored."
+            )
         train = self.train_pooling_
         if train == "all":
             return ""
@@ -1087,12 +1262,25 @@ class Probe:
             "Grey tokens (the first position, special tokens) are not scored."
         )
 
-    def show_tokens(self, texts, threshold: float = 0.5):
-        """Per-token highlight widget (needs the ``jupyter`` extra)."""
+    def show_tokens(self, texts, threshold: float | None = None):
+        """Per-token highlight widget (needs the ``jupyter`` extra).
+
+        ``threshold`` defaults to 0.5 (probabilities), 0 for sequence probes (whose token
+        scores are logit contributions, see :meth:`token_scores`; their colour scale is
+        symmetric around 0, to the largest contribution shown).
+        """
         from . import display
 
+        rows = self.token_scores(texts)
+        scale = {}
+        if self._is_sequence():
+            finite = [np.abs(r.scores[~np.isnan(r.scores)]) for r in rows]
+            top = max((float(f.max()) for f in finite if f.size), default=1.0) or 1.0
+            scale = {"vmin": -top, "vmax": top}
+        if threshold is None:
+            threshold = 0.0 if self._is_sequence() else 0.5
         return display.widget(
-            "tokens", self.token_scores(texts), threshold=threshold, note=self.token_level_note()
+            "tokens", rows, threshold=threshold, note=self.token_level_note(), **scale
         )
 
     # ------------------------------------------------------------------ layer analysis
@@ -1133,6 +1321,12 @@ class Probe:
         """Generate from ``prompt`` while scoring every new token; see :mod:`.monitoring`."""
         from .monitoring import monitor
 
+        if self._is_sequence():
+            raise ValueError(
+                f"monitor() streams per-token scores of pooled/token-level linear probes; "
+                f"classifier={self.classifier!r} is not supported by the live monitor yet. "
+                "Score the finished text with predict_proba / token_scores instead"
+            )
         return monitor(self, prompt, **kwargs)
 
     # ------------------------------------------------------------------ sharing

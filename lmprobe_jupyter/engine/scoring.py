@@ -110,18 +110,21 @@ def prompt_reduction(how) -> str:
     return "max" if how == "all" else how
 
 
-def prompt_outputs(probe, *, features: np.ndarray | None = None, rows=None):
+def prompt_outputs(probe, *, features: np.ndarray | None = None, rows=None, proba=None):
     """Prompt-level (n,) predictions and (n, k) probabilities (None for regression).
 
     Give either pooled ``features`` of shape (n, d), or per-token ``rows`` (from
     :func:`token_rows` with ``mode="proba"``, already :func:`restrict`-ed), which are
-    reduced as :func:`prompt_reduction` of the probe's ``inference_pooling_`` says.
+    reduced as :func:`prompt_reduction` of the probe's ``inference_pooling_`` says, or
+    prompt-level class probabilities ``proba`` of shape (n, k) (a sequence probe's).
     """
     from .classifiers import classifier_proba
 
-    if (features is None) == (rows is None):
-        raise TypeError("give exactly one of features= or rows=")
-    if rows is not None:
+    if sum(x is not None for x in (features, rows, proba)) != 1:
+        raise TypeError("give exactly one of features=, rows= or proba=")
+    if proba is not None:
+        proba = np.asarray(proba, dtype=np.float64)
+    elif rows is not None:
         how = prompt_reduction(probe.inference_pooling_)
         if probe.task == "regression":
             return reduce_rows(rows, how), None

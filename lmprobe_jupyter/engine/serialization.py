@@ -170,7 +170,10 @@ def _class_name(obj) -> str | None:
 
 
 # ---------------------------------------------------------------------------- encoding
-_SAFETENSORS_KINDS = "biuf"  # bool, signed int, unsigned int, float
+_SAFETENSORS_KINDS = "biuf"
+#: ``__estimator__`` tag of a sequence probe (:mod:`.sequence_probes`), stored through its
+#: ``get_state()`` arrays and JSON rather than the allow-list's attribute walk.
+SEQUENCE_PROBE_TAG = "SequenceProbe"  # bool, signed int, unsigned int, float
 
 
 class _Unencodable(Exception):
@@ -234,6 +237,18 @@ class _Encoder:
         raise _Unencodable(where, a)
 
     def estimator(self, est, where: str):
+        from .sequence_probes import is_sequence_probe
+
+        if is_sequence_probe(est):
+            # MIL / attention / multimax probes: their own arrays + JSON state, no pickle.
+            arrays, meta = est.get_state()
+            return {
+                "__estimator__": SEQUENCE_PROBE_TAG,
+                "meta": self.encode(meta, f"{where}.meta"),
+                "arrays": {
+                    k: self._array(np.asarray(v), f"{where}.{k}") for k, v in arrays.items()
+                },
+            }
         name = _class_name(est)
         if name is None:
             raise _Unencodable(where, est)
@@ -367,6 +382,8 @@ class Decoder:
         if not isinstance(v, dict) or not isinstance(v.get("__estimator__"), str):
             raise ProbeFormatError(f"expected a saved estimator, got {v!r:.60}")
         name = v["__estimator__"]
+        if name == SEQUENCE_PROBE_TAG:
+            return self.sequence_probe(v)
         cls = _safe_class(name)
         if name == "Pipeline":
             steps = _as(list, v.get("steps"), "Pipeline steps")
@@ -390,6 +407,25 @@ class Decoder:
             except AttributeError:  # a read-only property
                 raise ProbeFormatError(f"{name} has no settable attribute {k!r}") from None
         return est
+
+    def sequence_probe(self, v):
+        """A fitted MIL / attention / multimax probe from its arrays and JSON state (only
+        the kinds :func:`.sequence_probes.sequence_probe_from_state` knows are built)."""
+        from .sequence_probes import sequence_probe_from_state
+
+        meta = self.decode(_as(dict, v.get("meta"), "sequence probe meta"))
+        arrays = {
+            k: self.decode(x)
+            for k, x in _as(dict, v.get("arrays"), "sequence probe arrays").items()
+        }
+        if not isinstance(meta, dict) or not all(
+            isinstance(a, np.ndarray) for a in arrays.values()
+        ):
+            raise ProbeFormatError("a saved sequence probe needs a JSON meta object and arrays")
+        try:
+            return sequence_probe_from_state(arrays, meta)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProbeFormatError(f"cannot rebuild the saved sequence probe: {exc}") from None
 
 
 def _as(kind: type, v, what: str):
@@ -747,10 +783,16 @@ def _check_consistent(probe, source: str) -> None:
     layers = getattr(probe, "layers_", None)
     if layers is not None and (not isinstance(layers, list) or not layers):
         raise ProbeFormatError(f"{source}: invalid layers_ {layers!r}")
+    from .sequence_probes import is_sequence_probe
+
+    # A sequence probe reads token sequences: one prompt of two zero tokens.
+    zeros = np.zeros((1, int(n)))
+    if is_sequence_probe(probe.pipeline_.steps[-1][1]):
+        zeros = [np.zeros((2, int(n)))]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = probe.pipeline_.predict(np.zeros((1, int(n))))
+            out = probe.pipeline_.predict(zeros)
     except Exception as exc:  # noqa: BLE001 - any failure means inconsistent arrays
         raise ProbeFormatError(
             f"{source}: the saved arrays are inconsistent with each other "

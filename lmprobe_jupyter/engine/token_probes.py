@@ -1,0 +1,117 @@
+"""``Probe(classifier="attention" | "multimax" | "mil")``: sequence probes inside ``Probe``.
+
+The estimators of :mod:`.sequence_probes` read every token of a prompt. This module is
+the glue :class:`~.probe.Probe` uses for them: which options they accept, how the
+per-token features are assembled (the probe's layers side by side per token, as
+:func:`.scoring.token_matrix` does; masked by ``score_special_tokens`` / ``score_roles``),
+and the estimator built from ``classifier_kwargs``.
+
+The fitted sequence probe is the last (only) step of the probe's ``pipeline_``, so
+saving, summaries and ``classifier_`` treat it like any classifier.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .sequence_probes import SEQUENCE_CLASSIFIERS, is_sequence_probe, make_sequence_probe
+
+__all__ = [
+    "SEQUENCE_CLASSIFIERS",
+    "build_sequence_probe",
+    "check_sequence_options",
+    "sequence_inputs",
+    "uses_sequence_probe",
+]
+
+#: Poolings a sequence probe accepts (it aggregates tokens itself): the default
+#: (unset) and ``"all"`` (``inference_pooling="all"``: per-token contributions).
+_ALLOWED_POOLINGS = ("last_token", "all", None)
+
+
+def uses_sequence_probe(probe) -> bool:
+    """Does ``probe`` fit (or hold) a sequence probe (``classifier="mil"|"attention"|...``)?"""
+    fitted = probe.__dict__.get("pipeline_")
+    if fitted is not None:
+        return is_sequence_probe(fitted.steps[-1][1])
+    return isinstance(probe.classifier, str) and probe.classifier in SEQUENCE_CLASSIFIERS
+
+
+def check_sequence_options(probe, *, from_activations: bool = False) -> None:
+    """Raise a ValueError naming the option a sequence classifier cannot use with.
+
+    Parameters
+    ----------
+    probe : Probe
+        With ``classifier`` one of :data:`SEQUENCE_CLASSIFIERS`.
+    from_activations : bool
+        True for ``fit_from_activations`` (checked there, by the shape of ``X``).
+    """
+    from .layers import is_selection_spec
+
+    name = probe.classifier
+    fix = f"use classifier={name!r} with a model and fixed layers, or a pooled classifier"
+    bad = []
+    if probe.dataset is not None and not from_activations:
+        bad.append(
+            f"dataset={probe.dataset!r} (activation datasets hold pooled vectors, and "
+            f"classifier={name!r} reads every token)"
+        )
+    if probe.task != "classification":
+        bad.append(f"task={probe.task!r} (sequence probes are binary classifiers)")
+    if is_selection_spec(probe.layers):
+        bad.append(f"layers={probe.layers!r} (layer selection fits pooled probes)")
+    if probe.preprocessing is not None:
+        bad.append(f"preprocessing={probe.preprocessing!r} (sequence probes standardize tokens)")
+    if probe.mass_mean_augment:
+        bad.append("mass_mean_augment=True")
+    if probe.compute_backend != "sklearn":
+        bad.append(f"compute_backend={probe.compute_backend!r} (they train with torch)")
+    for key in ("pooling", "train_pooling", "inference_pooling"):
+        value = getattr(probe, key)
+        if callable(value) or value not in _ALLOWED_POOLINGS:
+            bad.append(
+                f"{key}={value!r} (classifier={name!r} aggregates the tokens itself; leave "
+                "the poolings unset, or inference_pooling='all' for per-token contributions)"
+            )
+    if bad:
+        raise ValueError(f"classifier={name!r} cannot be used with {'; '.join(bad)}; {fix}")
+
+
+def build_sequence_probe(probe):
+    """The unfitted sequence estimator for ``probe.classifier`` and ``classifier_kwargs``.
+
+    ``heads`` is accepted for ``n_heads``; ``random_state`` defaults to the probe's (0
+    when None). ``mil`` takes ``window`` (default 16: ``rolling_max:16``).
+    """
+    kwargs = dict(probe.classifier_kwargs or {})
+    if "heads" in kwargs:
+        kwargs["n_heads"] = kwargs.pop("heads")
+    kwargs.setdefault("random_state", 0 if probe.random_state is None else probe.random_state)
+    return make_sequence_probe(probe.classifier, **kwargs)
+
+
+def sequence_inputs(toks, keep, layers) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per-token features and scored-token masks for a sequence probe.
+
+    Parameters
+    ----------
+    toks : list of TokenActs
+        ``acts``: {layer: (seq_i, hidden)}.
+    keep : list of bool ndarray of shape (seq_i,), or None
+        The tokens the probe may use (None: all).
+    layers : list of int
+
+    Returns
+    -------
+    X : list of ndarray of shape (seq_i, hidden * len(layers))
+    masks : list of bool ndarray of shape (seq_i,)
+    """
+    from .scoring import token_matrix
+
+    X = [token_matrix(t.acts, layers) for t in toks]
+    if keep is None:
+        masks = [np.ones(len(x), dtype=bool) for x in X]
+    else:
+        masks = [np.asarray(k[: len(x)], dtype=bool) for k, x in zip(keep, X)]
+    return X, masks
