@@ -196,7 +196,7 @@ dog_probe.predict(["Arf! Arf! Let's go outside!", "Knocking things off the count
 pooling, classifier and its parameters, metrics) and `arrays.safetensors` (the weights).
 Loading it runs no code, so a probe from a colleague cannot run anything on your
 machine. (A path ending in `.pkl` uses pickle instead, for arbitrary sklearn estimators;
-loading a shared pickle needs `trust_classifier=True`.)
+loading any pickle needs `trust_classifier=True`.)
 """),
     code("""
 import json
