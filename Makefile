@@ -46,6 +46,9 @@ bench: install
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/cache.py
 	$(BIN)/python bench/monitor.py
+	$(BIN)/python bench/cold_start.py
+	$(BIN)/python bench/ray_extraction.py
+	# bench/token_probes.py (the token-level shift benchmark) takes ~40 min on 2 CPU cores: run it by hand
 
 lint: install
 	$(BIN)/ruff check .
