@@ -85,6 +85,7 @@ PERSISTED_STATE = (
     "train_cache_hits_",
     "model_fingerprint_",
     "trained_model_",
+    "compute_dtype_",
     "threshold_",
     "calibration_",
     "metrics_",
@@ -251,6 +252,9 @@ class Probe:
         shown = [
             f"{k}={v!r}" for k, v in self.get_params().items() if k in defaults and v != defaults[k]
         ]
+        ran = self.__dict__.get("compute_dtype_")
+        if ran and ran != self.dtype:
+            shown.append(f"compute_dtype_={ran!r}")  # what dtype="auto" ran in
         return f"{type(self).__name__}({', '.join(shown)})"
 
     def __getstate__(self):
@@ -675,6 +679,8 @@ class Probe:
         self.train_cache_hits_ = hits
         self.model_fingerprint_ = rt.fingerprint
         self.trained_model_ = rt.model_name
+        # what dtype="auto" resolved to (shown by repr and the probe card)
+        self.compute_dtype_ = rt.compute_dtype
         self._train_data = train_data  # for push_to_hub(include_training_data=True)
         return self
 
@@ -717,6 +723,7 @@ class Probe:
         self.train_cache_hits_ = 0
         self.model_fingerprint_ = rt.fingerprint
         self.trained_model_ = rt.model_name
+        self.compute_dtype_ = rt.compute_dtype
         self._train_data = (prompts, labels)
         return self
 

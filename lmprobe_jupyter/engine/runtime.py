@@ -175,6 +175,19 @@ class ModelRuntime:
                 self._loaded = load_model(self.model_name, device=self.device, dtype=self.dtype)
         return self._loaded
 
+    @property
+    def compute_dtype(self) -> str | None:
+        """The dtype the weights compute in on this machine (``"bfloat16"`` for
+        ``dtype="auto"`` on hardware with native bf16); None where the weights are not run
+        here (NDIF, activation datasets). Resolved without loading weights."""
+        if not self.uses_local_weights:
+            return None
+        if self._loaded is not None or self.backend == "nnsight":
+            return self.loaded.dtype_name
+        from .models import resolve_device, resolve_dtype
+
+        return str(resolve_dtype(self.dtype, resolve_device(self.device))).removeprefix("torch.")
+
     def load(self):
         """Load the weights now (if this runtime runs any locally); returns ``self``."""
         if self.uses_local_weights:

@@ -516,6 +516,7 @@ def probe_summary(probe) -> dict:
     return {
         "model": model,
         "model_fingerprint": _fingerprint(probe),
+        "compute_dtype": getattr(probe, "compute_dtype_", None),
         "dataset": probe.dataset,
         "task": probe.task,
         "layers": None if layers is None else [int(x) for x in layers],

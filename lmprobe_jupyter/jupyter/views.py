@@ -88,6 +88,8 @@ def probe_summary(
     summary["layers"] = list(getattr(probe, "layers_", None) or [])
     summary["pooling"] = _pooling_text(probe)
     summary["classifier"] = _classifier_name(probe.classifier)
+    if getattr(probe, "compute_dtype_", None):
+        summary["dtype"] = probe.compute_dtype_
     if n_positive is not None and n_negative is not None:
         summary["n_positive"] = n_positive
         summary["n_negative"] = n_negative

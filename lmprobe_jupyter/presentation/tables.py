@@ -33,6 +33,7 @@ CARD_FIELDS = (
     ("layers", "layers"),
     ("pooling", "pooling"),
     ("classifier", "classifier"),
+    ("dtype", "compute dtype"),
     ("n_positive", "positive prompts"),
     ("n_negative", "negative prompts"),
     ("n_samples", "prompts"),

@@ -95,3 +95,25 @@ def test_provenance_survives_loading_onto_another_model(tiny_model_path, tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         home.predict(["alpha"])
+
+
+def test_the_compute_dtype_that_ran_is_recorded_shown_and_saved(tiny_model_path, tmp_path):
+    """Issue 16: the probe card and repr say which dtype ran (dtype="auto" resolves per
+    device: bfloat16 where the hardware has native bf16, float32 elsewhere)."""
+    from lmprobe_jupyter.engine.models import native_bfloat16, resolve_device
+    from lmprobe_jupyter.jupyter.views import probe_summary
+
+    pos, neg = ["alpha alpha", "alpha beta", "alpha gamma"], ["omega omega", "omega delta", "delta"]
+    auto = Probe(model=tiny_model_path, layers=2, device="cpu", random_state=0)
+    assert auto.runtime.compute_dtype in ("bfloat16", "float32")
+    assert not auto.runtime.is_loaded  # resolved without loading weights
+    auto.fit(pos, neg)
+    expected = "bfloat16" if native_bfloat16(resolve_device("cpu")) else "float32"
+    assert auto.compute_dtype_ == expected == auto.runtime.loaded.dtype_name
+    assert f"compute_dtype_={expected!r}" in repr(auto)
+    assert probe_summary(auto)["dtype"] == expected
+    auto.save(tmp_path / "p")
+    assert Probe.load(tmp_path / "p").compute_dtype_ == expected
+    exact = Probe(model=tiny_model_path, layers=2, device="cpu", dtype="float32").fit(pos, neg)
+    assert exact.compute_dtype_ == "float32"
+    assert "compute_dtype_" not in repr(exact)  # dtype="float32" already says it
