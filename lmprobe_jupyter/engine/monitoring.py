@@ -406,9 +406,10 @@ class MonitorResult:
         Text pieces of the generated tokens (a piece may be ``""`` while a multi-byte
         character is split across tokens).
     scores : ndarray of shape (n_generated,)
-        Score of each generated token.
+        Score after each generated token (see ``score_kind``); NaN where not scored.
     prompt_scores : ndarray of shape (n_prompt_tokens,)
-        Score of each prompt token.
+        The same for each prompt token (NaN at the attention sink and special tokens
+        unless the probe's ``score_special_tokens``).
     flagged_at : int or None
         Index into ``tokens`` of the first token scoring over ``threshold``.
     threshold : float
@@ -421,6 +422,11 @@ class MonitorResult:
     chat_template : bool
         The prompt was rendered with the model's chat template (the default for models
         that have one; ``monitor(..., chat_template=False)`` turns it off).
+    score_kind : {"token", "prefix"}
+        ``"token"``: each token's own positive-class probability (token-level probes).
+        ``"prefix"``: a sequence probe's prompt-level probability of the whole text up
+        to and including the token (prompt and generation so far), the score
+        ``predict_proba`` would give that prefix.
     """
 
     text: str
@@ -435,6 +441,7 @@ class MonitorResult:
     prompt_ids: list[int] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
     chat_template: bool = False
+    score_kind: str = "token"
 
     @property
     def flagged(self) -> bool:
@@ -443,8 +450,10 @@ class MonitorResult:
 
     @property
     def max_score(self) -> float:
-        """Highest score of a generated token (NaN when nothing was generated)."""
-        return float(np.max(self.scores)) if len(self.scores) else float("nan")
+        """Highest score of a generated token (NaN when none was scored)."""
+        finite = np.asarray(self.scores, dtype=np.float64)
+        finite = finite[~np.isnan(finite)]
+        return float(finite.max()) if len(finite) else float("nan")
 
     def __repr__(self) -> str:
         # counted from 1, like the widget's banner
@@ -504,9 +513,19 @@ class _Detokenizer:
 
 
 class _Monitor:
-    """Hooks, per-step scoring and callbacks of one :func:`monitor` call."""
+    """Hooks, per-step scoring and callbacks of one :func:`monitor` call.
+
+    Positions are scored once each, in order: ``n_fed`` counts those already scored.
+    A token-level probe scores each position by itself; a sequence probe
+    (``classifier="mil"|"attention"|"multimax"``) pushes it into a
+    :class:`~.sequence_probes.PrefixScorer`, whose logit after the position is the
+    prompt-level logit of the whole prefix so far.
+    """
 
     def __init__(self, probe, loaded, n_prompt, threshold, *, on_token, on_flag, stop_on_flag):
+        from .token_masks import special_token_ids
+        from .token_probes import uses_sequence_probe
+
         self.probe = probe
         self.loaded = loaded
         self.layers = list(probe.layers_)
@@ -518,6 +537,10 @@ class _Monitor:
         self.stop_on_flag = stop_on_flag
         self.streaming = bool(on_token or on_flag or stop_on_flag)
         self.detok = _Detokenizer(loaded.tokenizer)
+        self.include = bool(getattr(probe, "score_special_tokens", False))
+        self.special = frozenset() if self.include else special_token_ids(loaded.tokenizer)
+        self.scorer = probe.classifier_.prefix_scorer() if uses_sequence_probe(probe) else None
+        self.n_fed = 0
         self.captured: dict[int, object] = {}
         self.steps: list[dict[int, object]] = []  # per forward: layer -> (seq, hidden)
         self.prompt_scores: np.ndarray | None = None
@@ -549,11 +572,38 @@ class _Monitor:
         return [blocks[i].register_forward_hook(make_hook(i)) for i in sorted(wanted)]
 
     # ---------------------------------------------------------------- scoring
-    def _score_rows(self, acts: dict[int, object]) -> np.ndarray:
-        rows = {layer: a.float().cpu().numpy() for layer, a in acts.items()}
-        from .scoring import token_rows
+    def scored_mask(self, fed: list[int], start: int) -> np.ndarray:
+        """Which of the positions ``start..len(fed)-1`` get a score: not the attention
+        sink (position 0) nor special tokens, unless ``probe.score_special_tokens``."""
+        from .token_masks import scored_token_mask
 
-        return token_rows(self.probe, [SimpleNamespace(acts=rows)], mode="score")[0]
+        if self.include:
+            return np.ones(len(fed) - start, dtype=bool)
+        return scored_token_mask(fed, self.special)[start:]
+
+    def score_new(self, acts: dict[int, object], fed: list[int]) -> np.ndarray:
+        """Scores of the positions not scored yet, ``n_fed..len(fed)-1``.
+
+        ``acts`` holds the last rows of the sequence ``fed`` (the whole prompt on the
+        first pass, one position per KV-cached step). Unscored positions of a
+        token-level probe, and positions before a sequence probe's first scored token,
+        are NaN.
+        """
+        from .scoring import token_matrix, token_rows
+
+        new = len(fed) - self.n_fed
+        rows = {layer: a[-new:].float().cpu().numpy() for layer, a in acts.items()}
+        mask = self.scored_mask(fed, self.n_fed)
+        if self.scorer is None:
+            out = token_rows(self.probe, [SimpleNamespace(acts=rows)], mode="score")[0]
+            out = np.where(mask, np.asarray(out, dtype=np.float64), np.nan)
+        else:
+            before = self.scorer.n_scored
+            z = self.scorer.push(token_matrix(rows, self.layers), mask)
+            out = 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+            out[before + np.cumsum(mask) == 0] = np.nan
+        self.n_fed = len(fed)
+        return out
 
     def end_step(self, ids: list[int]) -> bool:
         """Called after every forward pass; ``ids`` is the sequence fed so far plus, as
@@ -567,11 +617,19 @@ class _Monitor:
         if not self.streaming:
             self.steps.append(acts)
             return False
+        scores = self.score_new(acts, ids[:-1])
         if self.prompt_scores is None:
-            self.prompt_scores = self._score_rows(acts)
+            self.prompt_scores = scores
             return False
-        score = float(self._score_rows(acts)[-1])
-        return self._emit(ids, score, final=False)
+        return self._emit(ids, float(scores[-1]), final=False)
+
+    def final_step(self, ids: list[int]) -> None:
+        """Score the last generated token, just run through the probed layers."""
+        acts, self.captured = self.captured, {}
+        if self.streaming:
+            self._emit(ids, float(self.score_new(acts, ids)[-1]), final=True)
+        else:
+            self.steps.append(acts)
 
     def _emit(self, ids: list[int], score: float, final: bool) -> bool:
         """Record the score of the newest generated token that was fed to the model."""
@@ -596,6 +654,8 @@ class _Monitor:
     def finish(self, ids: list[int], n_generated: int) -> None:
         """Score deferred steps (non-streaming mode) once, with a single classifier call."""
         if self.streaming:
+            if self.prompt_scores is None:  # nothing was generated
+                self.prompt_scores = np.full(self.n_prompt, np.nan)
             return
         import torch
 
@@ -605,7 +665,8 @@ class _Monitor:
             layer: torch.cat([s[layer][-1:] if i else s[layer] for i, s in enumerate(steps)])
             for layer in self.layers
         }
-        rows = self._score_rows(acts)
+        fed = ids[: self.n_prompt + n_generated]
+        rows = self.score_new(acts, fed)
         self.prompt_scores = rows[: self.n_prompt]
         for k, score in enumerate(rows[self.n_prompt : self.n_prompt + n_generated]):
             self._emit(ids[: self.n_prompt + k + 1], float(score), final=k == n_generated - 1)
@@ -720,7 +781,19 @@ def monitor(
     Generated token ``k`` is scored from the position where it is the model's input,
     so ``scores`` equal re-scoring ``prompt_text + text`` with
     ``inference_pooling="all"`` at the generated positions (up to float rounding of
-    the KV-cached steps).
+    the KV-cached steps). The attention sink (position 0) and special tokens (BOS/EOS,
+    chat-template control tokens) get NaN and are never flagged, unless the probe has
+    ``score_special_tokens=True``, as in ``token_scores``.
+
+    For a sequence probe (``classifier="mil"|"attention"|"multimax"``) the score after
+    a token is the prompt-level probability of the whole prefix (prompt plus the
+    generation up to and including that token): what ``predict_proba`` gives that
+    prefix. It is updated incrementally at a constant cost per token
+    (:class:`~.sequence_probes.PrefixScorer`: a running window for MIL's
+    ``rolling_max:K``, a running log-sum-exp per attention head, a running max per
+    multimax head), so a calibrated ``threshold_`` applies as is and the text is
+    flagged at the first token after which its prompt-level score crosses it. Tokens
+    before the first scored one get NaN; an unscored token repeats the prefix score.
 
     Parameters
     ----------
@@ -733,7 +806,8 @@ def monitor(
     threshold : float, optional
         Flagging threshold; default the calibrated ``probe.threshold_``, else 0.5.
         (``threshold_`` is calibrated on prompt-level scores; per-token scores of a
-        ``last_token`` probe live on the same scale.)
+        ``last_token`` probe live on the same scale, and a sequence probe's prefix
+        scores are prompt-level scores.)
     on_flag : callable, optional
         ``on_flag(position, token, score)``, called once at the first generated token
         scoring over the threshold.
@@ -824,12 +898,7 @@ def monitor(
         n_generated = len(ids) - len(prompt_ids)
         if n_generated > 0 and not stopped_early:
             _final_step(mon, out, ids)
-            if mon.streaming:
-                score = float(mon._score_rows(mon.captured)[-1])
-                mon.captured = {}
-                mon._emit(ids, score, final=True)
-            else:
-                mon.end_step(ids)
+            mon.final_step(ids)
         mon.finish(ids, n_generated)
     finally:
         for h in handles:
@@ -850,4 +919,5 @@ def monitor(
         prompt_ids=prompt_ids,
         token_ids=ids[len(prompt_ids) :],
         chat_template=templated,
+        score_kind="token" if mon.scorer is None else "prefix",
     )

@@ -157,8 +157,8 @@ class Probe:
         position 0 (the attention sink, whose activations are 5-170x the norm of other
         tokens' on SmolLM2) and special tokens (BOS/EOS, chat-template control tokens):
         NaN in ``token_scores``, masked in ``"all"`` arrays, skipped by every reduction.
-        True scores them too. Training on every token and the live monitor use every
-        token either way.
+        True scores them too (also in the live ``monitor``). Training with
+        ``train_pooling="all"`` uses every token either way.
     """
 
     def __init__(
@@ -1328,12 +1328,6 @@ class Probe:
         """Generate from ``prompt`` while scoring every new token; see :mod:`.monitoring`."""
         from .monitoring import monitor
 
-        if self._is_sequence():
-            raise ValueError(
-                f"monitor() streams per-token scores of pooled/token-level linear probes; "
-                f"classifier={self.classifier!r} is not supported by the live monitor yet. "
-                "Score the finished text with predict_proba / token_scores instead"
-            )
         return monitor(self, prompt, **kwargs)
 
     # ------------------------------------------------------------------ sharing

@@ -592,6 +592,36 @@ class _SequenceProbe(ClassifierMixin, BaseEstimator):
         est.loss_curve_ = list(meta["loss_curve"])
         return est
 
+    # -- streaming (prefix) scores --------------------------------------------
+    def prefix_scorer(self) -> PrefixScorer:
+        """A streaming scorer: the prompt logit of a growing prefix, token by token.
+
+        ``scorer.push(x, mask)`` appends tokens and returns the logit of the prefix after
+        each of them, exactly :meth:`decision_function` of that prefix (float64), at a
+        constant cost per token (see :class:`PrefixScorer`). Drives the live monitor.
+        """
+        check_is_fitted(self, "params_")
+        return _PREFIX_SCORERS[self.kind](self)
+
+    def prefix_decision_function(self, x, mask=None) -> np.ndarray:
+        """The prompt logit of every prefix of one prompt: the score after each token.
+
+        ``out[t] == decision_function([x[: t + 1]], mask=[mask[: t + 1]])[0]``. A prefix
+        with no scored token yet gets what :meth:`decision_function` gives a prompt with
+        none (0 for MIL, the intercept for attention and multimax).
+
+        Parameters
+        ----------
+        x : array-like of shape (seq, hidden)
+        mask : bool array-like of shape (seq,), optional
+            True at the tokens the probe may use (default all).
+
+        Returns
+        -------
+        ndarray of shape (seq,), float64
+        """
+        return self.prefix_scorer().push(x, mask)
+
 
 _COMMON_DOC = """
     l2 : float, default 1e-3
@@ -959,3 +989,201 @@ def window_of(spec) -> int | None:
     """K of a ``rolling_max:K`` spec, else None (for ``Probe(pooling=...)`` routing)."""
     agg = parse_aggregation(spec)
     return agg.window if agg.kind == "rolling_max" else None
+
+
+# ---------------------------------------------------------------- streaming scores
+class PrefixScorer:
+    """The prompt logit of a growing prefix of one prompt, updated token by token.
+
+    Built by :meth:`_SequenceProbe.prefix_scorer`. :meth:`push` appends tokens (the
+    prompt at once, then one generated token per call) and returns the logit of the
+    prefix after each of them, equal to the estimator's ``decision_function`` on that
+    prefix. State per probe kind, so each token costs O(hidden * heads) for its
+    projections plus:
+
+    - MIL: the last ``window`` scored token logits (a ring), their running mean and the
+      best full-window mean so far: O(window);
+    - attention: per head a running max, sum of ``exp(a - max)`` and of
+      ``exp(a - max) * v`` (a log-sum-exp kept in pieces): O(1) per head; with
+      ``window=K`` also the last K tokens' logits and values, whose window softmax is
+      recomputed for each new full window: O(K) per head;
+    - multimax: a running max per head: O(1) per head.
+
+    Unscored tokens (mask False) leave the state unchanged: the prefix's logit repeats.
+
+    Attributes
+    ----------
+    n_tokens : int
+        Tokens pushed so far.
+    n_scored : int
+        Scored tokens among them.
+    """
+
+    def __init__(self, est) -> None:
+        self.mean = np.asarray(est.mean_, dtype=np.float64)
+        self.scale = np.asarray(est.scale_, dtype=np.float64)
+        self.params = {k: np.asarray(v, dtype=np.float64) for k, v in est.params_.items()}
+        self.intercept = float(self.params["b"].reshape(-1)[0])
+        self.n_tokens = 0
+        self.n_scored = 0
+        self._reset()
+
+    def _reset(self) -> None:  # pragma: no cover - per kind
+        raise NotImplementedError
+
+    def _project(self, xs: np.ndarray) -> np.ndarray:
+        """Per-token projections of standardized (k, d) tokens: (k, ...)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _add(self, proj) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def _logit(self) -> float:
+        raise NotImplementedError  # pragma: no cover
+
+    @property
+    def logit(self) -> float:
+        """The logit of the prefix pushed so far."""
+        return self._logit()
+
+    def push(self, x, mask=None) -> np.ndarray:
+        """Append tokens; the prefix logit after each.
+
+        Parameters
+        ----------
+        x : array-like of shape (k, hidden) or (hidden,)
+            The next token(s)' activations (the probe's layers side by side).
+        mask : bool array-like of shape (k,), optional
+            True at tokens the probe may use (default all).
+
+        Returns
+        -------
+        ndarray of shape (k,), float64
+        """
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[None]
+        d = len(self.mean)
+        if x.ndim != 2 or x.shape[1] != d:
+            raise ValueError(
+                f"token activations of shape {np.shape(x)} do not have hidden size {d}; "
+                "give (k, hidden) rows of the probe's layers side by side"
+            )
+        m = np.ones(len(x), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        if m.shape != (len(x),):
+            raise ValueError(f"mask of shape {m.shape} does not match {len(x)} tokens")
+        out = np.empty(len(x))
+        rows = np.flatnonzero(m)
+        proj = self._project((x[rows] - self.mean) / self.scale) if len(rows) else None
+        j = 0
+        for t in range(len(x)):
+            if m[t]:
+                self._add(proj[j])
+                j += 1
+                self.n_scored += 1
+            out[t] = self._logit()
+        self.n_tokens += len(x)
+        return out
+
+
+class MILPrefixScorer(PrefixScorer):
+    """Streaming ``rolling_max:window`` of a :class:`MILProbe`'s token logits."""
+
+    def __init__(self, est) -> None:
+        self.window = int(est.window)
+        super().__init__(est)
+
+    def _reset(self):
+        from collections import deque
+
+        self.recent = deque(maxlen=self.window)
+        self.total = 0.0
+        self.best = -math.inf
+
+    def _project(self, xs):
+        return xs @ self.params["w"] + self.intercept
+
+    def _add(self, z):
+        z = float(z)
+        self.recent.append(z)
+        self.total += z
+        if len(self.recent) == self.window:
+            self.best = max(self.best, math.fsum(self.recent) / self.window)
+
+    def _logit(self):
+        n = self.n_scored
+        if n == 0:
+            return 0.0
+        if n < self.window:
+            return self.total / n
+        return self.best
+
+
+class AttentionPrefixScorer(PrefixScorer):
+    """Streaming attention read-out of an :class:`AttentionProbe` (softmax per head)."""
+
+    def __init__(self, est) -> None:
+        self.window = est.window
+        super().__init__(est)
+
+    def _reset(self):
+        from collections import deque
+
+        h = self.params["q"].shape[1]
+        self.top = np.full(h, -np.inf)  # running max of the attention logits, per head
+        self.denom = np.zeros(h)  # sum of exp(a - top)
+        self.numer = np.zeros(h)  # sum of exp(a - top) * v
+        self.recent = deque(maxlen=self.window) if self.window is not None else None
+        self.best = -math.inf
+
+    def _project(self, xs):
+        return np.stack([xs @ self.params["q"], xs @ self.params["u"]], axis=1)  # (k, 2, H)
+
+    def _add(self, av):
+        a, v = av
+        top = np.maximum(self.top, a)
+        shrink = np.exp(self.top - top)
+        e = np.exp(a - top)
+        self.denom = self.denom * shrink + e
+        self.numer = self.numer * shrink + e * v
+        self.top = top
+        if self.recent is not None:
+            self.recent.append(av)
+            if len(self.recent) == self.window:
+                w = np.stack(self.recent)  # (K, 2, H)
+                aw, vw = w[:, 0], w[:, 1]
+                ew = np.exp(aw - aw.max(0))
+                score = float(((ew / ew.sum(0)) * vw).sum())
+                self.best = max(self.best, score)
+
+    def _logit(self):
+        if self.n_scored == 0:
+            return self.intercept
+        if self.window is not None and self.n_scored >= self.window:
+            return self.best + self.intercept
+        return float((self.numer / self.denom).sum()) + self.intercept
+
+
+class MultiMaxPrefixScorer(PrefixScorer):
+    """Streaming per-head maxima of a :class:`MultiMaxProbe`."""
+
+    def _reset(self):
+        self.top = np.full(len(self.params["beta"]), -np.inf)
+
+    def _project(self, xs):
+        return xs @ self.params["w"] + self.params["c"]
+
+    def _add(self, s):
+        self.top = np.maximum(self.top, s)
+
+    def _logit(self):
+        if self.n_scored == 0:
+            return self.intercept
+        return float(self.top @ self.params["beta"]) + self.intercept
+
+
+_PREFIX_SCORERS = {
+    "mil": MILPrefixScorer,
+    "attention": AttentionPrefixScorer,
+    "multimax": MultiMaxPrefixScorer,
+}
