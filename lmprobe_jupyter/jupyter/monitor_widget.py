@@ -14,6 +14,7 @@ frame and a banner naming the first flagged token.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import traitlets
@@ -26,6 +27,15 @@ __all__ = ["MonitorWidget", "monitor_live"]
 _STATIC = presentation.STATIC_DIR
 
 
+def _synced(scores) -> list:
+    """Scores as a JSON-safe list: ``None`` for NaN (an unscored token)."""
+    out = []
+    for s in scores:
+        s = None if s is None else float(s)
+        out.append(None if s is None or math.isnan(s) else s)
+    return out
+
+
 class MonitorWidget(HTMLBackedWidget):
     """Live view of a monitored generation.
 
@@ -34,7 +44,8 @@ class MonitorWidget(HTMLBackedWidget):
     threshold : float
         Scores strictly above it are marked; the first such token raises the alarm.
     tokens, scores : list
-        Generated pieces and their scores so far (filled by :meth:`push`).
+        Generated pieces and their scores so far (filled by :meth:`push`); an unscored
+        token (the attention sink, a special token) has ``None`` (JSON has no NaN).
     prompt_tokens, prompt_scores : list
         The prompt, shown collapsed.
     flagged_at : int or None
@@ -140,7 +151,7 @@ class MonitorWidget(HTMLBackedWidget):
             "flagged_at": None,
             "status": "running",
             "prompt_tokens": [str(t) for t in prompt_tokens],
-            "prompt_scores": [float(s) for s in prompt_scores],
+            "prompt_scores": _synced(prompt_scores),
         }
         if threshold is not None:
             values["threshold"] = float(threshold)
@@ -152,7 +163,7 @@ class MonitorWidget(HTMLBackedWidget):
             raise ValueError(
                 f"token position {position} does not follow the {len(self.tokens)} shown"
             )
-        score = float(score)
+        score = float("nan") if score is None else float(score)
         flagged_at = self.flagged_at
         if flagged_at is None and score > self.threshold:
             flagged_at = position
@@ -164,7 +175,7 @@ class MonitorWidget(HTMLBackedWidget):
         self._set(
             rebuild=False,
             tokens=[*self.tokens, str(token)],
-            scores=[*self.scores, score],
+            scores=[*self.scores, *_synced([score])],
             flagged_at=flagged_at,
             status="running",
         )
@@ -175,9 +186,9 @@ class MonitorWidget(HTMLBackedWidget):
         self._set(
             threshold=float(result.threshold),
             prompt_tokens=list(result.prompt_tokens),
-            prompt_scores=[float(s) for s in result.prompt_scores],
+            prompt_scores=_synced(result.prompt_scores),
             tokens=list(result.tokens),
-            scores=[float(s) for s in result.scores],
+            scores=_synced(result.scores),
             flagged_at=result.flagged_at,
             status="stopped" if result.stopped_early else "done",
             chat_template=bool(getattr(result, "chat_template", False)),

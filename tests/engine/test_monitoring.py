@@ -547,3 +547,38 @@ def test_no_template_without_one(tiny_probe, monkeypatch):
     monkeypatch.setattr(tiny_probe.runtime.tokenizer, "chat_template", None)
     result = tiny_probe.monitor("Tell me about dogs", max_new_tokens=2)
     assert result.chat_template is False and result.prompt_text == "Tell me about dogs"
+
+
+def test_the_sink_and_special_tokens_are_not_scored(tiny_probe):
+    """As in token_scores: NaN at position 0 and at chat control tokens, never flagged."""
+    import copy
+
+    tok = tiny_probe.runtime.tokenizer
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    # the model is made to write end-of-turn tokens (special tokens)
+    result = tiny_probe.monitor(
+        "Tell me about dogs",
+        max_new_tokens=3,
+        threshold=-1.0,
+        sequence_bias={(end,): 100.0},
+        eos_token_id=None,
+    )
+    special = set(tok.all_special_ids)
+    want = np.array([i == 0 or t in special for i, t in enumerate(result.prompt_ids)])
+    assert want.sum() == 5  # three <|im_start|> (the first is the sink), two <|im_end|>
+    np.testing.assert_array_equal(np.isnan(result.prompt_scores), want)
+    assert result.token_ids == [end] * 3 and np.isnan(result.scores).all()
+    assert result.flagged_at is None  # every score is over -1, but none was given
+    assert np.isnan(result.max_score)
+    everything = copy.copy(tiny_probe)
+    everything.score_special_tokens = True
+    full = everything.monitor(
+        "Tell me about dogs",
+        max_new_tokens=3,
+        threshold=-1.0,
+        sequence_bias={(end,): 100.0},
+        eos_token_id=None,
+    )
+    assert not np.isnan(full.prompt_scores).any() and not np.isnan(full.scores).any()
+    assert full.flagged_at == 0
+    np.testing.assert_allclose(full.prompt_scores[~want], result.prompt_scores[~want], atol=1e-6)

@@ -220,3 +220,16 @@ def test_view_mounts_updates_and_mirrors_the_alarm_in_a_browser():
         [True, "running", 3, True],
         [True, "stopped", 3, True],
     ]
+
+
+def test_unscored_tokens_sync_as_none_and_show_grey():
+    """The monitor gives NaN to the sink and special tokens; JSON has no NaN."""
+    w = MonitorWidget()
+    w.reset(prompt_tokens=["<|im_start|>", "Hi"], prompt_scores=[float("nan"), 0.2], threshold=0.5)
+    assert w.prompt_scores == [None, 0.2]
+    w.push(0, "<|im_end|>", float("nan"))
+    w.push(1, " x", 0.9)
+    assert w.scores == [None, 0.9] and w.flagged_at == 1
+    html = w._html
+    assert html.count('data-score="nan"') == 2  # one in the prompt, one generated
+    assert 'max score <span class="lmpj-max">0.900' in html
