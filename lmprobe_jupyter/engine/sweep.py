@@ -6,6 +6,16 @@ sequences), then fits one small probe per layer on those arrays. Scoring a sweep
 prompts likewise extracts every layer in one pass and hands each probe its own slice.
 Each per-layer probe is a complete :class:`~.probe.Probe`: ``result.probes[16]
 .predict(prompts)`` works, and hits the activation cache for prompts already seen.
+
+Sequence probes (``classifier="mil"|"attention"|"multimax"``) read every token, so their
+sweep extracts per-token activations of every swept layer in one pass per chunk of
+:data:`TOKEN_CHUNK` prompts, through ``runtime.token_features`` (the path a single
+probe's ``fit`` takes, so each layer's probe equals one fitted on that layer alone), and
+keeps only the tokens the probes may use (not the attention sink, special tokens or
+tokens outside ``score_roles``). Those are held for the per-layer fits and for
+cross-validation: ``n_scored_tokens x hidden x n_layers`` floats in the activation
+cache's dtype (4 bytes each by default; 2 with ``set_cache_dtype("float16")`` and
+``set_cache_tokens(True)``). Scoring new prompts reads one chunk at a time.
 """
 
 from __future__ import annotations
@@ -19,6 +29,10 @@ from .layers import is_selection_spec, is_sweep_spec, resolve_layers, validate_s
 from .scoring import compute_metrics, prompt_outputs, restrict, score_value, token_rows
 
 __all__ = ["SweepResult", "sweep_layers"]
+
+#: Prompts per per-token extraction of a sequence-probe sweep: the full-sequence
+#: activations of every swept layer are held for one chunk at a time.
+TOKEN_CHUNK = 128
 
 
 #: Up to this many matrix entries per layer, per-layer fits run with one BLAS/OpenMP thread:
@@ -81,6 +95,87 @@ def build_sweep(cls, params: dict, X_layers: dict, y, layers, runtime=None, n_pr
             train[layer] = p.score_from_activations(X, y)
             probes[layer] = p
     return SweepResult(probes, train_scores=train)
+
+
+def sequence_token_sets(runtime, prompts, layers, probe, remote=None) -> dict[int, list]:
+    """Per-token activations of every layer, only at the tokens ``probe`` may score.
+
+    Parameters
+    ----------
+    runtime : ModelRuntime
+    prompts : list
+        Prepared prompts.
+    layers : list of int
+    probe : Probe
+        Whose ``score_roles`` and ``score_special_tokens`` say which tokens count.
+    remote : bool, optional
+
+    Returns
+    -------
+    dict of int to list of ndarray of shape (n_scored_i, hidden)
+        One array per prompt, in order. A sequence probe ignores unscored tokens, so
+        dropping them changes no score and saves their memory.
+    """
+    layers = [int(x) for x in layers]
+    out: dict[int, list] = {layer: [] for layer in layers}
+    prompts = list(prompts)
+    for s in range(0, len(prompts), TOKEN_CHUNK):
+        toks, keep = runtime.token_features(
+            prompts[s : s + TOKEN_CHUNK],
+            layers,
+            roles=probe.score_roles,
+            remote=remote,
+            score_special_tokens=probe.score_special_tokens,
+        )
+        for i, t in enumerate(toks):
+            k = None if keep is None else np.asarray(keep[i][: len(t.tokens)], dtype=bool)
+            for layer in layers:
+                a = t.acts[layer]
+                out[layer].append(a if k is None else a[k[: len(a)]])
+        del toks
+    return out
+
+
+def build_sequence_sweep(
+    cls, params: dict, tokens: dict, y, layers, runtime=None, n_prompts=None
+) -> SweepResult:
+    """Fit one sequence probe per layer on per-token activations.
+
+    Parameters
+    ----------
+    cls : type
+    params : dict
+        Constructor parameters (``classifier`` one of "mil", "attention", "multimax").
+    tokens : dict of int to list of ndarray of shape (seq_i, hidden)
+        From :func:`sequence_token_sets` (every token is used).
+    y : ndarray of shape (n_prompts,)
+    layers : list of int
+    runtime : ModelRuntime, optional
+    n_prompts : int, optional
+
+    Returns
+    -------
+    SweepResult
+        Keeps ``tokens`` for :meth:`SweepResult.cross_validate`.
+    """
+    from .extraction import progress_enabled
+
+    layers = [int(x) for x in layers]
+    y = np.asarray(y)
+    iterator = layers
+    if progress_enabled(params.get("progress")) and len(layers) > 1:
+        from .progress import progress_bar
+
+        iterator = progress_bar(layers, desc="fitting probes", unit="layer")
+    probes, train = {}, {}
+    for layer in iterator:
+        p = cls(**{**params, "layers": layer})
+        if runtime is not None:
+            p.runtime = runtime
+        p.fit_from_activations(tokens[layer], y, layers=[layer], n_prompts=n_prompts)
+        train[layer] = p.score_from_activations(tokens[layer], y)
+        probes[layer] = p
+    return SweepResult(probes, train_scores=train, train_tokens=(tokens, y))
 
 
 def sweep_layers(
@@ -176,6 +271,24 @@ def sweep_layers(
         raise TypeError("give both test_prompts and test_labels, or neither")
 
     prepared = runtime.prepare(train_prompts, chat_template=base.chat_template)
+    from .token_probes import uses_sequence_probe
+
+    if uses_sequence_probe(base):
+        if executor != "local":
+            raise ValueError(
+                f"executor={executor!r} distributes pooled extraction; a sweep of "
+                f"classifier={base.classifier!r} reads per-token activations, which run with "
+                "executor='local'"
+            )
+        tokens = sequence_token_sets(runtime, prepared, candidates, base, remote=remote)
+        result = build_sequence_sweep(
+            cls, base.get_params(), tokens, y, candidates, runtime=runtime, n_prompts=len(prepared)
+        )
+        if cv:
+            result.cross_validate(cv)
+        if test_prompts is not None:
+            result.score(test_prompts, test_labels, remote=remote)
+        return result
     X_layers, y = runtime.training_set(
         prepared,
         y,
@@ -220,9 +333,11 @@ class SweepResult:
         (so does assigning it). ``selected_probe`` is that layer's probe.
     """
 
-    def __init__(self, probes: dict, train_scores: dict | None = None) -> None:
+    def __init__(self, probes: dict, train_scores: dict | None = None, train_tokens=None) -> None:
         if not probes:
             raise ValueError("a sweep needs at least one layer")
+        # (tokens per layer, labels) of a sequence-probe sweep, for cross-validation
+        self._train_tokens = train_tokens
         self.probes = dict(sorted(probes.items()))
         self.train_scores = dict(train_scores or {})
         self.cv_scores: dict | None = None
@@ -231,6 +346,12 @@ class SweepResult:
         self.task = first.task
         self.metric = "r2" if self.task == "regression" else "accuracy"
         self._selected_layer: int | None = None
+
+    @property
+    def train_tokens(self) -> tuple[dict, np.ndarray] | None:
+        """A sequence-probe sweep's training data: ({layer: list of (n_scored_i, hidden)
+        arrays}, labels), the scored tokens only; None for a pooled sweep."""
+        return self._train_tokens
 
     @property
     def selected_layer(self) -> int | None:
@@ -284,9 +405,27 @@ class SweepResult:
         :mod:`.scoring` functions, same ``score_roles`` restriction), from one forward pass.
         """
         from .pooling import is_token_level
+        from .token_probes import uses_sequence_probe
 
         first = next(iter(self.probes.values()))
         prepared = first.runtime.prepare(prompts, chat_template=first.chat_template)
+        if uses_sequence_probe(first):
+            if executor != "local":
+                raise ValueError(
+                    f"executor={executor!r} distributes pooled extraction; sequence probes "
+                    "read per-token activations, which run with executor='local'"
+                )
+            proba: dict[int, list] = {layer: [] for layer in self.layers}
+            for s in range(0, len(prepared), TOKEN_CHUNK):
+                tokens = sequence_token_sets(
+                    first.runtime, prepared[s : s + TOKEN_CHUNK], self.layers, first, remote
+                )
+                for layer, p in self.probes.items():
+                    proba[layer].append(p.predict_proba_from_activations(tokens[layer]))
+            return {
+                layer: prompt_outputs(p, proba=np.concatenate(proba[layer]))
+                for layer, p in self.probes.items()
+            }
         if is_token_level(first.inference_pooling_):
             toks, keep = first.runtime.token_features(
                 prepared,
@@ -353,13 +492,53 @@ class SweepResult:
         return out
 
     def cross_validate(self, cv: int = 5) -> dict[int, float]:
-        """Stratified ``cv``-fold scores per layer on the training activations (same folds)."""
+        """Stratified ``cv``-fold scores per layer on the training activations (same folds).
+
+        Sequence probes are refitted per fold on the sweep's per-token activations."""
         if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
             raise ValueError(f"cv={cv!r} must be an int >= 2 (number of folds)")
         first = next(iter(self.probes.values()))
+        from .token_probes import uses_sequence_probe
+
+        if uses_sequence_probe(first):
+            self.cv_scores = self._sequence_cv(cv)
+            return self.cv_scores
         with small_fit_threads(first.training_activations[0].size):
             self.cv_scores = {layer: p.cross_validate(cv) for layer, p in self.probes.items()}
         return self.cv_scores
+
+    def _sequence_cv(self, cv: int) -> dict[int, float]:
+        """Fold accuracies of sequence probes refitted on the kept per-token activations."""
+        from sklearn.base import clone
+        from sklearn.model_selection import StratifiedKFold
+
+        if self._train_tokens is None:
+            raise ValueError(
+                "cross_validate of a sequence-probe sweep needs its training tokens, which "
+                "this result does not hold; rerun sweep_layers(..., cv=5), or score held-out "
+                "prompts with result.score(prompts, labels)"
+            )
+        tokens, y = self._train_tokens
+        y = np.asarray(y)
+        classes, counts = np.unique(y, return_counts=True)
+        k = min(cv, int(counts.min()))
+        if k < 2:
+            raise ValueError(
+                f"cross_validate needs at least 2 training examples of every class; class "
+                f"{classes[counts.argmin()]!r} has {counts.min()}"
+            )
+        first = next(iter(self.probes.values()))
+        splitter = StratifiedKFold(k, shuffle=True, random_state=first.random_state or 0)
+        folds = list(splitter.split(np.zeros(len(y)), y))
+        out = {}
+        for layer, p in self.probes.items():
+            X = tokens[layer]
+            accs = []
+            for train, test in folds:
+                est = clone(p.classifier_).fit([X[i] for i in train], y[train])
+                accs.append(float(np.mean(est.predict([X[i] for i in test]) == y[test])))
+            out[layer] = float(np.mean(accs))
+        return out
 
     # ------------------------------------------------------------------ best layer
     @staticmethod

@@ -184,7 +184,8 @@ PROBE_OPTIONS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "inference_pooling": (_optional(_string), "pooling for predict only (all, max, min too)"),
     "classifier": (
         _string,
-        "logistic_regression, ridge, svm, lda, mass_mean, sgd, logistic_regression_cv, ensemble",
+        "logistic_regression, ridge, svm, lda, mass_mean, sgd, logistic_regression_cv, ensemble; "
+        "sequence probes: mil, attention, multimax",
     ),
     "task": (_string, "classification or regression"),
     "device": (_string, "auto, cpu, cuda:0"),

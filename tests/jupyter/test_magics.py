@@ -298,6 +298,33 @@ def test_probe_monitor_scores_generated_tokens(dog, shell):
         shell.run_line_magic("probe_monitor", "dog hi --max-new-tokens 0")
 
 
+def test_probe_sweep_and_monitor_with_a_sequence_classifier(shell, tiny_model_path):
+    from lmprobe_jupyter.engine.sequence_probes import MILProbe
+
+    w = shell.run_cell_magic(
+        "probe_sweep",
+        f"--model {tiny_model_path} --layers 1,3 --classifier mil "
+        "--classifier-kwargs window=2,max_epochs=4 --cv 3 -o sw",
+        CELL,
+    )
+    result = shell.user_ns["sw"]
+    assert w.layers == [1, 3] and isinstance(result.probes[3].classifier_, MILProbe)
+    assert w.train_scores == pytest.approx([result.cv_scores[1], result.cv_scores[3]])
+    assert (w.best_layer, w.best_by) == result.best_choice()
+    shell.user_ns["seq"] = result.probes[3]
+    # a bare prompt: after the chat template's newline the tiny model writes newlines,
+    # which merge into one token when the text is re-tokenized
+    mon_widget = shell.run_line_magic(
+        "probe_monitor", "seq Fetch the --max-new-tokens 3 --chat-template false -o m"
+    )
+    mon = shell.user_ns["m"]
+    assert mon.score_kind == "prefix" and len(mon.scores) == 3
+    assert mon.scores[-1] == pytest.approx(
+        result.probes[3].predict_proba([mon.prompt_text + mon.text])[0, 1], abs=1e-5
+    )
+    assert mon_widget.scores == pytest.approx(list(mon.scores))
+
+
 @pytest.mark.real_model
 def test_default_bundled_model_learns_dog_vs_cat(ip):
     """No --model: the magics use the bundled SmolLM2, and the probe finds the concept."""
