@@ -120,3 +120,54 @@ def test_sequence_sweep_refuses_ray(tiny_model_path):
         Probe.sweep_layers(
             positive_prompts=POS, negative_prompts=NEG, layers=[1], executor="ray", **kw
         )
+
+
+# Dog vs cat sentences (as in test_token_probes.py): the animal is one token of a short
+# sentence, and held-out sentences use templates the probe never saw.
+TRAIN_TEMPLATES = [
+    "My {} sleeps on the sofa all afternoon.",
+    "We took the {} to the vet yesterday.",
+    "The {} is hungry again.",
+    "A neighbour found our {} in the garden.",
+    "Her {} hates the rain.",
+    "I bought a new bed for the {}.",
+    "The {} stared out of the window.",
+    "Our {} is getting old.",
+]
+TEST_TEMPLATES = [
+    "The {} knocked over my coffee.",
+    "Grandma feeds the {} every morning.",
+    "Someone left the {} outside overnight.",
+    "That {} has the softest fur.",
+    "The {} followed me into the kitchen.",
+    "Every evening the {} waits by the door.",
+    "The {} got lost in the park.",
+    "He adopted a {} last spring.",
+]
+
+
+@pytest.mark.real_model
+def test_a_sweep_of_mil_probes_learns_dog_vs_cat_on_smollm(smollm):
+    """The bundled model: held-out prompt-level metrics per layer."""
+    pos = [t.format(w) for t in TRAIN_TEMPLATES for w in ("dog", "puppy")]
+    neg = [t.format(w) for t in TRAIN_TEMPLATES for w in ("cat", "kitten")]
+    test = [t.format("dog") for t in TEST_TEMPLATES] + [t.format("cat") for t in TEST_TEMPLATES]
+    test_y = [1] * 8 + [0] * 8
+    result = Probe.sweep_layers(
+        positive_prompts=pos,
+        negative_prompts=neg,
+        layers=[1, 15],
+        classifier="mil",
+        classifier_kwargs={"window": 4},
+        device="cpu",
+        dtype="float32",
+        random_state=0,
+        test_prompts=test,
+        test_labels=test_y,
+    )
+    metrics = result.evaluate(test, test_y)
+    print({layer: (m["accuracy"], round(m["auroc"], 3)) for layer, m in metrics.items()})
+    # 16 balanced held-out texts: P(>= 13/16 correct | chance) ~ 0.011, so >= 0.8 at the
+    # middle layer says the probe learned the animal
+    assert metrics[15]["accuracy"] >= 0.8 and metrics[15]["auroc"] >= 0.9
+    assert result.best_choice() == (max(result.test_scores, key=result.test_scores.get), "test")
