@@ -1,10 +1,11 @@
 """``Probe(classifier="attention" | "multimax" | "mil")``: sequence probes inside ``Probe``.
 
 The estimators of :mod:`.sequence_probes` read every token of a prompt. This module is
-the glue :class:`~.probe.Probe` uses for them: which options they accept, how the
-per-token features are assembled (the probe's layers side by side per token, as
-:func:`.scoring.token_matrix` does; masked by ``score_special_tokens`` / ``score_roles``),
-and the estimator built from ``classifier_kwargs``.
+the glue :class:`~.probe.Probe` uses for them: which options they accept and the
+estimator built from ``classifier_kwargs``. Their per-token inputs (the probe's layers
+side by side per token, masked by ``score_special_tokens`` / ``score_roles``) come from
+:meth:`.ModelRuntime.token_source`, which keeps them on disk (:mod:`.token_store`) and
+hands them to the estimator one minibatch at a time.
 
 The fitted sequence probe is the last (only) step of the probe's ``pipeline_``, so
 saving, summaries and ``classifier_`` treat it like any classifier.
@@ -12,15 +13,12 @@ saving, summaries and ``classifier_`` treat it like any classifier.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .sequence_probes import SEQUENCE_CLASSIFIERS, is_sequence_probe, make_sequence_probe
 
 __all__ = [
     "SEQUENCE_CLASSIFIERS",
     "build_sequence_probe",
     "check_sequence_options",
-    "sequence_inputs",
     "uses_sequence_probe",
 ]
 
@@ -89,29 +87,3 @@ def build_sequence_probe(probe):
         kwargs["n_heads"] = kwargs.pop("heads")
     kwargs.setdefault("random_state", 0 if probe.random_state is None else probe.random_state)
     return make_sequence_probe(probe.classifier, **kwargs)
-
-
-def sequence_inputs(toks, keep, layers) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per-token features and scored-token masks for a sequence probe.
-
-    Parameters
-    ----------
-    toks : list of TokenActs
-        ``acts``: {layer: (seq_i, hidden)}.
-    keep : list of bool ndarray of shape (seq_i,), or None
-        The tokens the probe may use (None: all).
-    layers : list of int
-
-    Returns
-    -------
-    X : list of ndarray of shape (seq_i, hidden * len(layers))
-    masks : list of bool ndarray of shape (seq_i,)
-    """
-    from .scoring import token_matrix
-
-    X = [token_matrix(t.acts, layers) for t in toks]
-    if keep is None:
-        masks = [np.ones(len(x), dtype=bool) for x in X]
-    else:
-        masks = [np.asarray(k[: len(x)], dtype=bool) for k, x in zip(keep, X)]
-    return X, masks
