@@ -66,7 +66,7 @@ def storage_dtype(cache) -> str:
     return "float16" if cache.dtype == "float32" else cache.dtype
 
 
-def chunk_plan(lengths: Sequence[int], width: int, budget: int = CHUNK_BYTES) -> list[list[int]]:
+def chunk_plan(lengths: Sequence[int], width: int, budget: int | None = None) -> list[list[int]]:
     """Chunks of prompt indices for extraction, longest first.
 
     Sorting by length keeps each chunk's forward batches free of padding; a chunk grows
@@ -78,9 +78,11 @@ def chunk_plan(lengths: Sequence[int], width: int, budget: int = CHUNK_BYTES) ->
         Tokens per prompt.
     width : int
         Float32 values per token (hidden size times layers).
-    budget : int
-        Bytes per chunk; a prompt longer than the budget is a chunk of its own.
+    budget : int, optional
+        Bytes per chunk (default :data:`CHUNK_BYTES`); a prompt longer than the budget is
+        a chunk of its own.
     """
+    budget = CHUNK_BYTES if budget is None else int(budget)
     order = sorted(range(len(lengths)), key=lambda i: -int(lengths[i]))
     chunks, cur, used = [], [], 0
     for i in order:
