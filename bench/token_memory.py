@@ -61,7 +61,12 @@ def build_prompts(n: int, tokenizer, seed: int):
 def make_probe(kind: str, args):
     from lmprobe_jupyter import Probe
 
-    kwargs = {"max_epochs": args.epochs, "batch_size": args.batch_size, "random_state": 0}
+    kwargs = {
+        "max_epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "validation_fraction": args.validation_fraction,
+        "random_state": 0,
+    }
     if kind == "attention":
         kwargs["n_heads"] = 4
     return Probe(
@@ -113,13 +118,15 @@ def run(args) -> list[dict]:
     big = sizes[-1]
     plan = [("extract", big)]
     plan += [(kind, n) for kind in ("mil", "attention") for n in sizes]
-    plan += [("in-ram", big)]
+    if not args.skip_in_ram:
+        plan += [("in-ram", big)]
     common = [
         f"--layer={args.layer}",
         f"--epochs={args.epochs}",
         f"--batch-size={args.batch_size}",
         f"--threads={args.threads}",
         f"--seed={args.seed}",
+        f"--validation-fraction={args.validation_fraction}",
     ]
     rows = []
     with tempfile.TemporaryDirectory() as store:
@@ -142,7 +149,8 @@ def print_table(rows, args) -> None:
     hidden = rows[0]["hidden"]
     print(
         f"\nSmolLM2-135M-Instruct float32, layer {args.layer}, hidden {hidden}, batch_size "
-        f"{args.batch_size}, {args.epochs} epochs, torch threads {args.threads}"
+        f"{args.batch_size}, {args.epochs} epochs, validation_fraction "
+        f"{args.validation_fraction}, torch threads {args.threads}"
     )
     names = {
         "extract": "extract to the store",
@@ -173,6 +181,13 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.2,
+        help="the estimators' held-out fold (kept in memory by their fit)",
+    )
+    ap.add_argument("--skip-in-ram", action="store_true", help="skip the cache-off fit")
     ap.add_argument("--phase", help=argparse.SUPPRESS)  # internal: one phase per process
     ap.add_argument("--store", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -256,7 +256,7 @@ class StoredTokenSource(TokenSource):
             self._recover(lost, got)
         out = []
         for i in indices:
-            acts = self.held.get(i) or got[i]
+            acts = self.held[i] if i in self.held else got[i]
             a = self._features(acts)
             if self.n_features is None:
                 self.n_features = int(a.shape[1])
