@@ -862,8 +862,10 @@ class ActivationCache:
         layer: int,
         pooling: str,
         arrays: list[np.ndarray],
+        dtype: str | None = None,
     ) -> None:
-        """Cache one array per prompt (any shape; stored in the cache dtype).
+        """Cache one array per prompt (any shape; stored in ``dtype``, default the cache
+        dtype).
 
         Prompts already cached are skipped. All new arrays go into one new shard.
         """
@@ -874,7 +876,7 @@ class ActivationCache:
             return
         with self._lock, profile("cache_write"):
             try:
-                self._recovering(self._store, model_key, prompts, layer, pooling, arrays)
+                self._recovering(self._store, model_key, prompts, layer, pooling, arrays, dtype)
                 if not self._readonly:  # a read-only cache gets no ledger rows either
                     _cache_events.on_store(self.path, model_key, layer, pooling, prompts)
             except (OSError, sqlite3.OperationalError) as exc:  # disk full, read-only, ...
@@ -890,7 +892,8 @@ class ActivationCache:
                 stacklevel=4,
             )
 
-    def _store(self, model_key, prompts, layer, pooling, arrays) -> None:
+    def _store(self, model_key, prompts, layer, pooling, arrays, dtype=None) -> None:
+        dtype = self.dtype if dtype is None else _check_dtype(dtype)
         self._db()
         if self._readonly:
             return  # warned once when the cache was found read-only
@@ -902,7 +905,7 @@ class ActivationCache:
             if key in have:
                 continue
             a = np.asarray(a, dtype=np.float32)
-            code, raw = _shard.encode(a, self.dtype)
+            code, raw = _shard.encode(a, dtype)
             items.append((key.hex(), code, a.shape, raw))
         if not items:
             return
@@ -924,18 +927,20 @@ class ActivationCache:
         self._maybe_compact(gid)
         self._enforce_limit()
 
-    def as_stored(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """``arrays`` as a later lookup will return them (rounded through the cache dtype).
+    def as_stored(self, arrays: list[np.ndarray], dtype: str | None = None) -> list[np.ndarray]:
+        """``arrays`` as a later lookup will return them (rounded through ``dtype``,
+        default the cache dtype).
 
         With a float16/bfloat16 cache, returning these for freshly computed entries makes
         a cold call give exactly what the warm calls after it give.
         """
-        if self.dtype == "float32":
+        dtype = self.dtype if dtype is None else _check_dtype(dtype)
+        if dtype == "float32":
             return [np.asarray(a, dtype=np.float32) for a in arrays]
         out = []
         for a in arrays:
             a = np.asarray(a, dtype=np.float32)
-            code, raw = _shard.encode(a, self.dtype)
+            code, raw = _shard.encode(a, dtype)
             out.append(_shard.decode(raw, code, a.shape))
         return out
 

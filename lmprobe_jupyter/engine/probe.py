@@ -690,14 +690,24 @@ class Probe:
         return uses_sequence_probe(self)
 
     def _sequence_inputs(self, prepared, layers, remote):
-        """Per-token features and scored-token masks of prepared prompts."""
-        from .token_probes import sequence_inputs
-
-        toks, keep = self._token_features(prepared, layers, remote)
-        return (*sequence_inputs(toks, keep, layers), toks)
+        """Per-token inputs of prepared prompts (:class:`~.token_store.StoredTokens`): a
+        token source reading the per-token store one minibatch at a time, its masks, and
+        the token pieces."""
+        return self.runtime.token_source(
+            prepared,
+            list(layers),
+            roles=self.score_roles,
+            remote=remote,
+            score_special_tokens=self.score_special_tokens,
+            **self._extraction_options(),
+        )
 
     def _fit_sequence(self, prompts, labels, remote) -> Probe:
-        """Fit ``classifier="mil"|"attention"|"multimax"`` on every token of the prompts."""
+        """Fit ``classifier="mil"|"attention"|"multimax"`` on every token of the prompts.
+
+        Extraction writes the per-token activations to disk chunk by chunk, then training
+        reads them back ``batch_size`` prompts at a time (:mod:`.token_store`).
+        """
         from sklearn.pipeline import Pipeline
 
         from .token_probes import build_sequence_probe
@@ -708,10 +718,10 @@ class Probe:
         t0 = time.perf_counter()
         prepared = self._prepare_prompts(prompts)
         layers = resolve_layers(self.layers, self.n_model_layers())
-        X, masks, _ = self._sequence_inputs(prepared, layers, remote)
+        inputs = self._sequence_inputs(prepared, layers, remote)
         est = build_sequence_probe(self)
         with profile("fit"):
-            est.fit(X, labels, mask=masks)
+            est.fit(inputs.source, labels)
         self.pipeline_ = Pipeline([("classifier", est)])
         self.classes_ = np.asarray(est.classes_)
         self.n_features_in_ = int(est.n_features_in_)
@@ -720,7 +730,7 @@ class Probe:
         self.layers_ = list(layers)
         self.n_train_ = len(prompts)
         self.fit_seconds_ = time.perf_counter() - t0
-        self.train_cache_hits_ = 0
+        self.train_cache_hits_ = int(inputs.hits)
         self.model_fingerprint_ = rt.fingerprint
         self.trained_model_ = rt.model_name
         self.compute_dtype_ = rt.compute_dtype
@@ -729,13 +739,17 @@ class Probe:
 
     def _sequence_outputs(self, prompts, remote):
         """Prompt logits (n,) and per-token contributions (NaN where unscored) of a
-        sequence probe, with the scored-token masks."""
+        sequence probe, with the scored-token masks and the prompts' token pieces (a
+        lazy list of TokenActs without activations)."""
         self._check_reads_prompts()
         self.check_model_identity(stacklevel=5)
-        X, masks, toks = self._sequence_inputs(prompts, self.layers_, remote)
+        from .token_store import LazyTokenActs
+
+        inputs = self._sequence_inputs(prompts, self.layers_, remote)
         est = self.classifier_
-        rows = est.token_scores(X, mask=masks)
-        return est.decision_function(X, mask=masks), rows, masks, toks
+        rows = est.token_scores(inputs.source)
+        z = est.decision_function(inputs.source)
+        return z, rows, inputs.masks, LazyTokenActs(inputs.pieces)
 
     def _sequence_proba(self, prompts, remote) -> np.ndarray:
         z = self._sequence_outputs(prompts, remote)[0]

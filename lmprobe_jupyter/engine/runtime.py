@@ -467,32 +467,133 @@ class ModelRuntime:
             Per prompt, the tokens of ``roles`` (when given) that may be scored; None
             means every token.
         """
-        from .distributed import check_executor
-
-        opts = run_options(run, "token_features")
-        check_executor(opts["executor"], opts["num_workers"])
-        if opts["executor"] == "ray":
-            raise ValueError(
-                "executor='ray' distributes pooled extraction; per-token activations "
-                "(pooling='all', score-stage inference poolings) run with executor='local'"
-            )
+        opts = self._check_local_tokens(run, "token_features")
         layers = self.check_layers(layers)
         ext = self.extractor(opts["remote"], opts["batch_size"], opts["max_retries"])
         toks = ext.per_token(prompts, layers)
+        keep = self._keep_masks(prompts, [len(t.tokens) for t in toks], roles, score_special_tokens)
+        return toks, keep
+
+    def _keep_masks(self, prompts, lengths, roles, score_special_tokens: bool):
+        """The tokens a probe may score per prompt of ``lengths`` tokens (None: all)."""
         keep = None if roles is None else self.role_masks(prompts, roles)
         if not score_special_tokens:
             from .token_masks import scored_token_masks
 
             ids = self.tokenizer(list(prompts), add_special_tokens=True, truncation=False)
             scored = scored_token_masks(
-                self.tokenizer, [x[: len(t.tokens)] for x, t in zip(ids["input_ids"], toks)]
+                self.tokenizer, [x[:n] for x, n in zip(ids["input_ids"], lengths)]
             )
             scored = [m if m.any() else np.ones_like(m) for m in scored]
             if keep is None:
                 keep = scored
             else:
                 keep = [k[: len(m)] & m for k, m in zip(keep, scored)]
-        return toks, keep
+        return keep
+
+    def _check_local_tokens(self, run: dict, where: str) -> dict:
+        from .distributed import check_executor
+
+        opts = run_options(run, where)
+        check_executor(opts["executor"], opts["num_workers"])
+        if opts["executor"] == "ray":
+            raise ValueError(
+                "executor='ray' distributes pooled extraction; per-token activations "
+                "(pooling='all', score-stage inference poolings, sequence classifiers) run "
+                "with executor='local'"
+            )
+        return opts
+
+    def token_source(
+        self,
+        prompts,
+        layers,
+        *,
+        roles=None,
+        score_special_tokens: bool = True,
+        **run,
+    ):
+        """Per-token activations of prepared prompts as a lazy, disk-backed token source.
+
+        What sequence probes train on and read (:mod:`.token_store`): prompts already in
+        the per-token store are not run again; the others are extracted in chunks
+        (longest first, :data:`~.token_store.CHUNK_BYTES` of float32 at a time), each
+        chunk written to the store and dropped. The returned source reads ``batch_size``
+        prompts per :meth:`~.sequence_probes.TokenSource.take`, so neither extraction nor
+        training ever holds all ``(n, seq, hidden)``. With the activation cache off
+        (``set_cache_enabled(False)``) or read-only, the activations are extracted into
+        memory instead (the same numbers, unrounded). ``run``: as for :meth:`pooled`
+        (``executor="ray"`` raises).
+
+        Returns
+        -------
+        StoredTokens
+            ``source`` gives ``(seq_i, hidden * len(layers))`` float32 per prompt (layers
+            side by side in the order given), with its scored-token mask.
+        """
+        from .extraction import TokenActs
+        from .sequence_probes import ArrayTokenSource
+        from .token_store import StoredTokens, StoredTokenSource, TokenStore, chunk_plan
+
+        opts = self._check_local_tokens(run, "token_source")
+        layers = self.check_layers(layers)
+        prompts = list(prompts)
+        ext = self.extractor(opts["remote"], opts["batch_size"], opts["max_retries"])
+        limit = self.max_length
+        ids = self.tokenizer(prompts, add_special_tokens=True, truncation=False)["input_ids"]
+        lengths = [min(len(x), limit) for x in ids]
+        keep = self._keep_masks(prompts, lengths, roles, score_special_tokens)
+        masks = [
+            np.ones(n, dtype=bool) if keep is None else np.asarray(k[:n], dtype=bool)
+            for k, n in zip(keep or [None] * len(prompts), lengths)
+        ]
+
+        def pieces():
+            return [
+                TokenActs(p, tokens, offsets, {})
+                for p, n in zip(prompts, lengths)
+                for offsets, tokens in [ext.token_pieces(p, n)]
+            ]
+
+        store = None
+        if getattr(ext, "use_cache", False) and getattr(ext, "loaded", None) is not None:
+            from .cache import get_cache
+
+            store = TokenStore(get_cache(), ext.loaded.key, layers)
+        if store is None or not store.usable:
+            got = ext.per_token(prompts, layers)
+            self.last_hits = getattr(ext, "last_hits", 0)
+            X = [np.concatenate([t.acts[x] for x in layers], axis=1) for t in got]
+            n_new = len(prompts) - self.last_hits
+            return StoredTokens(
+                ArrayTokenSource(X, masks), masks, self.last_hits, n_new, lambda: got
+            )
+        held = store.held(prompts)
+        todo = list(dict.fromkeys(p for p, h in zip(prompts, held) if not h))
+        by_prompt = {p: n for p, n in zip(prompts, lengths)}
+        in_memory = {}  # prompt -> acts the store could not keep
+        width = ext.loaded.hidden_size * len(layers)
+        for chunk in chunk_plan([by_prompt[p] for p in todo], width):
+            part = [todo[j] for j in chunk]
+            toks = ext.per_token(part, layers)
+            written = store.write(part, [t.acts for t in toks])
+            for p, acts, ok in zip(part, written, store.held(part)):
+                if not ok:
+                    in_memory[p] = acts
+            del toks, written
+        self.last_hits = len(prompts) - sum(not h for h in held)
+
+        def refetch(ps):
+            return [t.acts for t in ext.per_token(list(ps), layers)]
+
+        source = StoredTokenSource(
+            store,
+            prompts,
+            masks,
+            refetch,
+            held={i: in_memory[p] for i, p in enumerate(prompts) if p in in_memory},
+        )
+        return StoredTokens(source, masks, self.last_hits, len(todo), pieces)
 
     def training_set(
         self,

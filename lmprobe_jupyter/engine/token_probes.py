@@ -1,10 +1,11 @@
 """``Probe(classifier="attention" | "multimax" | "mil")``: sequence probes inside ``Probe``.
 
 The estimators of :mod:`.sequence_probes` read every token of a prompt. This module is
-the glue :class:`~.probe.Probe` uses for them: which options they accept, how the
-per-token features are assembled (the probe's layers side by side per token, as
-:func:`.scoring.token_matrix` does; masked by ``score_special_tokens`` / ``score_roles``),
-and the estimator built from ``classifier_kwargs``.
+the glue :class:`~.probe.Probe` uses for them: which options they accept and the
+estimator built from ``classifier_kwargs``. Their per-token inputs (the probe's layers
+side by side per token, masked by ``score_special_tokens`` / ``score_roles``) come from
+:meth:`.ModelRuntime.token_source`, which keeps them on disk (:mod:`.token_store`) and
+hands them to the estimator one minibatch at a time.
 
 The fitted sequence probe is the last (only) step of the probe's ``pipeline_``, so
 saving, summaries and ``classifier_`` treat it like any classifier.
@@ -92,7 +93,9 @@ def build_sequence_probe(probe):
 
 
 def sequence_inputs(toks, keep, layers) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per-token features and scored-token masks for a sequence probe.
+    """Per-token features and scored-token masks for a sequence probe, in memory (from
+    :meth:`.ModelRuntime.token_features`; ``Probe`` itself reads them from the per-token
+    store through :meth:`.ModelRuntime.token_source`).
 
     Parameters
     ----------

@@ -174,12 +174,11 @@ def test_fit_from_activations_refuses_pooled_rows(tiny_probe):
 
 
 def test_fit_from_token_activations_scores_prompts_the_same(tiny_probe):
-    from lmprobe_jupyter.engine.token_probes import sequence_inputs
-
     maker = tiny_probe(classifier="attention", classifier_kwargs=dict(FEW))
     texts = SMALL_POS + SMALL_NEG
-    toks, keep = maker.runtime.token_features(texts, [2], score_special_tokens=False)
-    X, masks = sequence_inputs(toks, keep, [2])
+    # the per-token store's activations (float16 on disk), which Probe.predict reads too
+    inputs = maker.runtime.token_source(texts, [2], score_special_tokens=False)
+    X, masks = map(list, zip(*inputs.source.take(range(len(texts)))))
     # padded (n, seq, d) + mask, as the issue asks; padding is masked out
     width = max(len(x) for x in X)
     padded = np.zeros((len(X), width, X[0].shape[1]))
