@@ -158,7 +158,7 @@ class Probe:
         tokens' on SmolLM2) and special tokens (BOS/EOS, chat-template control tokens):
         NaN in ``token_scores``, masked in ``"all"`` arrays, skipped by every reduction.
         True scores them too (also in the live ``monitor``). Training with
-        ``train_pooling="all"`` uses every token either way.
+        ``train_pooling="all"`` (and sequence probes) uses the same tokens.
     """
 
     def __init__(
@@ -644,6 +644,7 @@ class Probe:
             candidates,
             self.train_pooling_,
             roles=self.score_roles,
+            score_special_tokens=self.score_special_tokens,
             remote=remote,
             return_owner=True,
             **self._extraction_options(),

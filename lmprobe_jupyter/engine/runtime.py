@@ -603,12 +603,14 @@ class ModelRuntime:
         pooling,
         *,
         roles=None,
+        score_special_tokens: bool = True,
         return_owner: bool = False,
         **run,
     ):
         """Training samples for ``pooling`` over ``layers``: one pooled vector per prompt,
         or for ``pooling="all"`` every (scored) token with its prompt's label. ``run``: as
-        for :meth:`pooled`.
+        for :meth:`pooled`. ``score_special_tokens=False`` leaves the attention sink and
+        special tokens out of ``pooling="all"`` training (as :meth:`token_features`).
 
         Returns
         -------
@@ -621,7 +623,9 @@ class ModelRuntime:
         if pooling != "all":
             X = self.pooled(prompts, layers, pooling, roles=roles, **run)
             return (X, labels, np.arange(len(labels))) if return_owner else (X, labels)
-        toks, keep = self.token_features(prompts, layers, roles=roles, **run)
+        toks, keep = self.token_features(
+            prompts, layers, roles=roles, score_special_tokens=score_special_tokens, **run
+        )
         keep = keep or [np.ones(len(t.tokens), bool) for t in toks]
         per_layer = {
             layer: np.concatenate([t.acts[layer][k] for t, k in zip(toks, keep)])

@@ -9,7 +9,7 @@ Each per-layer probe is a complete :class:`~.probe.Probe`: ``result.probes[16]
 
 Sequence probes (``classifier="mil"|"attention"|"multimax"``) read every token, so their
 sweep extracts per-token activations of every swept layer in one pass per chunk of
-:data:`TOKEN_CHUNK` prompts, through ``runtime.token_features`` (the path a single
+:data:`TOKEN_CHUNK` prompts, through ``runtime.token_source`` (the path a single
 probe's ``fit`` takes, so each layer's probe equals one fitted on that layer alone), and
 keeps only the tokens the probes may use (not the attention sink, special tokens or
 tokens outside ``score_roles``). Those are held for the per-layer fits and for
@@ -120,19 +120,22 @@ def sequence_token_sets(runtime, prompts, layers, probe, remote=None) -> dict[in
     out: dict[int, list] = {layer: [] for layer in layers}
     prompts = list(prompts)
     for s in range(0, len(prompts), TOKEN_CHUNK):
-        toks, keep = runtime.token_features(
-            prompts[s : s + TOKEN_CHUNK],
+        part = prompts[s : s + TOKEN_CHUNK]
+        # The per-token store a single probe's fit reads (float16 on disk), so each
+        # layer's probe sees the very numbers it would see fitted alone.
+        got = runtime.token_source(
+            part,
             layers,
             roles=probe.score_roles,
             remote=remote,
             score_special_tokens=probe.score_special_tokens,
         )
-        for i, t in enumerate(toks):
-            k = None if keep is None else np.asarray(keep[i][: len(t.tokens)], dtype=bool)
-            for layer in layers:
-                a = t.acts[layer]
-                out[layer].append(a if k is None else a[k[: len(a)]])
-        del toks
+        for a, k in got.source.take(range(len(part))):
+            k = np.asarray(k, dtype=bool)
+            for j, layer in enumerate(layers):
+                width = a.shape[1] // len(layers)
+                out[layer].append(np.ascontiguousarray(a[k, j * width : (j + 1) * width]))
+        del got
     return out
 
 
@@ -295,6 +298,7 @@ def sweep_layers(
         candidates,
         base.train_pooling_,
         roles=base.score_roles,
+        score_special_tokens=base.score_special_tokens,
         remote=remote,
         executor=executor,
         num_workers=num_workers,

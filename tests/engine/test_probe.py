@@ -91,10 +91,11 @@ def test_pooling_collision_rules():
     assert (p.train_pooling_, p.inference_pooling_) == ("mean", "max")
 
 
-def test_train_pooling_all_uses_every_token(tiny_probe):
+def test_train_pooling_all_uses_every_scored_token(tiny_probe):
     p = tiny_probe(train_pooling="all", inference_pooling="mean").fit(POS, NEG)
     n_tokens = sum(len(p.runtime.loaded.tokenizer(t)["input_ids"]) for t in POS + NEG)
-    assert p.training_activations[0].shape[0] == n_tokens
+    # every token but each prompt's attention sink (position 0)
+    assert p.training_activations[0].shape[0] == n_tokens - len(POS + NEG)
     assert p.predict(POS).shape == (5,)
 
 

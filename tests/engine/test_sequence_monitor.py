@@ -148,9 +148,10 @@ def test_monitor_scores_are_the_prompt_scores_of_each_prefix(sequence_probes, ki
     ref = _offline_prefix_scores(probe, result)
     np.testing.assert_allclose(result.prompt_scores, ref[:n], atol=1e-5)
     np.testing.assert_allclose(result.scores, ref[n:], atol=1e-5)
-    # the last score is what predict_proba gives the finished text
+    # the last score is what predict_proba gives the finished text (predict_proba reads
+    # the per-token store, float16 on disk, so up to that rounding)
     assert result.scores[-1] == pytest.approx(
-        probe.predict_proba([result.prompt_text + result.text])[0, 1], abs=1e-5
+        probe.predict_proba([result.prompt_text + result.text])[0, 1], abs=1e-4
     )
     # the sink is not scored: the one-token prefix has no score yet
     assert np.isnan(result.prompt_scores[0]) and not np.isnan(result.prompt_scores[1:]).any()

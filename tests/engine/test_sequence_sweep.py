@@ -96,13 +96,13 @@ def test_the_sweep_extracts_once_and_keeps_only_scored_tokens(tiny_model_path, m
     rt_calls = []
     kw = _kw(tiny_model_path, "attention")
     base = Probe(layers="all", **kw)
-    real = type(base.runtime).token_features
+    real = type(base.runtime).token_source
 
     def spy(self, prompts, layers, **run):
         rt_calls.append((len(prompts), list(layers)))
         return real(self, prompts, layers, **run)
 
-    monkeypatch.setattr(type(base.runtime), "token_features", spy)
+    monkeypatch.setattr(type(base.runtime), "token_source", spy)
     monkeypatch.setattr(sweep_module, "TOKEN_CHUNK", 5)
     result = Probe.sweep_layers(positive_prompts=POS, negative_prompts=NEG, layers=LAYERS, **kw)
     # 12 prompts in chunks of 5: three extractions, each of every swept layer

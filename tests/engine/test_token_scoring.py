@@ -103,3 +103,15 @@ def test_token_level_note_names_the_training_pooling(tiny):
     assert "Probe(train_pooling='all', inference_pooling='rolling_max:16')" in note
     every = tiny(train_pooling="all", inference_pooling="rolling_max:2").fit(POS, NEG)
     assert every.token_level_note() == ""
+
+
+def test_training_on_every_token_leaves_the_sink_out_unless_asked(tiny):
+    """train_pooling="all" trains on the tokens token_scores scores: not position 0 (the
+    attention sink) by default, every token with score_special_tokens=True."""
+    p = tiny(train_pooling="all", inference_pooling="rolling_max:2").fit(POS, NEG)
+    n_tokens = [len(x) for x in p.runtime.tokenizer(POS + NEG)["input_ids"]]
+    X, y = p.training_activations
+    assert len(X) == sum(n - 1 for n in n_tokens)
+    assert y.tolist() == [lab for lab, n in zip([1] * 4 + [0] * 4, n_tokens) for _ in range(n - 1)]
+    q = tiny(train_pooling="all", score_special_tokens=True).fit(POS, NEG)
+    assert len(q.training_activations[0]) == sum(n_tokens)
