@@ -76,6 +76,11 @@ DEFAULT_CATEGORY = "Illegal goods and services"
 #: L2 of the sequence probes: ~156 training prompts per fold against 576 dimensions want a
 #: strong penalty. Compared on this benchmark (1e-3, 0.1, 1.0), so slightly optimistic.
 L2 = 0.1
+#: Layers of the multi-layer rows: chosen on this benchmark ("Illegal goods", layers
+#: 4-24 alone and in sets), so those rows are somewhat optimistic.
+BEST_LAYERS = (8, 12, 16, 24)
+#: Extracted once and cached: every layer of the layer table.
+EXTRACT_LAYERS = [4, 6, 8, 10, 12, 14, 16, 18, 20, 24]
 
 
 # ---------------------------------------------------------------- shipped data
@@ -224,6 +229,25 @@ class Condition:
         return np.stack(out)
 
 
+class MultiLayerCondition:
+    """Several layers' token activations side by side per token (``layers=[...]``)."""
+
+    def __init__(self, data: dict, layers):
+        self.parts = [Condition(data, layer) for layer in layers]
+        self.lengths = self.parts[0].lengths
+        self.scored = self.parts[0].scored
+        self.inside = self.parts[0].inside
+
+    def seqs(self, idx):
+        return [np.concatenate(p, axis=1) for p in zip(*(c.seqs(idx) for c in self.parts))]
+
+    def masks(self, idx):
+        return self.parts[0].masks(idx)
+
+    def pooled(self, idx, how):
+        return np.concatenate([c.pooled(idx, how) for c in self.parts], axis=1)
+
+
 # ---------------------------------------------------------------- methods
 class PeakRSS:
     """Peak resident memory above the level at entry, sampled every 5 ms."""
@@ -251,15 +275,32 @@ class PeakRSS:
 
 
 class PooledMethod:
-    def __init__(self, pooling, aggregation=None):
+    #: the layers it reads (None: ``--layer``)
+    layers = None
+
+    def __init__(self, pooling, aggregation=None, layers=None):
         self.pooling = pooling
         self.aggregation = aggregation
+        self.layers = layers
 
     def fit(self, cond, idx, y, seed):
         from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
 
         X = cond.pooled(idx, self.pooling)
-        self.est = LogisticRegression(max_iter=2000, random_state=seed).fit(X, y)
+        if self.layers is None:
+            self.est = LogisticRegression(max_iter=2000, random_state=seed).fit(X, y)
+            return self
+        # several layers: standardized (Probe(layers=[...]) normalizes them), C by 5-fold CV
+        from sklearn.linear_model import LogisticRegressionCV
+
+        pipe = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=8, max_iter=3000))
+        pipe.fit(X, y)
+        sc, lr = pipe[0], pipe[1]
+        lr.coef_ = lr.coef_ / sc.scale_
+        lr.intercept_ = lr.intercept_ - lr.coef_[0] @ sc.mean_
+        self.est = lr
         return self
 
     def token_scores(self, cond, idx):
@@ -285,8 +326,8 @@ class TokenLinearMethod(PooledMethod):
     means, which moves least when the context shifts (C=1: 0.74 embedded AUROC here).
     """
 
-    def __init__(self, aggregation, C=5e-4):
-        super().__init__("tokens", aggregation)
+    def __init__(self, aggregation, C=5e-4, layers=None):
+        super().__init__("tokens", aggregation, layers)
         self.C = C
 
     def fit(self, cond, idx, y, seed):
@@ -307,6 +348,8 @@ class TokenLinearMethod(PooledMethod):
 
 
 class SequenceMethod:
+    layers = None
+
     def __init__(self, factory):
         self.factory = factory
 
@@ -328,8 +371,12 @@ def methods():
         "last_token": lambda: PooledMethod("last_token"),
         "mean": lambda: PooledMethod("mean"),
         "mean (sink included)": lambda: PooledMethod("mean_with_sink"),
+        "mean, layers 8/12/16/24": lambda: PooledMethod("mean", layers=BEST_LAYERS),
         "mean+rolling_max:16": lambda: PooledMethod("mean", "rolling_max:16"),
         "tokens+rolling_max:16": lambda: TokenLinearMethod("rolling_max:16"),
+        "tokens+rolling_max:16, layers 8/12/16/24": lambda: TokenLinearMethod(
+            "rolling_max:16", C=2e-4, layers=BEST_LAYERS
+        ),
         "mil rolling_max:16": lambda: SequenceMethod(
             lambda s: MILProbe(window=16, l2=L2, random_state=s)
         ),
@@ -397,7 +444,7 @@ def run(args):
         "embedded": (emb_texts, emb_spans),
         "chat": (chat_texts, chat_spans),
     }
-    layers = sorted(set(args.extract_layers + [args.layer]))
+    layers = sorted(set(args.extract_layers + [args.layer] + list(BEST_LAYERS)))
     tag = hashlib.sha256(
         json.dumps([lm.key, layers, args.seed, prompts, SYSTEM_PROMPT]).encode()
     ).hexdigest()[:12]
@@ -423,7 +470,9 @@ def run(args):
     }
     for cat in targets:
         y = np.asarray([int(r["category"] == cat) for r in rows])
-        report["categories"][cat] = evaluate(conds, y, args)
+        report["categories"][cat] = evaluate(conds, y, args, data)
+        if args.layer_table:
+            report.setdefault("layer_table", {})[cat] = layer_table(data, y, layers, args)
     out = json.dumps(report, indent=1)
     print(out)
     if args.out:
@@ -431,14 +480,19 @@ def run(args):
     print_table(report)
 
 
-def evaluate(conds, y, args):
+def evaluate(conds, y, args, conds_data=None):
     from sklearn.model_selection import StratifiedKFold
 
-    folds = list(StratifiedKFold(2, shuffle=True, random_state=args.seed).split(y, y))
+    folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(y, y))
     res = {}
     for name, make in methods().items():
         if args.methods and name not in args.methods:
             continue
+        probe_conds = conds
+        if make().layers is not None:
+            probe_conds = {
+                c: MultiLayerCondition(data, make().layers) for c, data in conds_data.items()
+            }
         scores = {c: np.zeros(len(y)) for c in conds}
         tok_rows = [None] * len(y)
         fit_s, peak = 0.0, 0.0
@@ -446,19 +500,19 @@ def evaluate(conds, y, args):
             m = make()
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
-                m.fit(conds["plain"], tr, y[tr], args.seed + k)
+                m.fit(probe_conds["plain"], tr, y[tr], args.seed + k)
                 fit_s += time.perf_counter() - t0
             peak = max(peak, mem.mib)
-            for c, cond in conds.items():
+            for c, cond in probe_conds.items():
                 scores[c][te] = m.score(cond, te)
-            for i, r in zip(te, m.token_scores(conds["embedded"], te)):
+            for i, r in zip(te, m.token_scores(probe_conds["embedded"], te)):
                 tok_rows[i] = r
         brng = np.random.default_rng(args.seed)
         entry = {"fit_s": fit_s, "fit_peak_mib": peak}
         for c in conds:
             (auc, tpr1, tpr5) = metrics_with_ci(y, scores[c], brng, args.n_boot)
             entry[c] = {"auroc": auc, "tpr@1%": tpr1, "tpr@5%": tpr5}
-        entry["localization"] = localization(tok_rows, conds["embedded"].inside, y)
+        entry["localization"] = localization(tok_rows, probe_conds["embedded"].inside, y)
         res[name] = entry
         print(
             f"  {name}: "
@@ -467,6 +521,28 @@ def evaluate(conds, y, args):
             file=sys.stderr,
         )
     return res
+
+
+def layer_table(data, y, layers, args):
+    """Embedded/plain AUROC of the every-token probe (C=5e-4, rolling_max:16) per layer."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(y, y))
+    out = {}
+    for layer in layers:
+        cs = {c: Condition(v, layer) for c, v in data.items()}
+        scores = {c: np.zeros(len(y)) for c in cs}
+        for k, (tr, te) in enumerate(folds):
+            m = TokenLinearMethod("rolling_max:16").fit(cs["plain"], tr, y[tr], args.seed + k)
+            for c, cond in cs.items():
+                scores[c][te] = m.score(cond, te)
+        out[layer] = {c: float(roc_auc_score(y, scores[c])) for c in cs}
+        print(
+            f"  layer {layer}: " + " ".join(f"{c}={v:.3f}" for c, v in out[layer].items()),
+            file=sys.stderr,
+        )
+    return out
 
 
 def print_table(report):
@@ -495,7 +571,9 @@ def main(argv=None):
     ap.add_argument("--category", default=DEFAULT_CATEGORY)
     ap.add_argument("--all-categories", action="store_true")
     ap.add_argument("--layer", type=int, default=12)
-    ap.add_argument("--extract-layers", type=int, nargs="*", default=[8, 12])
+    ap.add_argument("--extract-layers", type=int, nargs="*", default=EXTRACT_LAYERS)
+    ap.add_argument("--folds", type=int, default=5, help="cross-fitting folds")
+    ap.add_argument("--layer-table", action="store_true", help="every-token probe per layer")
     ap.add_argument("--limit", type=int, default=0, help="use N prompts (smoke runs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-boot", type=int, default=1000)

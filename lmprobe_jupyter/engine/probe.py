@@ -303,6 +303,7 @@ class Probe:
         out = copy.copy(self)
         out.__dict__.pop("_train_data", None)
         out.__dict__.pop("_train_matrix", None)
+        out.__dict__.pop("_train_groups", None)
         out.__dict__.pop("_runtime", None)
         return out
 
@@ -668,6 +669,8 @@ class Probe:
             n_layers=len(selected),
             sample_weight=sample_weight,
         )
+        # which prompt each token came from (cross_validate keeps a prompt in one fold)
+        self._train_groups = owner if self.train_pooling_ == "all" else None
         self.candidate_layers_ = list(candidates)
         self.layers_ = list(selected)
         if selection is not None:
@@ -796,6 +799,7 @@ class Probe:
         self.n_features_in_ = X.shape[1]
         self.n_feature_layers_ = n_layers
         self._train_matrix = (X if kept is None else kept, y)
+        self._train_groups = None  # _fit_prompts sets it for train_pooling="all"
         if self.task == "classification":
             self.classes_ = np.asarray(pipe.classes_)
 
@@ -1144,13 +1148,14 @@ class Probe:
         self._check_fitted()
         cv = check_cv(cv)
         if self._is_sequence():
-            raise ValueError(
-                f"cross_validate refits the pooled classifier on training activations; "
-                f"classifier={self.classifier!r} reads token sequences: evaluate it on "
-                "held-out prompts (probe.evaluate(prompts, labels))"
-            )
+            return self._sequence_cross_validate(cv)
         from sklearn.base import clone
-        from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+        from sklearn.model_selection import (
+            KFold,
+            StratifiedGroupKFold,
+            StratifiedKFold,
+            cross_val_score,
+        )
 
         if self.training_activations is None:
             raise ValueError(
@@ -1170,9 +1175,55 @@ class Probe:
         else:
             k = min(cv, len(y))
             splitter = KFold(k, shuffle=True, random_state=self.random_state or 0)
+        groups = self.__dict__.get("_train_groups")
+        if groups is not None:
+            # train_pooling="all": one sample per token; a prompt's tokens stay in one
+            # fold, or the held-out score would be read off tokens of training prompts
+            k = min(k, len(np.unique(groups)))
+            if self.task == "classification":
+                splitter = StratifiedGroupKFold(
+                    k, shuffle=True, random_state=self.random_state or 0
+                )
+            else:
+                from sklearn.model_selection import GroupKFold
+
+                splitter = GroupKFold(k)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            scores = cross_val_score(clone(self.pipeline_), X, y, cv=splitter)
+            scores = cross_val_score(clone(self.pipeline_), X, y, cv=splitter, groups=groups)
+        self.cv_score_ = float(np.mean(scores))
+        return self.cv_score_
+
+    def _sequence_cross_validate(self, cv: int) -> float:
+        """Stratified k-fold prompt-level accuracy of a sequence probe: the estimator is
+        refitted per fold on the training prompts' tokens, read from the per-token store
+        (no forward pass when they are still stored)."""
+        from sklearn.base import clone
+        from sklearn.model_selection import StratifiedKFold
+
+        from .sequence_probes import SubsetTokenSource
+
+        train = self.__dict__.get("_train_data")
+        if train is None:
+            raise ValueError(
+                "cross_validate needs the training prompts, which saved probes do not keep; "
+                "refit this probe (its token activations are cached, so that is quick)"
+            )
+        prompts, labels = train
+        labels = np.asarray(labels)
+        classes, counts = np.unique(labels, return_counts=True)
+        k = min(cv, int(counts.min()))
+        if k < 2:
+            raise ValueError(
+                f"cross_validate needs at least 2 training prompts of every class; class "
+                f"{classes[counts.argmin()]!r} has {counts.min()}"
+            )
+        source = self._sequence_inputs(self._prepare_prompts(prompts), self.layers_, None).source
+        splitter = StratifiedKFold(k, shuffle=True, random_state=self.random_state or 0)
+        scores = []
+        for tr, te in splitter.split(labels, labels):
+            est = clone(self.classifier_).fit(SubsetTokenSource(source, tr), labels[tr])
+            scores.append(float(np.mean(est.predict(SubsetTokenSource(source, te)) == labels[te])))
         self.cv_score_ = float(np.mean(scores))
         return self.cv_score_
 
@@ -1203,6 +1254,20 @@ class Probe:
         layers = getattr(self, "layers_", None) or resolve_layers(
             self.layers, self.n_model_layers()
         )
+        if self._is_sequence():
+            # sequence probes read every token: fill the per-token store they train from
+            t0 = time.perf_counter()
+            with self._call_options(batch_size, max_retries, executor, num_workers):
+                got = self._sequence_inputs(prepared, layers, remote)
+            self.warmup_stats_ = WarmupStats(
+                n_prompts=len(prepared),
+                layers=[int(x) for x in layers],
+                poolings=["tokens"],
+                cache_hits=int(got.hits),
+                extracted=int(got.extracted),
+                seconds=time.perf_counter() - t0,
+            )
+            return self
         wanted = set()
         if pooling_stage(self.train_pooling_, role="train") == "activation":
             wanted.add(extractor_pooling(self.train_pooling_))

@@ -178,6 +178,24 @@ class CallableTokenSource(TokenSource):
         return out
 
 
+class SubsetTokenSource(TokenSource):
+    """The prompts of ``source`` at ``indices``, in that order (cross-validation folds
+    of a lazy source, read one minibatch at a time like the source itself)."""
+
+    def __init__(self, source: TokenSource, indices) -> None:
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.n_features = source.n_features
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def take(self, indices: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        got = self.source.take([int(self.indices[i]) for i in indices])
+        self.n_features = self.source.n_features
+        return got
+
+
 def as_token_source(X, mask=None) -> TokenSource:
     """Wrap token activations as a :class:`TokenSource` (a source passes through)."""
     if isinstance(X, TokenSource):
@@ -401,7 +419,14 @@ class _SequenceProbe(ClassifierMixin, BaseEstimator):
         def penalty():
             return sum((params[k] ** 2).sum() for k in self._weight_names)
 
-        val_batches = list(batches(val)) if len(val) else []
+        # In-memory sources: collate the held-out fold once. Lazy ones (the per-token
+        # store): read it again each epoch, so memory stays one minibatch whatever n is.
+        in_memory = isinstance(source, ArrayTokenSource)
+        val_cached = list(batches(val)) if len(val) and in_memory else None
+        has_val = len(val) > 0
+
+        def val_batches():
+            return val_cached if val_cached is not None else batches(val)
 
         def held_out_loss():
             with torch.no_grad():
@@ -411,12 +436,12 @@ class _SequenceProbe(ClassifierMixin, BaseEstimator):
                             self._forward(params, x, m), yt[b], weight=wt[b], reduction="sum"
                         )
                     )
-                    for b, x, m in val_batches
+                    for b, x, m in val_batches()
                 )
             return total / float(weights[val].sum())
 
         # The starting point competes too: with a pooled warm start it may already be best.
-        best = held_out_loss() if val_batches else math.inf
+        best = held_out_loss() if has_val else math.inf
         bad, history, best_epoch = 0, [], -1
         best_state = {k: v.detach().clone() for k, v in params.items()}
         wsum = float(weights[train].sum())
@@ -434,7 +459,7 @@ class _SequenceProbe(ClassifierMixin, BaseEstimator):
                 loss.backward()
                 opt.step()
                 total += float(bce.detach())
-            vl = held_out_loss() if val_batches else total / wsum
+            vl = held_out_loss() if has_val else total / wsum
             history.append(vl)
             if vl < best - 1e-6:
                 best, bad = vl, 0

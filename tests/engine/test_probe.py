@@ -294,3 +294,20 @@ def test_cross_validate_matches_a_manual_stratified_kfold(tiny_probe, tmp_path):
     p.save(tmp_path / "probe")
     with pytest.raises(ValueError, match="saved probes do not keep"):
         Probe.load(tmp_path / "probe").cross_validate()
+
+
+def test_cross_validate_on_every_token_keeps_each_prompt_in_one_fold(tiny_probe):
+    """train_pooling="all" has one sample per token: folds are grouped by prompt (tokens
+    of a held-out prompt are never trained on)."""
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
+
+    p = tiny_probe(train_pooling="all", random_state=3).fit(POS, NEG)
+    X, y = p.training_activations
+    n_tokens = [len(p.runtime.loaded.tokenizer(t)["input_ids"]) - 1 for t in POS + NEG]
+    groups = np.repeat(np.arange(len(n_tokens)), n_tokens)
+    splitter = StratifiedGroupKFold(3, shuffle=True, random_state=3)
+    for train, test in splitter.split(X, y, groups):
+        assert not set(groups[train]) & set(groups[test])
+    want = cross_val_score(clone(p.pipeline_), X, y, cv=splitter, groups=groups).mean()
+    assert p.cross_validate(cv=3) == pytest.approx(want)

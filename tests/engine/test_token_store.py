@@ -102,6 +102,18 @@ def test_second_predict_and_token_scores_run_no_forward_pass(tiny_probe):
     np.testing.assert_array_equal(refit.predict_proba(TEXTS), p_train)
 
 
+def test_warmup_fills_the_per_token_store_a_sequence_probe_trains_from(tiny_probe):
+    probe = tiny_probe(classifier="mil", classifier_kwargs={"window": 2, **FEW})
+    probe.warmup(TEXTS)
+    stats = probe.warmup_stats_
+    assert (stats.poolings, stats.cache_hits, stats.extracted) == (["tokens"], 0, len(TEXTS))
+    before = Extractor.forward_calls
+    probe.fit(POS, NEG)  # every prompt is read from the store: no forward pass
+    assert Extractor.forward_calls == before and probe.train_cache_hits_ == len(TEXTS)
+    again = tiny_probe(classifier="mil", classifier_kwargs={"window": 2, **FEW}).warmup(TEXTS)
+    assert (again.warmup_stats_.cache_hits, again.warmup_stats_.extracted) == (len(TEXTS), 0)
+
+
 def test_corrupt_shard_is_detected_and_re_extracted(tiny_probe, cache_dir):
     probe = tiny_probe(classifier="mil", classifier_kwargs={"window": 2, **FEW}).fit(POS, NEG)
     want = probe.predict_proba(TEXTS)
@@ -269,3 +281,24 @@ def test_float16_overflow_is_stored_as_float32():
 )
 def test_chunk_plan_sorts_longest_first_within_budget(lengths, budget, want):
     assert chunk_plan(lengths, 1, budget) == want
+
+
+def test_cross_validate_refits_a_sequence_probe_per_fold_from_the_store(tiny_probe):
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
+    probe = tiny_probe(classifier="mil", classifier_kwargs={"window": 2, **FEW}, random_state=1)
+    probe.fit(POS, NEG)
+    before = Extractor.forward_calls
+    got = probe.cross_validate(cv=3)
+    assert Extractor.forward_calls == before  # the folds read the stored tokens
+    rt = probe.runtime
+    prepared = rt.prepare(TEXTS, chat_template=probe.chat_template)
+    pairs = rt.token_source(prepared, [2], score_special_tokens=False).source.take(range(8))
+    X, keep = [a for a, _ in pairs], [m for _, m in pairs]
+    y = np.asarray([1] * len(POS) + [0] * len(NEG))
+    accs = []
+    for tr, te in StratifiedKFold(3, shuffle=True, random_state=1).split(y, y):
+        est = clone(probe.classifier_).fit([X[i] for i in tr], y[tr], mask=[keep[i] for i in tr])
+        accs.append(np.mean(est.predict([X[i] for i in te], mask=[keep[i] for i in te]) == y[te]))
+    assert got == pytest.approx(np.mean(accs)) and probe.cv_score_ == got
