@@ -48,7 +48,9 @@ bench: install
 	$(BIN)/python bench/monitor.py
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/ray_extraction.py
-	# bench/token_probes.py (the token-level shift benchmark) takes ~40 min on 2 CPU cores: run it by hand
+	$(BIN)/python bench/token_memory.py --sizes 32,64,128 --epochs 10
+	# bench/token_probes.py --layer-table (the token-level shift benchmark; ~20 min of
+	# extraction on 2 CPU cores, then cached) and bench/token_probe_check.py: run by hand
 
 lint: install
 	$(BIN)/ruff check .
