@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "check_batch_size",
     "check_cv",
+    "stratified_folds",
     "check_known_labels",
     "check_labels",
     "check_prompts",
@@ -242,3 +243,23 @@ def check_cv(cv) -> int:
     if not isinstance(cv, int | np.integer) or isinstance(cv, bool) or cv < 2:
         raise ValueError(f"cv={cv!r} must be an int >= 2 (the number of folds)")
     return int(cv)
+
+
+def stratified_folds(labels, cv: int, random_state=None, what: str = "training examples"):
+    """``StratifiedKFold`` with ``min(cv, smallest class count)`` folds.
+
+    Raises
+    ------
+    ValueError
+        A class has fewer than 2 ``what`` (there is no fold to hold it out in).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    classes, counts = np.unique(np.asarray(labels), return_counts=True)
+    k = min(int(cv), int(counts.min()))
+    if k < 2:
+        raise ValueError(
+            f"cross_validate needs at least 2 {what} of every class; class "
+            f"{classes[counts.argmin()]!r} has {counts.min()}"
+        )
+    return StratifiedKFold(k, shuffle=True, random_state=random_state or 0)

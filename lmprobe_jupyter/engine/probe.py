@@ -1150,12 +1150,9 @@ class Probe:
         if self._is_sequence():
             return self._sequence_cross_validate(cv)
         from sklearn.base import clone
-        from sklearn.model_selection import (
-            KFold,
-            StratifiedGroupKFold,
-            StratifiedKFold,
-            cross_val_score,
-        )
+        from sklearn.model_selection import KFold, StratifiedGroupKFold, cross_val_score
+
+        from .inputs import stratified_folds
 
         if self.training_activations is None:
             raise ValueError(
@@ -1164,14 +1161,8 @@ class Probe:
             )
         X, y = self.training_activations
         if self.task == "classification":
-            classes, counts = np.unique(y, return_counts=True)
-            k = min(cv, int(counts.min()))
-            if k < 2:
-                raise ValueError(
-                    f"cross_validate needs at least 2 training examples of every class; class "
-                    f"{classes[counts.argmin()]!r} has {counts.min()}"
-                )
-            splitter = StratifiedKFold(k, shuffle=True, random_state=self.random_state or 0)
+            splitter = stratified_folds(y, cv, self.random_state)
+            k = splitter.n_splits
         else:
             k = min(cv, len(y))
             splitter = KFold(k, shuffle=True, random_state=self.random_state or 0)
@@ -1199,8 +1190,8 @@ class Probe:
         refitted per fold on the training prompts' tokens, read from the per-token store
         (no forward pass when they are still stored)."""
         from sklearn.base import clone
-        from sklearn.model_selection import StratifiedKFold
 
+        from .inputs import stratified_folds
         from .sequence_probes import SubsetTokenSource
 
         train = self.__dict__.get("_train_data")
@@ -1211,15 +1202,8 @@ class Probe:
             )
         prompts, labels = train
         labels = np.asarray(labels)
-        classes, counts = np.unique(labels, return_counts=True)
-        k = min(cv, int(counts.min()))
-        if k < 2:
-            raise ValueError(
-                f"cross_validate needs at least 2 training prompts of every class; class "
-                f"{classes[counts.argmin()]!r} has {counts.min()}"
-            )
+        splitter = stratified_folds(labels, cv, self.random_state, what="training prompts")
         source = self._sequence_inputs(self._prepare_prompts(prompts), self.layers_, None).source
-        splitter = StratifiedKFold(k, shuffle=True, random_state=self.random_state or 0)
         scores = []
         for tr, te in splitter.split(labels, labels):
             est = clone(self.classifier_).fit(SubsetTokenSource(source, tr), labels[tr])

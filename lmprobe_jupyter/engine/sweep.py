@@ -514,7 +514,8 @@ class SweepResult:
     def _sequence_cv(self, cv: int) -> dict[int, float]:
         """Fold accuracies of sequence probes refitted on the kept per-token activations."""
         from sklearn.base import clone
-        from sklearn.model_selection import StratifiedKFold
+
+        from .inputs import stratified_folds
 
         if self._train_tokens is None:
             raise ValueError(
@@ -524,15 +525,8 @@ class SweepResult:
             )
         tokens, y = self._train_tokens
         y = np.asarray(y)
-        classes, counts = np.unique(y, return_counts=True)
-        k = min(cv, int(counts.min()))
-        if k < 2:
-            raise ValueError(
-                f"cross_validate needs at least 2 training examples of every class; class "
-                f"{classes[counts.argmin()]!r} has {counts.min()}"
-            )
         first = next(iter(self.probes.values()))
-        splitter = StratifiedKFold(k, shuffle=True, random_state=first.random_state or 0)
+        splitter = stratified_folds(y, cv, first.random_state)
         folds = list(splitter.split(np.zeros(len(y)), y))
         out = {}
         for layer, p in self.probes.items():
