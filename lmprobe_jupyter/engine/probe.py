@@ -322,9 +322,11 @@ class Probe:
             raise ValueError(
                 "remote=True needs backend='nnsight' (NDIF runs models through nnsight)"
             )
-        from .token_probes import SEQUENCE_CLASSIFIERS, check_sequence_options
+        from .token_probes import SEQUENCE_CLASSIFIERS, check_sequence_options, mil_window
 
         if isinstance(self.classifier, str) and self.classifier in SEQUENCE_CLASSIFIERS:
+            check_sequence_options(self)
+        elif mil_window(self) is not None:  # train_pooling="rolling_max:K": MILProbe
             check_sequence_options(self)
         elif isinstance(self.classifier, str) and self.classifier not in CLASSIFIERS:
             allowed = ", ".join(map(repr, (*CLASSIFIERS, *SEQUENCE_CLASSIFIERS)))

@@ -21,6 +21,7 @@ __all__ = [
     "SEQUENCE_CLASSIFIERS",
     "build_sequence_probe",
     "check_sequence_options",
+    "mil_window",
     "sequence_inputs",
     "uses_sequence_probe",
 ]
@@ -30,12 +31,39 @@ __all__ = [
 _ALLOWED_POOLINGS = ("last_token", "all", None)
 
 
+def mil_window(probe) -> int | None:
+    """``K`` when ``probe`` is trained *through* ``rolling_max:K``, else None.
+
+    An explicit ``train_pooling="rolling_max:K"`` (or ``"score:rolling_max:K"``) with the
+    default classifier fits :class:`~.sequence_probes.MILProbe` (``window=K``): a linear
+    token probe by gradient descent, the prompt's label supervising its top window. (A
+    window as the *base* ``pooling`` keeps training a linear probe on every token, which
+    did better on ``bench/token_probes.py``; see the README.)
+    """
+    from .pooling import parse_pooling
+
+    tp = probe.train_pooling
+    if not isinstance(tp, str) or probe.classifier != "logistic_regression":
+        return None
+    spec = parse_pooling(tp, "train_pooling", role="train")
+    if spec.stage == "score" and spec.name == "rolling_max":
+        return int(spec.arg)
+    return None
+
+
+def _kind(probe) -> str:
+    return "mil" if mil_window(probe) is not None else probe.classifier
+
+
 def uses_sequence_probe(probe) -> bool:
-    """Does ``probe`` fit (or hold) a sequence probe (``classifier="mil"|"attention"|...``)?"""
+    """Does ``probe`` fit (or hold) a sequence probe (``classifier="mil"|"attention"|...``,
+    or ``train_pooling="rolling_max:K"``)?"""
     fitted = probe.__dict__.get("pipeline_")
     if fitted is not None:
         return is_sequence_probe(fitted.steps[-1][1])
-    return isinstance(probe.classifier, str) and probe.classifier in SEQUENCE_CLASSIFIERS
+    if isinstance(probe.classifier, str) and probe.classifier in SEQUENCE_CLASSIFIERS:
+        return True
+    return mil_window(probe) is not None
 
 
 def check_sequence_options(probe, *, from_activations: bool = False) -> None:
@@ -50,8 +78,13 @@ def check_sequence_options(probe, *, from_activations: bool = False) -> None:
     """
     from .layers import is_selection_spec
 
-    name = probe.classifier
-    fix = f"use classifier={name!r} with a model and fixed layers, or a pooled classifier"
+    window = mil_window(probe)
+    name = (
+        probe.classifier
+        if window is None
+        else f"logistic_regression, train_pooling={probe.train_pooling!r}"
+    )
+    fix = "use it with a model and fixed layers, or a pooled classifier"
     bad = []
     if probe.dataset is not None and not from_activations:
         bad.append(
@@ -70,6 +103,16 @@ def check_sequence_options(probe, *, from_activations: bool = False) -> None:
         bad.append(f"compute_backend={probe.compute_backend!r} (they train with torch)")
     for key in ("pooling", "train_pooling", "inference_pooling"):
         value = getattr(probe, key)
+        if window is not None and key == "train_pooling":
+            continue  # the window it is trained through
+        if window is not None and key == "inference_pooling" and value is not None:
+            from .pooling import parse_pooling
+
+            if not callable(value) and parse_pooling(value, key).canonical in (
+                "all",
+                parse_pooling(probe.train_pooling, "train_pooling").canonical,
+            ):
+                continue
         if callable(value) or value not in _ALLOWED_POOLINGS:
             bad.append(
                 f"{key}={value!r} (classifier={name!r} aggregates the tokens itself; leave "
@@ -89,7 +132,14 @@ def build_sequence_probe(probe):
     if "heads" in kwargs:
         kwargs["n_heads"] = kwargs.pop("heads")
     kwargs.setdefault("random_state", 0 if probe.random_state is None else probe.random_state)
-    return make_sequence_probe(probe.classifier, **kwargs)
+    window = mil_window(probe)
+    if window is not None:
+        if kwargs.setdefault("window", window) != window:
+            raise ValueError(
+                f"train_pooling={probe.train_pooling!r} trains through windows of {window} "
+                f"tokens, but classifier_kwargs has window={kwargs['window']!r}; give one"
+            )
+    return make_sequence_probe(_kind(probe), **kwargs)
 
 
 def sequence_inputs(toks, keep, layers) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -115,3 +115,30 @@ def test_training_on_every_token_leaves_the_sink_out_unless_asked(tiny):
     assert y.tolist() == [lab for lab, n in zip([1] * 4 + [0] * 4, n_tokens) for _ in range(n - 1)]
     q = tiny(train_pooling="all", score_special_tokens=True).fit(POS, NEG)
     assert len(q.training_activations[0]) == sum(n_tokens)
+
+
+@pytest.mark.parametrize("inference", [None, "rolling_max:2"], ids=["default", "same-window"])
+def test_train_pooling_window_trains_through_the_aggregation(tiny, tmp_path, inference):
+    """train_pooling="rolling_max:K" fits MILProbe(window=K) (gradient descent, the label
+    supervising each prompt's top window): the same estimator as classifier="mil"."""
+    from lmprobe_jupyter.engine.sequence_probes import MILProbe
+
+    few = {"max_epochs": 5, "validation_fraction": 0.0}
+    p = tiny(train_pooling="rolling_max:2", inference_pooling=inference, classifier_kwargs=few)
+    p.fit(POS, NEG)
+    mil = tiny(classifier="mil", classifier_kwargs={"window": 2, **few}).fit(POS, NEG)
+    assert isinstance(p.classifier_, MILProbe) and p.classifier_.window == 2
+    for name, v in mil.classifier_.params_.items():
+        np.testing.assert_allclose(p.classifier_.params_[name], v, atol=1e-12)
+    texts = ["alpha beta omega delta alpha", "omega omega"]
+    proba = p.predict_proba(texts)
+    np.testing.assert_allclose(proba, mil.predict_proba(texts), atol=1e-12)
+    # the prompt logit is rolling_max:2 of the token logits
+    z = [aggregate(t.scores, "rolling_max:2") for t in p.token_scores(texts)]
+    np.testing.assert_allclose(1 / (1 + np.exp(-np.asarray(z))), proba[:, 1], atol=1e-9)
+    p.save(tmp_path / "p")
+    np.testing.assert_array_equal(Probe.load(tmp_path / "p").predict_proba(texts), proba)
+    with pytest.raises(ValueError, match="windows of 2 tokens, but classifier_kwargs has window=4"):
+        tiny(train_pooling="rolling_max:2", classifier_kwargs={"window": 4}).fit(POS, NEG)
+    with pytest.raises(ValueError, match="inference_pooling='max'"):
+        tiny(train_pooling="rolling_max:2", inference_pooling="max").fit(POS, NEG)
