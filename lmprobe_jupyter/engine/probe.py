@@ -36,13 +36,22 @@ def _per_call_options(method):
     ``num_workers`` keywords applied to every extraction it does (see
     :meth:`Probe._call_options`)."""
 
+    import inspect
+
+    signature = inspect.signature(method)
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
+        # bound, so that positional values count too (warmup(prompts, 16))
+        try:
+            given = signature.bind_partial(self, *args, **kwargs).arguments
+        except TypeError:
+            given = kwargs  # the method itself reports the bad call
         with self._call_options(
-            kwargs.get("batch_size"),
-            kwargs.get("max_retries"),
-            kwargs.get("executor", "local"),
-            kwargs.get("num_workers"),
+            given.get("batch_size"),
+            given.get("max_retries"),
+            given.get("executor", "local"),
+            given.get("num_workers"),
         ):
             return method(self, *args, **kwargs)
 

@@ -126,6 +126,9 @@ def test_per_call_batch_size(tiny_probe):
     before = Extractor.forward_calls
     p.warmup(["new one", "new two", "new three"], batch_size=1)
     assert Extractor.forward_calls - before == 3
+    before = Extractor.forward_calls
+    p.warmup(["more one", "more two"], 1)  # positional batch_size counts too
+    assert Extractor.forward_calls - before == 2
     assert p.batch_size == 8  # the parameter is left as it was
     with pytest.raises(ValueError, match="batch_size=0 must be a positive int"):
         p.predict(TEXTS, batch_size=0)
