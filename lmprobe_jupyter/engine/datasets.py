@@ -91,6 +91,21 @@ def _model_identity(model_name: str, n_layers: int | None) -> tuple[str, str, in
     return name, fingerprint, int(n_layers)
 
 
+def _dtype_key(cache, name, fingerprint, prompts, layers, pk, dtype) -> str:
+    """The cache key of ``name`` in ``dtype``; for None, the dtype whose entries cover the
+    most (prompt, layer) pairs (float32 first on a tie)."""
+    from .models import format_model_key
+
+    dtypes = ("float32", "bfloat16", "float16")
+    if dtype is not None:
+        if dtype not in dtypes:
+            raise ValueError(f"dtype={dtype!r} is not one of {', '.join(map(repr, dtypes))}")
+        return format_model_key(name, fingerprint, dtype)
+    keys = [format_model_key(name, fingerprint, d) for d in dtypes]
+    held = [sum(sum(cache.contains(k, prompts, layer, pk)) for layer in layers) for k in keys]
+    return keys[max(range(len(keys)), key=lambda i: (held[i], -i))]
+
+
 def _collect(cache, key: str, prompts: list[str], layers: list[int], pk: str, explicit: bool):
     """Cached vectors per layer; the layers to publish; a clear error for missing prompts."""
     out, missing = {}, {}
@@ -186,6 +201,7 @@ def push_dataset(
     token: str | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     n_layers: int | None = None,
+    dtype: str | None = None,
 ) -> str:
     """Publish cached activations as a HuggingFace dataset repo.
 
@@ -210,6 +226,11 @@ def push_dataset(
         Rows per safetensors shard.
     n_layers : int, optional
         The model's layer count when its config cannot be read here.
+    dtype : {"float32", "bfloat16", "float16"}, optional
+        The compute dtype the activations were extracted in (part of their cache key:
+        ``Probe(dtype="auto")`` runs bfloat16 on CPUs and GPUs with native support). By
+        default the dtype whose cached activations cover the most of ``prompts`` (float32
+        on a tie). Ignored when ``model_name`` is a full cache key.
 
     Returns
     -------
@@ -241,12 +262,15 @@ def push_dataset(
         raise ValueError(f"shard_rows={shard_rows!r} must be a positive int")
     pk = pooling_key(pooling)
     name, fingerprint, n_model_layers = _model_identity(model_name, n_layers)
-    key = f"{name}@{fingerprint}"
     cache = get_cache()
     if not cache.enabled:
         raise ValueError("the activation cache is disabled; push_dataset reads activations from it")
     explicit = layers is not None
     wanted = resolve_layers(layers, n_model_layers) if explicit else list(range(n_model_layers))
+    if ":" in fingerprint:  # a full cache key with its dtype
+        key = f"{name}@{fingerprint}"
+    else:
+        key = _dtype_key(cache, name, fingerprint, prompts, wanted, pk, dtype)
     acts = _collect(cache, key, prompts, wanted, pk, explicit)
     hidden = next(iter(acts.values())).shape[1]
 

@@ -245,3 +245,17 @@ def test_not_a_dataset(fake_hub):
         pull_dataset("alice/plain")
     with pytest.raises(FileNotFoundError, match="dataset repo 'alice/none' was not found"):
         Probe(dataset="alice/none", layers=2).fit(POS, NEG)
+
+
+def test_push_dataset_finds_activations_of_the_dtype_they_were_extracted_in(fake_hub, smollm):
+    """Probe(dtype="auto") caches bfloat16 activations under "name@fp:bfloat16" on CPUs
+    with native bfloat16: push_dataset(model_name) finds them without being told."""
+    prompts = ["The dog ran.", "A cat slept."]
+    Probe(model=BUNDLED, layers=[3], dtype="bfloat16", device="cpu").warmup(prompts)
+    push_dataset("alice/bf16", BUNDLED, prompts, layers=[3])
+    info = json.loads(fake_hub.path("alice/bf16", "info.json", "dataset").read_text())
+    assert info["model_key"] == f"{smollm.name}@{smollm.fingerprint}:bfloat16"
+    with pytest.raises(MissingPromptsError, match="no cached activations"):
+        push_dataset("alice/f16", BUNDLED, prompts, layers=[3], dtype="float16")
+    with pytest.raises(ValueError, match="dtype='fp8' is not one of"):
+        push_dataset("alice/x", BUNDLED, prompts, layers=[3], dtype="fp8")
