@@ -73,15 +73,9 @@ def build_sweep(cls, params: dict, X_layers: dict, y, layers, runtime=None, n_pr
     -------
     SweepResult
     """
-    from .extraction import progress_enabled
-
     layers = [int(x) for x in layers]
     y = np.asarray(y)
-    iterator = layers
-    if progress_enabled(params.get("progress")) and len(layers) > 1:
-        from .progress import progress_bar
-
-        iterator = progress_bar(layers, desc="fitting probes", unit="layer")
+    iterator = _layer_iterator(params, layers)
     probes, train = {}, {}
     with small_fit_threads(X_layers[layers[0]].size):
         for layer in iterator:
@@ -139,6 +133,17 @@ def sequence_token_sets(runtime, prompts, layers, probe, remote=None) -> dict[in
     return out
 
 
+def _layer_iterator(params: dict, layers: list[int]):
+    """``layers``, behind a "fitting probes" progress bar when there are several."""
+    from .extraction import progress_enabled
+
+    if progress_enabled(params.get("progress")) and len(layers) > 1:
+        from .progress import progress_bar
+
+        return progress_bar(layers, desc="fitting probes", unit="layer")
+    return layers
+
+
 def build_sequence_sweep(
     cls, params: dict, tokens: dict, y, layers, runtime=None, n_prompts=None
 ) -> SweepResult:
@@ -161,15 +166,9 @@ def build_sequence_sweep(
     SweepResult
         Keeps ``tokens`` for :meth:`SweepResult.cross_validate`.
     """
-    from .extraction import progress_enabled
-
     layers = [int(x) for x in layers]
     y = np.asarray(y)
-    iterator = layers
-    if progress_enabled(params.get("progress")) and len(layers) > 1:
-        from .progress import progress_bar
-
-        iterator = progress_bar(layers, desc="fitting probes", unit="layer")
+    iterator = _layer_iterator(params, layers)
     probes, train = {}, {}
     for layer in iterator:
         p = cls(**{**params, "layers": layer})

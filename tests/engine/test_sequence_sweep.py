@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from engine.test_token_probes import TEST_TEMPLATES, TRAIN_TEMPLATES
 
 from lmprobe_jupyter import Probe
 from lmprobe_jupyter.engine import sweep as sweep_module
@@ -122,28 +123,8 @@ def test_sequence_sweep_refuses_ray(tiny_model_path):
         )
 
 
-# Dog vs cat sentences (as in test_token_probes.py): the animal is one token of a short
-# sentence, and held-out sentences use templates the probe never saw.
-TRAIN_TEMPLATES = [
-    "My {} sleeps on the sofa all afternoon.",
-    "We took the {} to the vet yesterday.",
-    "The {} is hungry again.",
-    "A neighbour found our {} in the garden.",
-    "Her {} hates the rain.",
-    "I bought a new bed for the {}.",
-    "The {} stared out of the window.",
-    "Our {} is getting old.",
-]
-TEST_TEMPLATES = [
-    "The {} knocked over my coffee.",
-    "Grandma feeds the {} every morning.",
-    "Someone left the {} outside overnight.",
-    "That {} has the softest fur.",
-    "The {} followed me into the kitchen.",
-    "Every evening the {} waits by the door.",
-    "The {} got lost in the park.",
-    "He adopted a {} last spring.",
-]
+# Dog vs cat sentences (shared with test_token_probes.py): the animal is one token of a
+# short sentence, and held-out sentences use templates the probe never saw.
 
 
 @pytest.mark.real_model
