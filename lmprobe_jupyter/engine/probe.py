@@ -1033,12 +1033,10 @@ class Probe:
         if not prepared:
             return self._empty_output("proba")
         how = self.inference_pooling_
-        if self._is_sequence():
-            if how == "all":
-                return pad_tokens(*self.token_outputs(prepared, remote=remote))
-            return self._sequence_proba(prepared, remote)
         if how == "all":
             return pad_tokens(*self.token_outputs(prepared, remote=remote))
+        if self._is_sequence():
+            return self._sequence_proba(prepared, remote)
         if is_token_level(how):
             return reduced_proba(self._reduced_rows(prepared, remote), how)
         from .classifiers import classifier_proba

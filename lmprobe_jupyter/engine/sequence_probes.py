@@ -58,8 +58,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
-from .windows import parse_aggregation
-
 SEQUENCE_CLASSIFIERS = ("mil", "attention", "multimax")
 
 
@@ -1008,12 +1006,6 @@ def sequence_probe_from_state(arrays: dict, meta: dict) -> _SequenceProbe:
 
 def is_sequence_probe(obj) -> bool:
     return isinstance(obj, _SequenceProbe)
-
-
-def window_of(spec) -> int | None:
-    """K of a ``rolling_max:K`` spec, else None (for ``Probe(pooling=...)`` routing)."""
-    agg = parse_aggregation(spec)
-    return agg.window if agg.kind == "rolling_max" else None
 
 
 # ---------------------------------------------------------------- streaming scores

@@ -126,8 +126,8 @@ def sequence_token_sets(runtime, prompts, layers, probe, remote=None) -> dict[in
         )
         for a, k in got.source.take(range(len(part))):
             k = np.asarray(k, dtype=bool)
+            width = a.shape[1] // len(layers)
             for j, layer in enumerate(layers):
-                width = a.shape[1] // len(layers)
                 out[layer].append(np.ascontiguousarray(a[k, j * width : (j + 1) * width]))
         del got
     return out

@@ -1,4 +1,5 @@
-"""``Probe(classifier="attention" | "multimax" | "mil")``: sequence probes inside ``Probe``.
+"""``Probe(classifier="attention" | "multimax" | "mil")``: sequence probes inside ``Probe``
+(and ``Probe(train_pooling="rolling_max:K")``, which fits the MIL probe).
 
 The estimators of :mod:`.sequence_probes` read every token of a prompt. This module is
 the glue :class:`~.probe.Probe` uses for them: which options they accept and the
@@ -13,8 +14,6 @@ saving, summaries and ``classifier_`` treat it like any classifier.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .sequence_probes import SEQUENCE_CLASSIFIERS, is_sequence_probe, make_sequence_probe
 
 __all__ = [
@@ -22,7 +21,6 @@ __all__ = [
     "build_sequence_probe",
     "check_sequence_options",
     "mil_window",
-    "sequence_inputs",
     "uses_sequence_probe",
 ]
 
@@ -140,31 +138,3 @@ def build_sequence_probe(probe):
                 f"tokens, but classifier_kwargs has window={kwargs['window']!r}; give one"
             )
     return make_sequence_probe(_kind(probe), **kwargs)
-
-
-def sequence_inputs(toks, keep, layers) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per-token features and scored-token masks for a sequence probe, in memory (from
-    :meth:`.ModelRuntime.token_features`; ``Probe`` itself reads them from the per-token
-    store through :meth:`.ModelRuntime.token_source`).
-
-    Parameters
-    ----------
-    toks : list of TokenActs
-        ``acts``: {layer: (seq_i, hidden)}.
-    keep : list of bool ndarray of shape (seq_i,), or None
-        The tokens the probe may use (None: all).
-    layers : list of int
-
-    Returns
-    -------
-    X : list of ndarray of shape (seq_i, hidden * len(layers))
-    masks : list of bool ndarray of shape (seq_i,)
-    """
-    from .scoring import token_matrix
-
-    X = [token_matrix(t.acts, layers) for t in toks]
-    if keep is None:
-        masks = [np.ones(len(x), dtype=bool) for x in X]
-    else:
-        masks = [np.asarray(k[: len(x)], dtype=bool) for k, x in zip(keep, X)]
-    return X, masks

@@ -296,9 +296,10 @@ def test_cross_validate_matches_a_manual_stratified_kfold(tiny_probe, tmp_path):
         Probe.load(tmp_path / "probe").cross_validate()
 
 
-def test_cross_validate_on_every_token_keeps_each_prompt_in_one_fold(tiny_probe):
+def test_cross_validate_on_every_token_keeps_each_prompt_in_one_fold(tiny_probe, monkeypatch):
     """train_pooling="all" has one sample per token: folds are grouped by prompt (tokens
     of a held-out prompt are never trained on)."""
+    import sklearn.model_selection as sklearn_selection
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
 
@@ -310,4 +311,17 @@ def test_cross_validate_on_every_token_keeps_each_prompt_in_one_fold(tiny_probe)
     for train, test in splitter.split(X, y, groups):
         assert not set(groups[train]) & set(groups[test])
     want = cross_val_score(clone(p.pipeline_), X, y, cv=splitter, groups=groups).mean()
+    seen = []
+    real = sklearn_selection.cross_val_score
+
+    def spy(est, X_, y_, cv=None, groups=None, **kw):
+        seen.append((cv, groups))
+        return real(est, X_, y_, cv=cv, groups=groups, **kw)
+
+    monkeypatch.setattr(sklearn_selection, "cross_val_score", spy)
     assert p.cross_validate(cv=3) == pytest.approx(want)
+    # the folds it used never split a prompt's tokens
+    ((cv_used, groups_used),) = seen
+    np.testing.assert_array_equal(groups_used, groups)
+    for train, test in cv_used.split(X, y, groups_used):
+        assert not set(groups_used[train]) & set(groups_used[test])
