@@ -1,4 +1,4 @@
-"""Peak memory of training sequence probes from the per-token store.
+"""Peak memory of training sequence probes and every-token probes from the per-token store.
 
 ``Probe(classifier="mil" | "attention")`` reads every token of every prompt. The engine
 writes per-token activations to disk while extracting (float16, in chunks) and training
@@ -18,12 +18,22 @@ load (sampled every 5 ms):
 - ``train <kind> n=N``: a fit on the first N prompts once they are in the store (no
   forward pass): the estimator's reads and training only;
 - ``in-RAM fit``: the same fit with the activation cache off, which holds every prompt's
-  tokens in memory (the path used before the store, and still with the cache off).
+  tokens in memory (the path used before the store, and still with the cache off);
+- ``train all n=N``: the every-token logistic probe of the shift benchmark
+  (``train_pooling="all"``, layers ``--all-layers``, ``preprocessing="standard"``),
+  fitted from the store a chunk at a time (:mod:`lmprobe_jupyter.engine.token_linear`);
+- ``train all, store read per pass``: the same with nothing held between passes
+  (``token_linear.RESIDENT_BYTES = 0``, what happens past that budget);
+- ``fit all in RAM``: the same probe fitted the way it was before (and still is for
+  classifiers the streamed fit does not take): the token matrix built in memory and
+  sklearn's pipeline fitted on it (extraction included; forced here with
+  ``classifier_kwargs={"solver": "lbfgs"}``, which the streamed fit does not take).
 
 Compared with the bytes all ``(n, seq, hidden)`` take: as a list of float32 arrays, and
 padded to the longest prompt.
 
     python bench/token_memory.py [--sizes 32,64,128] [--layer 12] [--epochs 10] [--seed 0]
+        [--all-layers 8,12,16,24]
 """
 
 from __future__ import annotations
@@ -58,8 +68,27 @@ def build_prompts(n: int, tokenizer, seed: int):
     return texts, np.asarray([i % 2 == 0 for i in range(n)], dtype=int)
 
 
+def all_layers(args) -> list[int]:
+    return [int(x) for x in args.all_layers.split(",")]
+
+
 def make_probe(kind: str, args):
     from lmprobe_jupyter import Probe
+
+    if kind in ("all", "all-in-ram"):
+        kw = {"C": 2e-4, "class_weight": "balanced"}
+        if kind == "all-in-ram":
+            kw["solver"] = "lbfgs"  # not taken by the streamed fit: the in-memory path
+        return Probe(
+            layers=all_layers(args),
+            train_pooling="all",
+            inference_pooling="rolling_max:16",
+            preprocessing="standard",
+            classifier_kwargs=kw,
+            device="cpu",
+            dtype="float32",
+            progress=False,
+        )
 
     kwargs = {
         "max_epochs": args.epochs,
@@ -90,20 +119,32 @@ def phase(args) -> dict:
     cache_mod.set_cache_backend(args.store)
     kind, n = args.phase.split(":")
     n = int(n)
-    probe = make_probe("mil" if kind in ("extract", "in-ram") else kind, args)
+    base = {"extract": "mil", "in-ram": "mil", "extract-all": "all", "all-reread": "all"}
+    base = base.get(kind, kind)
+    if kind == "all-reread":
+        from lmprobe_jupyter.engine import token_linear
+
+        token_linear.RESIDENT_BYTES = 0  # nothing held between passes: each reads the store
+    probe = make_probe(base, args)
     rt = probe.runtime.load()
     texts, y = build_prompts(n, rt.tokenizer, args.seed)
     if kind == "in-ram":
         cache_mod.set_cache_enabled(False)
     t0 = time.perf_counter()
     with PeakRSS() as mem:
-        if kind == "extract":
-            rt.token_source(rt.prepare(texts), [args.layer])
+        if kind in ("extract", "extract-all"):
+            layers = [args.layer] if kind == "extract" else all_layers(args)
+            rt.token_source(rt.prepare(texts), layers)
         else:
             probe.fit(texts, labels=y)
     out = {"peak_mib": mem.mib, "base_mib": mem.base / MIB, "seconds": time.perf_counter() - t0}
-    if kind not in ("extract", "in-ram"):
+    if kind not in ("extract", "in-ram", "extract-all", "all-in-ram"):  # from the store
         out["hits"] = probe.train_cache_hits_
+    if kind == "all-reread":
+        out["passes"] = probe._token_fit["passes"]
+    if kind in ("all", "all-in-ram", "all-reread"):
+        out["streamed"] = probe.training_activations is None
+        out["n_layers"] = len(all_layers(args))
     lengths = [len(x) for x in rt.tokenizer(texts)["input_ids"]]
     out.update(tokens=sum(lengths), longest=max(lengths), shortest=min(lengths))
     out["hidden"] = rt.loaded.hidden_size
@@ -120,7 +161,12 @@ def run(args) -> list[dict]:
     plan += [(kind, n) for kind in ("mil", "attention") for n in sizes]
     if not args.skip_in_ram:
         plan += [("in-ram", big)]
+    if not args.skip_all:
+        plan += [("extract-all", big)] + [("all", n) for n in sizes] + [("all-reread", big)]
+        if not args.skip_in_ram:
+            plan += [("all-in-ram", big)]
     common = [
+        f"--all-layers={args.all_layers}",
         f"--layer={args.layer}",
         f"--epochs={args.epochs}",
         f"--batch-size={args.batch_size}",
@@ -138,7 +184,7 @@ def run(args) -> list[dict]:
             if kind == "extract":
                 r["disk_mib"] = sum(f.stat().st_size for f in Path(store).rglob("*.safetensors"))
                 r["disk_mib"] /= MIB
-            if kind in ("mil", "attention") and r["hits"] != n:
+            if kind in ("mil", "attention", "all", "all-reread") and r["hits"] != n:
                 raise SystemExit(f"{kind} n={n} ran the model: {r['hits']} store hits of {n}")
             rows.append({"phase": kind, "n": n, **r})
     print_table(rows, args)
@@ -157,20 +203,33 @@ def print_table(rows, args) -> None:
         "mil": "train mil (from store)",
         "attention": "train attention (from store)",
         "in-ram": "fit mil, cache off (in RAM)",
+        "extract-all": "extract all-layers to store",
+        "all": "train all (streamed, store)",
+        "all-reread": "train all, store read per pass",
+        "all-in-ram": "fit all in RAM (sklearn)",
     }
     head = f"{'phase':<30} {'n':>4} {'tokens':>7} {'all f32':>8} {'padded':>8} {'peak':>7} {'s':>6}"
     print("peak: RSS above the level after the model load (MiB); all f32: every prompt's")
     print("(seq, hidden) float32 (MiB); padded: (n, longest, hidden) float32 (MiB)")
     print(head)
     for r in rows:
-        allf = r["tokens"] * hidden * 4 / MIB
-        pad = r["n"] * r["longest"] * hidden * 4 / MIB
+        width = hidden * (len(all_layers(args)) if "all" in r["phase"] else 1)
+        allf = r["tokens"] * width * 4 / MIB
+        pad = r["n"] * r["longest"] * width * 4 / MIB
         print(
             f"{names[r['phase']]:<30} {r['n']:>4} {r['tokens']:>7} {allf:>8.1f} {pad:>8.1f} "
             f"{r['peak_mib']:>7.1f} {r['seconds']:>6.1f}"
         )
     ext = rows[0]
     print(f"store on disk: {ext['disk_mib']:.1f} MiB (float16) for {ext['n']} prompts")
+    if any("all" in r["phase"] for r in rows):
+        print(
+            f"'all' rows: layers {args.all_layers} side by side (width {hidden} x "
+            f"{len(all_layers(args))}); all f32 / padded use that width"
+        )
+    for r in rows:
+        if "streamed" in r and r["streamed"] != (r["phase"] != "all-in-ram"):
+            raise SystemExit(f"{r['phase']} n={r['n']} did not take the path it measures")
 
 
 def main(argv=None):
@@ -187,7 +246,11 @@ def main(argv=None):
         default=0.2,
         help="the estimators' held-out fold (kept in memory by their fit)",
     )
-    ap.add_argument("--skip-in-ram", action="store_true", help="skip the cache-off fit")
+    ap.add_argument("--skip-in-ram", action="store_true", help="skip the in-memory fits")
+    ap.add_argument("--skip-all", action="store_true", help="skip the every-token probe")
+    ap.add_argument(
+        "--all-layers", default="8,12,16,24", help="layers of the every-token probe rows"
+    )
     ap.add_argument("--phase", help=argparse.SUPPRESS)  # internal: one phase per process
     ap.add_argument("--store", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

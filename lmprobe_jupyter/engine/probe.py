@@ -554,18 +554,6 @@ class Probe:
             **self._extraction_options(batch_size),
         )
 
-    def _token_features(self, prompts, layers=None, remote=None):
-        """Per-token activations of prepared prompts and the ``score_roles`` token masks."""
-        layers = list(self.layers_ if layers is None else layers)
-        return self.runtime.token_features(
-            prompts,
-            layers,
-            roles=self.score_roles,
-            remote=remote,
-            score_special_tokens=self.score_special_tokens,
-            **self._extraction_options(),
-        )
-
     # ------------------------------------------------------------------ fit
     @profiled("Probe.fit")
     def fit(
@@ -635,6 +623,8 @@ class Probe:
                     "classes itself (classifier_kwargs={'class_weight': 'balanced' | None | dict})"
                 )
             return self._fit_sequence(prompts, labels, remote)
+        if self._streams_token_fit(labels):
+            return self._fit_token_stream(prompts, labels, sample_weight, remote)
         train_data = (prompts, labels)
         rt = self.runtime
         local = self._extraction_options()["executor"] == "local"
@@ -682,6 +672,8 @@ class Probe:
         )
         # which prompt each token came from (cross_validate keeps a prompt in one fold)
         self._train_groups = owner if self.train_pooling_ == "all" else None
+        if self.train_pooling_ == "all":
+            self.n_train_tokens_ = len(labels)
         self.candidate_layers_ = list(candidates)
         self.layers_ = list(selected)
         if selection is not None:
@@ -703,6 +695,115 @@ class Probe:
         from .token_probes import uses_sequence_probe
 
         return uses_sequence_probe(self)
+
+    def _streams_token_fit(self, labels=None) -> bool:
+        """Whether ``fit`` trains this every-token probe from the per-token store, a chunk
+        at a time (:mod:`.token_linear`): ``train_pooling="all"`` with a binary L2
+        ``logistic_regression`` (classifier_kwargs among C, class_weight, max_iter, tol,
+        fit_intercept), scaling by ``normalize_layers``/``preprocessing="standard"``
+        only, fixed layers, local extraction. Other every-token probes fit in memory."""
+        from .token_linear import streamable_kwargs
+
+        return (
+            self.train_pooling_ == "all"
+            and self.task == "classification"
+            and self.classifier == "logistic_regression"
+            and self.compute_backend == "sklearn"
+            and self.preprocessing in (None, "standard")
+            and not self.mass_mean_augment
+            and not is_selection_spec(self.layers)
+            and self._extraction_options()["executor"] == "local"
+            and streamable_kwargs(self.classifier_kwargs)
+            and (labels is None or len(np.unique(labels)) == 2)
+        )
+
+    def _fit_token_stream(self, prompts, labels, sample_weight, remote) -> Probe:
+        """Fit ``train_pooling="all"`` from the per-token store without the token matrix:
+        extraction writes the tokens to disk chunk by chunk (as for sequence probes), then
+        the scalers and an L2 logistic regression are fitted over chunks of tokens
+        (:func:`.token_linear.fit_token_logistic`: sklearn's objective and stopping rule).
+        ``training_activations`` stays None; ``cross_validate`` refits per fold from the
+        store."""
+        from sklearn.pipeline import Pipeline
+
+        from .classifiers import build_classifier, check_sample_weight
+        from .features import build_steps
+        from .token_linear import set_fitted_logistic
+
+        rt = self.runtime
+        if rt.uses_local_weights and self.backend == "local":
+            rt.load()
+        t0 = time.perf_counter()
+        labels = np.asarray(labels)
+        clf = build_classifier(
+            self.classifier, self.task, self.random_state, self.classifier_kwargs
+        )
+        sample_weight = check_sample_weight(clf, sample_weight, len(prompts))
+        prepared = self._prepare_prompts(prompts)
+        layers = resolve_layers(self.layers, self.n_model_layers())
+        inputs = self._sequence_inputs(prepared, layers, remote)
+        steps = build_steps(
+            len(layers),
+            self.normalize_layers,
+            self.preprocessing,
+            self.pca_components,
+            len(prompts),
+            self.random_state,
+        )
+        with profile("fit"):
+            fit = self._token_logistic(
+                inputs, np.arange(len(prepared)), labels, steps, sample_weight, clf
+            )
+        set_fitted_logistic(clf, fit, np.unique(labels))
+        self.pipeline_ = Pipeline([*steps, ("classifier", clf)])
+        self.classes_ = np.asarray(clf.classes_)
+        self.n_features_in_ = len(fit.mean)
+        self.n_feature_layers_ = len(layers)
+        self._train_matrix = None  # the point: the token matrix was never built
+        self._train_groups = None
+        self._token_fit = {"n_tokens": fit.n_tokens, "passes": fit.passes}
+        self.candidate_layers_ = list(layers)
+        self.layers_ = list(layers)
+        self.n_train_ = len(prompts)
+        self.n_train_tokens_ = fit.n_tokens
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.train_cache_hits_ = int(inputs.hits)
+        self.model_fingerprint_ = rt.fingerprint
+        self.trained_model_ = rt.model_name
+        self.compute_dtype_ = rt.compute_dtype
+        self._train_data = (prompts, labels)
+        return self
+
+    def _token_logistic(self, inputs, idx, labels, steps, sample_weight, clf):
+        """:func:`.token_linear.fit_token_logistic` on the prompts ``idx`` of ``inputs``
+        (``labels`` and ``sample_weight``: theirs), with ``clf``'s parameters."""
+        from sklearn.exceptions import ConvergenceWarning
+
+        from .sequence_probes import SubsetTokenSource
+        from .token_linear import TokenBatches, fit_token_logistic
+
+        source = SubsetTokenSource(inputs.source, idx)
+        batches = TokenBatches(source, [inputs.masks[i] for i in idx])
+        params = clf.get_params()
+        fit = fit_token_logistic(
+            batches,
+            labels,
+            steps,
+            sample_weight=sample_weight,
+            C=params["C"],
+            class_weight=params["class_weight"],
+            max_iter=params["max_iter"],
+            tol=params["tol"],
+            fit_intercept=params["fit_intercept"],
+        )
+        if not fit.converged:
+            warnings.warn(
+                f"the every-token logistic regression reached max_iter={params['max_iter']} "
+                "before converging; raise classifier_kwargs={'max_iter': ...} or lower C",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+        return fit
 
     def _sequence_inputs(self, prepared, layers, remote):
         """Per-token inputs of prepared prompts (:class:`~.token_store.StoredTokens`): a
@@ -993,8 +1094,25 @@ class Probe:
             _, rows, masks, _ = self._sequence_outputs(prompts, remote)
             return rows, masks
         self.check_model_identity(stacklevel=4)
-        toks, keep = self._token_features(prompts, self.layers_, remote)
-        return token_rows(self, toks, mode), keep
+        rows, keeps = [None] * len(prompts), [None] * len(prompts)
+        for idx, toks, keep in self._token_chunks(prompts, remote):
+            for i, r, k in zip(idx, token_rows(self, toks, mode), keep or [None] * len(idx)):
+                rows[i], keeps[i] = r, k
+        return rows, (None if all(k is None for k in keeps) else keeps)
+
+    def _token_chunks(self, prompts, remote):
+        """Per-token activations of prepared prompts with their scored-token masks, a chunk
+        at a time (:meth:`.ModelRuntime.token_feature_chunks`): scoring many long prompts
+        holds one chunk's per-token activations, not all of them. Yields ``(indices,
+        toks, keep)``."""
+        return self.runtime.token_feature_chunks(
+            prompts,
+            list(self.layers_),
+            roles=self.score_roles,
+            remote=remote,
+            score_special_tokens=self.score_special_tokens,
+            **self._extraction_options(),
+        )
 
     def _reduced_rows(self, prompts, remote) -> list[np.ndarray]:
         """Per-token outputs restricted to the tokens the probe may score."""
@@ -1158,6 +1276,8 @@ class Probe:
         cv = check_cv(cv)
         if self._is_sequence():
             return self._sequence_cross_validate(cv)
+        if self.__dict__.get("_token_fit") and self.training_data is not None:
+            return self._token_cross_validate(cv)
         from sklearn.base import clone
         from sklearn.model_selection import KFold, StratifiedGroupKFold, cross_val_score
 
@@ -1191,6 +1311,46 @@ class Probe:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scores = cross_val_score(clone(self.pipeline_), X, y, cv=splitter, groups=groups)
+        self.cv_score_ = float(np.mean(scores))
+        return self.cv_score_
+
+    def _token_cross_validate(self, cv: int) -> float:
+        """Token-level accuracy of a streamed ``train_pooling="all"`` probe over k folds of
+        its training prompts (a prompt's tokens stay in one fold): per fold, the scalers
+        and classifier are refitted from the per-token store and the held-out prompts'
+        tokens are scored a chunk at a time."""
+        from sklearn.base import clone
+        from sklearn.pipeline import Pipeline
+
+        from .features import build_steps
+        from .inputs import stratified_folds
+        from .sequence_probes import SubsetTokenSource
+        from .token_linear import TokenBatches, set_fitted_logistic
+
+        prompts, labels = self.training_data
+        labels = np.asarray(labels)
+        splitter = stratified_folds(labels, cv, self.random_state, what="training prompts")
+        inputs = self._sequence_inputs(self._prepare_prompts(prompts), self.layers_, None)
+        scores = []
+        for tr, te in splitter.split(labels, labels):
+            steps = build_steps(
+                len(self.layers_),
+                self.normalize_layers,
+                self.preprocessing,
+                self.pca_components,
+                len(tr),
+                self.random_state,
+            )
+            clf = clone(self.classifier_)
+            fit = self._token_logistic(inputs, tr, labels[tr], steps, None, clf)
+            set_fitted_logistic(clf, fit, np.unique(labels[tr]))
+            pipe = Pipeline([*steps, ("classifier", clf)])
+            held = TokenBatches(SubsetTokenSource(inputs.source, te), [inputs.masks[i] for i in te])
+            right = total = 0
+            for X, owner in held:
+                right += int((pipe.predict(X) == labels[te][owner]).sum())
+                total += len(owner)
+            scores.append(right / max(total, 1))
         self.cv_score_ = float(np.mean(scores))
         return self.cv_score_
 
@@ -1247,8 +1407,9 @@ class Probe:
         layers = getattr(self, "layers_", None) or resolve_layers(
             self.layers, self.n_model_layers()
         )
-        if self._is_sequence():
-            # sequence probes read every token: fill the per-token store they train from
+        if self._is_sequence() or self._streams_token_fit():
+            # sequence probes and streamed train_pooling="all" fits read every token:
+            # fill the per-token store they train from
             t0 = time.perf_counter()
             with self._call_options(batch_size, max_retries, executor, num_workers):
                 got = self._sequence_inputs(prepared, layers, remote)
@@ -1304,13 +1465,16 @@ class Probe:
             _, rows, _, toks = self._sequence_outputs(prepared, remote)
             return [TokenScores(t.text, t.tokens, r) for t, r in zip(toks, rows)]
         self.check_model_identity(stacklevel=3)
-        toks, keep = self._token_features(prepared, self.layers_, remote)
-        rows = token_rows(self, toks, mode="score")
-        if keep is not None:
-            from .token_masks import mask_scores
+        from .token_masks import mask_scores
 
-            rows = [mask_scores(r, k[: len(r)]) for r, k in zip(rows, keep)]
-        return [TokenScores(t.text, t.tokens, r) for t, r in zip(toks, rows)]
+        out = [None] * len(prepared)
+        for idx, toks, keep in self._token_chunks(prepared, remote):
+            rows = token_rows(self, toks, mode="score")
+            if keep is not None:
+                rows = [mask_scores(r, k[: len(r)]) for r, k in zip(rows, keep)]
+            for i, t, r in zip(idx, toks, rows):
+                out[i] = TokenScores(t.text, t.tokens, r)
+        return out
 
     def token_level_note(self) -> str:
         """What a highlight legend should say about this probe's per-token scores.

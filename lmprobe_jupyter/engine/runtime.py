@@ -474,6 +474,31 @@ class ModelRuntime:
         keep = self._keep_masks(prompts, [len(t.tokens) for t in toks], roles, score_special_tokens)
         return toks, keep
 
+    def token_feature_chunks(self, prompts, layers, *, budget: int | None = None, **kwargs):
+        """:meth:`token_features` a chunk of prompts at a time, so that scoring many long
+        prompts never holds all their ``(seq, hidden)`` activations: chunks of at most
+        ``budget`` float32 bytes (default :data:`~.token_store.CHUNK_BYTES`; longest
+        prompts first, as :func:`~.token_store.chunk_plan` groups them). ``kwargs``: as
+        for :meth:`token_features`.
+
+        Yields
+        ------
+        (indices, toks, keep)
+            The chunk's positions in ``prompts`` and :meth:`token_features` of them.
+        """
+        from .token_store import chunk_plan
+
+        prompts = list(prompts)
+        layers = self.check_layers(layers)
+        if not prompts:
+            return
+        limit = self.max_length
+        ids = self.tokenizer(prompts, add_special_tokens=True, truncation=False)["input_ids"]
+        width = self.loaded.hidden_size * len(layers)
+        for chunk in chunk_plan([min(len(x), limit) for x in ids], width, budget):
+            toks, keep = self.token_features([prompts[i] for i in chunk], layers, **kwargs)
+            yield chunk, toks, keep
+
     def _keep_masks(self, prompts, lengths, roles, score_special_tokens: bool):
         """The tokens a probe may score per prompt of ``lengths`` tokens (None: all)."""
         keep = None if roles is None else self.role_masks(prompts, roles)

@@ -141,7 +141,7 @@ def test_score_roles_pools_only_the_users_tokens(tiny_model_path):
     restricted = probe._features(prompts, "mean")
     # the reference: mean of the per-token activations over the user's content tokens
     tok = probe.runtime.loaded.tokenizer
-    toks, _ = probe._token_features(prompts)
+    toks, _ = probe.runtime.token_features(prompts, probe.layers_)
     for i, (p, t) in enumerate(zip(prompts, toks)):
         mask = role_token_mask(tok, p, ("user",))
         assert 0 < mask.sum() < len(mask)
@@ -159,7 +159,7 @@ def test_score_roles_last_token_is_the_users_last_token(tiny_model_path):
     probe = _probe(tiny_model_path, pooling="last_token", score_roles="user").fit(POS, NEG)
     prompts = probe._prepare_prompts(POS)
     restricted = probe._features(prompts, "last_token")
-    toks, _ = probe._token_features(prompts)
+    toks, _ = probe.runtime.token_features(prompts, probe.layers_)
     tok = probe.runtime.loaded.tokenizer
     for i, (p, t) in enumerate(zip(prompts, toks)):
         last = np.flatnonzero(role_token_mask(tok, p, ("user",)))[-1]
@@ -225,4 +225,4 @@ def test_score_roles_restrict_token_level_scoring(tiny_model_path):
     per_token = _probe(tiny_model_path, train_pooling="all", inference_pooling="mean", **kw)
     per_token.fit(POS, NEG)
     n_user = sum(int(role_token_mask(tok, p, ("user",)).sum()) for p in prompts)
-    assert per_token.training_activations[0].shape[0] == n_user
+    assert per_token.n_train_tokens_ == n_user

@@ -193,7 +193,7 @@ def test_score_stage_base_pooling_trains_on_every_token(tiny_probe):
     p = tiny_probe(pooling="score:mean").fit(POS, NEG)
     n_tokens = sum(len(p.runtime.tokenizer(t)["input_ids"]) for t in POS + NEG)
     # every token but each prompt's attention sink (unscored, so not trained on)
-    assert p.training_activations[0].shape[0] == n_tokens - len(POS + NEG)
+    assert p.n_train_tokens_ == n_tokens - len(POS + NEG)
     assert p.score(POS + NEG, [1] * 5 + [0] * 5) == pytest.approx(
         np.mean(p.predict(POS + NEG) == np.array([1] * 5 + [0] * 5))
     )

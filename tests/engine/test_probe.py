@@ -95,7 +95,7 @@ def test_train_pooling_all_uses_every_scored_token(tiny_probe):
     p = tiny_probe(train_pooling="all", inference_pooling="mean").fit(POS, NEG)
     n_tokens = sum(len(p.runtime.loaded.tokenizer(t)["input_ids"]) for t in POS + NEG)
     # every token but each prompt's attention sink (position 0)
-    assert p.training_activations[0].shape[0] == n_tokens - len(POS + NEG)
+    assert p.n_train_tokens_ == n_tokens - len(POS + NEG)
     assert p.predict(POS).shape == (5,)
 
 
@@ -303,7 +303,9 @@ def test_cross_validate_on_every_token_keeps_each_prompt_in_one_fold(tiny_probe,
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
 
-    p = tiny_probe(train_pooling="all", random_state=3).fit(POS, NEG)
+    # (ridge: an every-token probe fitted in memory; the streamed logistic one refits per
+    # fold from the store, tests/engine/test_token_linear.py)
+    p = tiny_probe(train_pooling="all", classifier="ridge", random_state=3).fit(POS, NEG)
     X, y = p.training_activations
     n_tokens = [len(p.runtime.loaded.tokenizer(t)["input_ids"]) - 1 for t in POS + NEG]
     groups = np.repeat(np.arange(len(n_tokens)), n_tokens)

@@ -110,11 +110,14 @@ def test_training_on_every_token_leaves_the_sink_out_unless_asked(tiny):
     attention sink) by default, every token with score_special_tokens=True."""
     p = tiny(train_pooling="all", inference_pooling="rolling_max:2").fit(POS, NEG)
     n_tokens = [len(x) for x in p.runtime.tokenizer(POS + NEG)["input_ids"]]
-    X, y = p.training_activations
+    assert p.n_train_tokens_ == sum(n - 1 for n in n_tokens)
+    q = tiny(train_pooling="all", score_special_tokens=True).fit(POS, NEG)
+    assert q.n_train_tokens_ == sum(n_tokens)
+    # the in-memory path (a classifier the streamed fit does not take) builds the same set
+    r = tiny(train_pooling="all", classifier="ridge").fit(POS, NEG)
+    X, y = r.training_activations
     assert len(X) == sum(n - 1 for n in n_tokens)
     assert y.tolist() == [lab for lab, n in zip([1] * 4 + [0] * 4, n_tokens) for _ in range(n - 1)]
-    q = tiny(train_pooling="all", score_special_tokens=True).fit(POS, NEG)
-    assert len(q.training_activations[0]) == sum(n_tokens)
 
 
 @pytest.mark.parametrize("inference", [None, "rolling_max:2"], ids=["default", "same-window"])
