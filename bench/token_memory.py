@@ -228,6 +228,9 @@ def print_table(rows, args) -> None:
             f"{len(all_layers(args))}); all f32 / padded use that width"
         )
     for r in rows:
+        if "passes" in r:
+            print(f"{r['phase']} n={r['n']}: {r['passes']} passes over the tokens")
+    for r in rows:
         if "streamed" in r and r["streamed"] != (r["phase"] != "all-in-ram"):
             raise SystemExit(f"{r['phase']} n={r['n']} did not take the path it measures")
 

@@ -125,6 +125,9 @@ class Probe:
         (``activation:max`` is the element-wise max over tokens), ``"score:NAME"``
         classifies every token and reduces the scores (``score:mean`` is the mean
         per-token probability; trained on every token); see :mod:`.pooling`.
+        Trained on every token (``train_pooling="all"``) with the default
+        ``logistic_regression``, the probe fits from the per-token store a chunk of
+        tokens at a time, never holding the token matrix (:mod:`.token_linear`).
     classifier : str or sklearn estimator, default "logistic_regression"
     task : {"classification", "regression"}
     device : str, default "auto"

@@ -492,6 +492,9 @@ class ModelRuntime:
         layers = self.check_layers(layers)
         if not prompts:
             return
+        if self.dataset is not None:  # no model to tokenize with: token_features says why
+            yield list(range(len(prompts))), *self.token_features(prompts, layers, **kwargs)
+            return
         limit = self.max_length
         ids = self.tokenizer(prompts, add_special_tokens=True, truncation=False)["input_ids"]
         width = self.loaded.hidden_size * len(layers)

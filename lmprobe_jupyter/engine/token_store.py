@@ -1,7 +1,8 @@
 """Per-token activations on disk, read back one minibatch at a time.
 
-Sequence probes (``Probe(classifier="mil" | "attention" | "multimax")``) read every token
-of every prompt, many times over (standardizer, warm start, each epoch). Holding all
+Sequence probes (``Probe(classifier="mil" | "attention" | "multimax")``) and every-token
+logistic probes (``train_pooling="all"``, :mod:`.token_linear`) read every token of every
+prompt, many times over (standardizer, warm start, each epoch or solver step). Holding all
 ``(n, seq, hidden)`` in RAM does not scale: 1,000 prompts of 600 tokens of a 576-wide
 model are 1.4 GB per layer in float32, 18 GB for a 4096-wide one. So per-token
 activations are written to disk as they are extracted (a chunk of prompts at a time) and
