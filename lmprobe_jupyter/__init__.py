@@ -57,6 +57,8 @@ _EXPORTS = {
     "NDIFUnreachableError": "engine.nnsight_backend",
     # monitoring
     "MonitorResult": "engine.monitoring",
+    # span-labelled training (Probe.fit_spans)
+    "context_documents": "engine.span_data",
     # lmprobe 0.10: cache tools and profiling
     "evict": "engine.cache_tools",
     "list_cached_prompts": "engine.cache_tools",

@@ -720,13 +720,82 @@ class Probe:
             and (labels is None or len(np.unique(labels)) == 2)
         )
 
-    def _fit_token_stream(self, prompts, labels, sample_weight, remote) -> Probe:
+    @_per_call_options
+    def fit_spans(
+        self,
+        texts,
+        spans,
+        *,
+        remote: bool | None = None,
+        batch_size: int | None = None,
+        max_retries: int | None = None,
+    ) -> Probe:
+        """Fit an every-token probe on labelled character spans of ``texts``.
+
+        Each token inside a span is trained on with that span's label; tokens outside
+        every span are not trained on (they still give the tokens in spans their
+        context). :func:`.span_data.context_documents` builds such texts from plain
+        training prompts (several per document, each prompt's span labelled): the probe
+        then sees requests after other text and at later positions, which is what keeps
+        it firing on a request embedded in a long document (``bench/token_probes.py``).
+
+        Needs ``train_pooling="all"`` (or a base pooling that trains on every token) and
+        the probe :meth:`fit` trains from the per-token store: binary span labels,
+        ``classifier="logistic_regression"``. With ``chat_template=True`` each text is
+        formatted as a user turn and its spans are shifted to where the text sits in it.
+
+        Parameters
+        ----------
+        texts : list of str
+        spans : list of list of (start, end, label)
+            Per text, character spans ``texts[i][start:end]`` (not overlapping) and their
+            labels.
+        remote, batch_size, max_retries
+            As for :meth:`fit`.
+        """
+        from .inputs import check_prompts
+        from .span_data import check_spans
+
+        self._validate_params()
+        texts = check_prompts(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise ValueError("fit_spans takes texts as str (spans index their characters)")
+        spans = check_spans(texts, spans)
+        labels = np.asarray([lab for own in spans for (_, _, lab) in own])
+        check_two_classes(labels)
+        if not self._streams_token_fit(labels):
+            raise ValueError(
+                "fit_spans trains an every-token logistic probe from the per-token store: "
+                "use Probe(train_pooling='all', classifier='logistic_regression') with two "
+                "classes of span labels, classifier_kwargs among C, class_weight, max_iter, "
+                "tol, fit_intercept, fixed layers, preprocessing None or 'standard'"
+            )
+        return self._fit_token_stream(texts, labels, None, remote, spans=spans)
+
+    def _span_owners(self, texts, prepared, inputs, spans) -> list[np.ndarray]:
+        """Per prepared text, the span (global index) each token lies in, -1 outside."""
+        from .span_data import span_owners
+
+        owners, first = [], 0
+        for text, full, piece, own in zip(texts, prepared, inputs.pieces(), spans):
+            shift = full.find(text)
+            if shift < 0:
+                raise ValueError(
+                    "a text is not found verbatim in its chat-formatted form, so its spans "
+                    "cannot be placed; fit_spans with chat_template=False"
+                )
+            owners.append(span_owners(piece.offsets[: len(piece.tokens)], own, first, shift))
+            first += len(own)
+        return owners
+
+    def _fit_token_stream(self, prompts, labels, sample_weight, remote, spans=None) -> Probe:
         """Fit ``train_pooling="all"`` from the per-token store without the token matrix:
         extraction writes the tokens to disk chunk by chunk (as for sequence probes), then
         the scalers and an L2 logistic regression are fitted over chunks of tokens
         (:func:`.token_linear.fit_token_logistic`: sklearn's objective and stopping rule).
         ``training_activations`` stays None; ``cross_validate`` refits per fold from the
-        store."""
+        store. ``spans`` (:meth:`fit_spans`): ``labels`` are the spans' and each token
+        belongs to the span it lies in."""
         from sklearn.pipeline import Pipeline
 
         from .classifiers import build_classifier, check_sample_weight
@@ -741,10 +810,11 @@ class Probe:
         clf = build_classifier(
             self.classifier, self.task, self.random_state, self.classifier_kwargs
         )
-        sample_weight = check_sample_weight(clf, sample_weight, len(prompts))
+        sample_weight = check_sample_weight(clf, sample_weight, len(labels))
         prepared = self._prepare_prompts(prompts)
         layers = resolve_layers(self.layers, self.n_model_layers())
         inputs = self._sequence_inputs(prepared, layers, remote)
+        owners = None if spans is None else self._span_owners(prompts, prepared, inputs, spans)
         steps = build_steps(
             len(layers),
             self.normalize_layers,
@@ -755,7 +825,7 @@ class Probe:
         )
         with profile("fit"):
             fit = self._token_logistic(
-                inputs, np.arange(len(prepared)), labels, steps, sample_weight, clf
+                inputs, np.arange(len(prepared)), labels, steps, sample_weight, clf, owners
             )
         set_fitted_logistic(clf, fit, np.unique(labels))
         self.pipeline_ = Pipeline([*steps, ("classifier", clf)])
@@ -764,7 +834,11 @@ class Probe:
         self.n_feature_layers_ = len(layers)
         self._train_matrix = None  # the point: the token matrix was never built
         self._train_groups = None
-        self._token_fit = {"n_tokens": fit.n_tokens, "passes": fit.passes}
+        self._token_fit = {
+            "n_tokens": fit.n_tokens,
+            "passes": fit.passes,
+            "spans": spans is not None,
+        }
         self.candidate_layers_ = list(layers)
         self.layers_ = list(layers)
         self.n_train_ = len(prompts)
@@ -774,19 +848,27 @@ class Probe:
         self.model_fingerprint_ = rt.fingerprint
         self.trained_model_ = rt.model_name
         self.compute_dtype_ = rt.compute_dtype
-        self._train_data = (prompts, labels)
+        # (span fits keep no (prompts, labels): cross_validate and hub uploads need them)
+        self._train_data = (prompts, labels) if spans is None else None
         return self
 
-    def _token_logistic(self, inputs, idx, labels, steps, sample_weight, clf):
+    def _token_logistic(self, inputs, idx, labels, steps, sample_weight, clf, owners=None):
         """:func:`.token_linear.fit_token_logistic` on the prompts ``idx`` of ``inputs``
-        (``labels`` and ``sample_weight``: theirs), with ``clf``'s parameters."""
+        (``labels`` and ``sample_weight``: theirs, or with ``owners`` the spans'), with
+        ``clf``'s parameters."""
         from sklearn.exceptions import ConvergenceWarning
 
         from .sequence_probes import SubsetTokenSource
         from .token_linear import TokenBatches, fit_token_logistic
 
         source = SubsetTokenSource(inputs.source, idx)
-        batches = TokenBatches(source, [inputs.masks[i] for i in idx])
+        masks = [inputs.masks[i] for i in idx]
+        if owners is None:
+            batches = TokenBatches(source, masks)
+        else:
+            batches = TokenBatches(
+                source, masks, owners=[owners[i] for i in idx], n_owners=len(labels)
+            )
         params = clf.get_params()
         fit = fit_token_logistic(
             batches,
@@ -1279,7 +1361,13 @@ class Probe:
         cv = check_cv(cv)
         if self._is_sequence():
             return self._sequence_cross_validate(cv)
-        if self.__dict__.get("_token_fit") and self.training_data is not None:
+        token_fit = self.__dict__.get("_token_fit") or {}
+        if token_fit.get("spans"):
+            raise ValueError(
+                "cross_validate splits training prompts, and a fit_spans probe has labelled "
+                "spans instead: hold out some texts (or prompts) and use evaluate"
+            )
+        if token_fit and self.training_data is not None:
             return self._token_cross_validate(cv)
         from sklearn.base import clone
         from sklearn.model_selection import KFold, StratifiedGroupKFold, cross_val_score

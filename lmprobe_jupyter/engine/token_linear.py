@@ -69,6 +69,10 @@ class TokenBatches:
     source : TokenSource
     masks : sequence of bool ndarray of shape (seq_i,)
         Each prompt's scored tokens (what is trained on); their lengths plan the chunks.
+    owners : sequence of int ndarray of shape (seq_i,), optional
+        Per token, the index of the labelled sample it belongs to (-1: not trained on);
+        default: every token belongs to its prompt (index ``i``). ``n_owners`` is the
+        number of samples (``labels`` of :func:`fit_token_logistic` index by it).
     chunk_bytes, resident_bytes : int, optional
         Float32 bytes per chunk (default :data:`FIT_CHUNK_BYTES`) and float16 bytes kept
         between passes (default :data:`RESIDENT_BYTES`).
@@ -79,13 +83,23 @@ class TokenBatches:
         source,
         masks: Sequence,
         *,
+        owners: Sequence | None = None,
+        n_owners: int | None = None,
         chunk_bytes: int | None = None,
         resident_bytes: int | None = None,
     ) -> None:
         from .token_store import chunk_plan
 
         self.source = source
-        self.n_scored = np.asarray([int(np.asarray(m).sum()) for m in masks], dtype=np.int64)
+        masks = [np.asarray(m, dtype=bool) for m in masks]
+        if owners is None:  # every scored token belongs to its prompt
+            owners = [np.full(len(m), i, dtype=np.int64) for i, m in enumerate(masks)]
+            n_owners = len(masks)
+        self.owners = [np.asarray(o, dtype=np.int64) for o in owners]
+        self.select = [m & (o >= 0) for m, o in zip(masks, self.owners)]
+        picked = [o[s] for o, s in zip(self.owners, self.select)]
+        flat = np.concatenate(picked) if picked else np.zeros(0, np.int64)
+        self.n_scored = np.bincount(flat, minlength=n_owners or 0).astype(np.int64)
         width = source.n_features or (int(source.take([0])[0][0].shape[1]) if len(masks) else 1)
         lengths = [len(m) for m in masks]
         self.chunks = chunk_plan(lengths, width, chunk_bytes or FIT_CHUNK_BYTES)
@@ -100,7 +114,7 @@ class TokenBatches:
 
     def __iter__(self):
         """Yield ``(X float32 (m, d), owner int (m,))`` per chunk: the scored tokens and
-        the index of the prompt each came from."""
+        the sample (by default the prompt) each belongs to."""
         self.passes += 1
         if self._held is not None:
             for X16, owner in self._held:
@@ -109,8 +123,11 @@ class TokenBatches:
         keep, used = [], 0
         for chunk in self.chunks:
             pairs = self.source.take(chunk)
-            X = np.concatenate([a[m] for a, m in pairs]).astype(np.float32, copy=False)
-            owner = np.repeat(np.asarray(chunk, dtype=np.int64), [int(m.sum()) for _, m in pairs])
+            sel = [self.select[i] for i in chunk]
+            X = np.concatenate([a[s] for (a, _), s in zip(pairs, sel)]).astype(
+                np.float32, copy=False
+            )
+            owner = np.concatenate([self.owners[i][s] for i, s in zip(chunk, sel)])
             used += X.size * 2
             if keep is not None:
                 # float16 is the store's own precision; a value beyond its range (the
@@ -199,14 +216,15 @@ def fit_token_logistic(
     Parameters
     ----------
     batches : TokenBatches
-    labels : ndarray of shape (n_prompts,)
-        Two classes; every scored token of prompt ``i`` has label ``labels[i]``. The
-        positive class is the larger label (sklearn's ``classes_[1]``).
+    labels : ndarray of shape (n_samples,)
+        Two classes; every token of sample ``i`` (``batches``' owner ``i``: by default
+        prompt ``i``) has label ``labels[i]``. The positive class is the larger label
+        (sklearn's ``classes_[1]``).
     steps : list of (name, estimator)
         The pipeline's scaling steps before the classifier (``normalize``, ``standard``;
         may be empty). They are fitted here, from the tokens' moments.
-    sample_weight : ndarray of shape (n_prompts,), optional
-        Each prompt's weight, carried by every one of its tokens.
+    sample_weight : ndarray of shape (n_samples,), optional
+        Each sample's weight, carried by every one of its tokens.
     C, class_weight, max_iter, tol, fit_intercept
         As for sklearn's ``LogisticRegression``.
     """
@@ -218,6 +236,10 @@ def fit_token_logistic(
     classes = np.unique(labels)
     if len(classes) != 2:
         raise ValueError(f"the streamed token fit is binary; got classes {list(classes)}")
+    if len(batches.n_scored) != len(labels):
+        raise ValueError(
+            f"{len(labels)} labels for {len(batches.n_scored)} samples of token owners"
+        )
     if not batches.n_scored.sum():
         raise ValueError("no scored tokens to train on: every prompt's tokens are masked out")
     sw = np.ones(len(labels)) if sample_weight is None else np.asarray(sample_weight, float)
