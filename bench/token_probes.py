@@ -39,6 +39,13 @@ special tokens are not scored):
   latter is ``Probe(layers=[8, 12, 16, 24], train_pooling="all",
   inference_pooling="rolling_max:16", preprocessing="standard", classifier_kwargs={"C":
   2e-4, "class_weight": "balanced"})`` (``bench/token_probe_check.py`` checks that).
+- ``... context documents (draw d)``: the four-layer token probe trained not on the
+  prompts one by one but on documents of 2-4 training prompts each
+  (``context_documents``, 3 repeats, ``random_state`` per draw), every token labelled
+  by the prompt it lies in: ``Probe.fit_spans(*context_documents(prompts, labels))``
+  in the product. The probe sees each request after other requests, at later
+  positions; no prose and no test prompt reaches training. One row per draw (the
+  documents are random), so the spread between draws is visible.
 - ``mil rolling_max:16``: :class:`~lmprobe_jupyter.engine.sequence_probes.MILProbe`,
   trained through the aggregation.
 - ``attention``, ``attention w16``: :class:`AttentionProbe` (4 heads; global softmax, and
@@ -84,6 +91,8 @@ L2 = 0.1
 #: Layers of the multi-layer rows: chosen on this benchmark ("Illegal goods", layers
 #: 4-24 alone and in sets), so those rows are somewhat optimistic.
 BEST_LAYERS = (8, 12, 16, 24)
+#: random_state of each context-documents draw the benchmark reports (one row per draw)
+AUGMENT_DRAWS = (0, 1)
 #: Extracted once and cached: every layer of the layer table.
 EXTRACT_LAYERS = [4, 6, 8, 10, 12, 14, 16, 18, 20, 24]
 
@@ -161,7 +170,11 @@ def in_chat(prompts, tokenizer):
 
 # ---------------------------------------------------------------- extraction
 def extract(lm, texts, spans, layers, path: Path, chunk=64, token_budget=4096):
-    """Per-token float16 activations of ``texts`` at ``layers``, cached in ``path``."""
+    """Per-token float16 activations of ``texts`` at ``layers``, cached in ``path``.
+
+    ``spans``: per text the request's ``(start, end)``, giving the ``inside`` mask; or per
+    text a list of ``(start, end, owner)`` (context documents), giving each token's
+    ``owner`` (-1 outside every span) and ``inside = owner >= 0``."""
     if path.exists():
         z = np.load(path, allow_pickle=False)
         return {k: z[k] for k in z.files}
@@ -171,7 +184,8 @@ def extract(lm, texts, spans, layers, path: Path, chunk=64, token_budget=4096):
     n_ids = [len(x) for x in ex.encode(texts)]
     special = set(lm.tokenizer.all_special_ids)
     acts = {layer: [] for layer in layers}
-    lengths, scored, inside = [], [], []
+    lengths, scored, inside, owners = [], [], [], []
+    multi = bool(spans) and isinstance(spans[0], list)
     t0 = time.perf_counter()
     for s in range(0, len(texts), chunk):
         part = texts[s : s + chunk]
@@ -180,11 +194,21 @@ def extract(lm, texts, spans, layers, path: Path, chunk=64, token_budget=4096):
         ids = ex.encode(part)
         got = ex.per_token(part, layers)
         for k, (ta, tid) in enumerate(zip(got, ids)):
-            a, b = spans[s + k]
             n = len(tid)
             m = np.asarray([t not in special for t in tid], dtype=bool)
             m[0] = False  # the attention sink
-            inside.append(np.asarray([(o[1] > a and o[0] < b) for o in ta.offsets[:n]], dtype=bool))
+            if multi:
+                own = np.full(n, -1)
+                for a, b, who in spans[s + k]:
+                    hit = [(o[1] > a and o[0] < b and o[1] > o[0]) for o in ta.offsets[:n]]
+                    own[np.asarray(hit, dtype=bool) & (own < 0)] = who
+                owners.append(own)
+                inside.append(own >= 0)
+            else:
+                a, b = spans[s + k]
+                inside.append(
+                    np.asarray([(o[1] > a and o[0] < b) for o in ta.offsets[:n]], dtype=bool)
+                )
             scored.append(m)
             lengths.append(n)
             for layer in layers:
@@ -196,6 +220,8 @@ def extract(lm, texts, spans, layers, path: Path, chunk=64, token_budget=4096):
     out["lengths"] = np.asarray(lengths)
     out["scored"] = np.concatenate(scored)
     out["inside"] = np.concatenate(inside)
+    if multi:
+        out["owner"] = np.concatenate(owners)
     out["seconds"] = np.asarray(time.perf_counter() - t0)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **out)
@@ -336,12 +362,15 @@ class TokenLinearMethod(PooledMethod):
         self.C = C
 
     def fit(self, cond, idx, y, seed):
-        from sklearn.linear_model import LogisticRegression
-
         A = np.concatenate(
             [a[m].astype(np.float32) for a, m in zip(cond.seqs(idx), cond.masks(idx))]
         )
         yy = np.concatenate([[y[k]] * int(m.sum()) for k, m in enumerate(cond.masks(idx))])
+        return self.fit_tokens(A, yy)
+
+    def fit_tokens(self, A, yy):
+        from sklearn.linear_model import LogisticRegression
+
         mu, sd = A.mean(0), A.std(0) + 1e-6
         est = LogisticRegression(C=self.C, max_iter=3000, class_weight="balanced")
         est.fit((A - mu) / sd, yy)
@@ -350,6 +379,37 @@ class TokenLinearMethod(PooledMethod):
         est.intercept_ = est.intercept_ - est.coef_[0] @ mu
         self.est = est
         return self
+
+
+class ContextAugmentedMethod(TokenLinearMethod):
+    """:class:`TokenLinearMethod` trained on context documents instead of the prompts:
+    ``Probe.fit_spans(*context_documents(train_prompts, train_labels))`` in the product.
+
+    Documents of 2-4 prompts of one fold (:func:`context_documents`, ``repeats=3``) are
+    extracted once (``docs``); a fold's probe trains on the documents made only of its
+    training prompts, every token labelled by the prompt it belongs to (separators and
+    sinks untrained). No prose and no test prompt reaches training."""
+
+    docs = None  # (MultiLayerCondition, owners per document), set by evaluate()
+
+    def __init__(self, aggregation, C=5e-4, layers=None, draw=0):
+        super().__init__(aggregation, C, layers)
+        self.draw = draw
+
+    def fit(self, cond, idx, y, seed):
+        train = set(int(i) for i in idx)
+        label = np.full(max(train) + 1, -1)
+        label[np.asarray(idx)] = y  # owners are prompt indices; y is aligned with idx
+        docs, owners = self.docs
+        A, yy = [], []
+        for i, own in enumerate(owners):
+            ids = set(int(j) for j in np.unique(own[own >= 0]))
+            if ids and ids <= train:
+                (a,) = docs.seqs([i])
+                keep = docs.masks([i])[0] & (own >= 0)
+                A.append(a[keep].astype(np.float32))
+                yy.append(label[own[keep]])
+        return self.fit_tokens(np.concatenate(A), np.concatenate(yy))
 
 
 class SequenceMethod:
@@ -382,6 +442,14 @@ def methods():
         "tokens+rolling_max:16, layers 8/12/16/24": lambda: TokenLinearMethod(
             "rolling_max:16", C=2e-4, layers=BEST_LAYERS
         ),
+        **{
+            f"tokens+rolling_max:16, layers 8/12/16/24, context documents (draw {d})": (
+                lambda d=d: ContextAugmentedMethod(
+                    "rolling_max:16", C=2e-4, layers=BEST_LAYERS, draw=d
+                )
+            )
+            for d in AUGMENT_DRAWS
+        },
         "mil rolling_max:16": lambda: SequenceMethod(
             lambda s: MILProbe(window=16, l2=L2, random_state=s)
         ),
@@ -473,9 +541,25 @@ def run(args):
         "extract_s": extract_s,
         "categories": {},
     }
+
+    def augment(folds, draw):
+        """Context documents of each fold's prompts (span owner: the prompt's index)."""
+        from lmprobe_jupyter import context_documents
+
+        texts, spans = [], []
+        for f, (_, te) in enumerate(folds):
+            t, sp = context_documents(
+                [prompts[i] for i in te], np.asarray(te), random_state=1000 * draw + f
+            )
+            texts += t
+            spans += sp
+        key = hashlib.sha256(json.dumps([tag, texts]).encode()).hexdigest()[:12]
+        print(f"extracting context documents, draw {draw} ({len(texts)} texts)", file=sys.stderr)
+        return extract(lm, texts, spans, list(BEST_LAYERS), bench_cache() / f"docs-{key}.npz")
+
     for cat in targets:
         y = np.asarray([int(r["category"] == cat) for r in rows])
-        report["categories"][cat] = evaluate(conds, y, args, data)
+        report["categories"][cat] = evaluate(conds, y, args, data, augment)
         if args.layer_table:
             report.setdefault("layer_table", {})[cat] = layer_table(data, y, layers, args)
     out = json.dumps(report, indent=1)
@@ -485,7 +569,7 @@ def run(args):
     print_table(report)
 
 
-def evaluate(conds, y, args, conds_data=None):
+def evaluate(conds, y, args, conds_data=None, augment=None):
     from sklearn.model_selection import StratifiedKFold
 
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(y, y))
@@ -493,6 +577,12 @@ def evaluate(conds, y, args, conds_data=None):
     for name, make in methods().items():
         if args.methods and name not in args.methods:
             continue
+        docs = None
+        if isinstance(make(), ContextAugmentedMethod):
+            aug = augment(folds, make().draw)
+            bounds = np.concatenate([[0], np.cumsum(aug["lengths"])])
+            owners = [aug["owner"][a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            docs = (MultiLayerCondition(aug, BEST_LAYERS), owners)
         probe_conds = conds
         if make().layers is not None:
             probe_conds = {
@@ -503,6 +593,8 @@ def evaluate(conds, y, args, conds_data=None):
         fit_s, peak = 0.0, 0.0
         for k, (tr, te) in enumerate(folds):
             m = make()
+            if docs is not None:
+                m.docs = docs
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
                 m.fit(probe_conds["plain"], tr, y[tr], args.seed + k)

@@ -796,11 +796,7 @@ class Probe:
         ``training_activations`` stays None; ``cross_validate`` refits per fold from the
         store. ``spans`` (:meth:`fit_spans`): ``labels`` are the spans' and each token
         belongs to the span it lies in."""
-        from sklearn.pipeline import Pipeline
-
         from .classifiers import build_classifier, check_sample_weight
-        from .features import build_steps
-        from .token_linear import set_fitted_logistic
 
         rt = self.runtime
         if rt.uses_local_weights and self.backend == "local":
@@ -815,20 +811,10 @@ class Probe:
         layers = resolve_layers(self.layers, self.n_model_layers())
         inputs = self._sequence_inputs(prepared, layers, remote)
         owners = None if spans is None else self._span_owners(prompts, prepared, inputs, spans)
-        steps = build_steps(
-            len(layers),
-            self.normalize_layers,
-            self.preprocessing,
-            self.pca_components,
-            len(prompts),
-            self.random_state,
-        )
         with profile("fit"):
-            fit = self._token_logistic(
-                inputs, np.arange(len(prepared)), labels, steps, sample_weight, clf, owners
+            self.pipeline_, fit = self._streamed_pipeline(
+                clf, inputs, np.arange(len(prepared)), labels, len(layers), sample_weight, owners
             )
-        set_fitted_logistic(clf, fit, np.unique(labels))
-        self.pipeline_ = Pipeline([*steps, ("classifier", clf)])
         self.classes_ = np.asarray(clf.classes_)
         self.n_features_in_ = len(fit.mean)
         self.n_feature_layers_ = len(layers)
@@ -852,10 +838,32 @@ class Probe:
         self._train_data = (prompts, labels) if spans is None else None
         return self
 
+    def _streamed_pipeline(
+        self, clf, inputs, idx, labels, n_layers, sample_weight=None, owners=None
+    ):
+        """The fitted ``Pipeline`` (scaling steps, then ``clf``) of a streamed every-token
+        fit on the prompts ``idx`` of ``inputs`` (``labels`` and ``sample_weight``: theirs,
+        or with ``owners`` the spans'), and the :class:`~.token_linear.StreamedFit`."""
+        from sklearn.pipeline import Pipeline
+
+        from .features import build_steps
+        from .token_linear import set_fitted_logistic
+
+        steps = build_steps(
+            n_layers,
+            self.normalize_layers,
+            self.preprocessing,
+            self.pca_components,
+            len(idx),
+            self.random_state,
+        )
+        fit = self._token_logistic(inputs, idx, labels, steps, sample_weight, clf, owners)
+        set_fitted_logistic(clf, fit, np.unique(labels))
+        return Pipeline([*steps, ("classifier", clf)]), fit
+
     def _token_logistic(self, inputs, idx, labels, steps, sample_weight, clf, owners=None):
         """:func:`.token_linear.fit_token_logistic` on the prompts ``idx`` of ``inputs``
-        (``labels`` and ``sample_weight``: theirs, or with ``owners`` the spans'), with
-        ``clf``'s parameters."""
+        with ``clf``'s parameters (fits ``steps``; see :meth:`_streamed_pipeline`)."""
         from sklearn.exceptions import ConvergenceWarning
 
         from .sequence_probes import SubsetTokenSource
@@ -1411,12 +1419,10 @@ class Probe:
         and classifier are refitted from the per-token store and the held-out prompts'
         tokens are scored a chunk at a time."""
         from sklearn.base import clone
-        from sklearn.pipeline import Pipeline
 
-        from .features import build_steps
         from .inputs import stratified_folds
         from .sequence_probes import SubsetTokenSource
-        from .token_linear import TokenBatches, set_fitted_logistic
+        from .token_linear import TokenBatches
 
         prompts, labels = self.training_data
         labels = np.asarray(labels)
@@ -1424,18 +1430,9 @@ class Probe:
         inputs = self._sequence_inputs(self._prepare_prompts(prompts), self.layers_, None)
         scores = []
         for tr, te in splitter.split(labels, labels):
-            steps = build_steps(
-                len(self.layers_),
-                self.normalize_layers,
-                self.preprocessing,
-                self.pca_components,
-                len(tr),
-                self.random_state,
+            pipe, _ = self._streamed_pipeline(
+                clone(self.classifier_), inputs, tr, labels[tr], len(self.layers_)
             )
-            clf = clone(self.classifier_)
-            fit = self._token_logistic(inputs, tr, labels[tr], steps, None, clf)
-            set_fitted_logistic(clf, fit, np.unique(labels[tr]))
-            pipe = Pipeline([*steps, ("classifier", clf)])
             held = TokenBatches(SubsetTokenSource(inputs.source, te), [inputs.masks[i] for i in te])
             right = total = 0
             for X, owner in held:
@@ -1498,37 +1495,32 @@ class Probe:
         layers = getattr(self, "layers_", None) or resolve_layers(
             self.layers, self.n_model_layers()
         )
+        t0 = time.perf_counter()
+        hits = extracted = 0
+        poolings = []
         if self._is_sequence() or self._streams_token_fit():
             # sequence probes and streamed train_pooling="all" fits read every token:
             # fill the per-token store they train from
-            t0 = time.perf_counter()
             with self._call_options(batch_size, max_retries, executor, num_workers):
                 got = self._sequence_inputs(prepared, layers, remote)
-            self.warmup_stats_ = WarmupStats(
-                n_prompts=len(prepared),
-                layers=[int(x) for x in layers],
-                poolings=["tokens"],
-                cache_hits=int(got.hits),
-                extracted=int(got.extracted),
-                seconds=time.perf_counter() - t0,
-            )
-            return self
+            hits, extracted = int(got.hits), int(got.extracted)
+            poolings.append("tokens")
         wanted = set()
-        if pooling_stage(self.train_pooling_, role="train") == "activation":
-            wanted.add(extractor_pooling(self.train_pooling_))
-        if not is_token_level(self.inference_pooling_):
-            wanted.add(extractor_pooling(self.inference_pooling_))
-        t0 = time.perf_counter()
-        hits = 0
+        if not self._is_sequence():
+            if pooling_stage(self.train_pooling_, role="train") == "activation":
+                wanted.add(extractor_pooling(self.train_pooling_))
+            if not is_token_level(self.inference_pooling_):
+                wanted.add(extractor_pooling(self.inference_pooling_))
         for pooling in sorted(wanted, key=str):
             self._features(prepared, pooling, layers, remote, batch_size)
             hits += self.last_cache_hits_
+            extracted += len(prepared) - self.last_cache_hits_
         self.warmup_stats_ = WarmupStats(
             n_prompts=len(prepared),
             layers=[int(x) for x in layers],
-            poolings=sorted(map(str, wanted)),
+            poolings=poolings + sorted(map(str, wanted)),
             cache_hits=hits,
-            extracted=len(prepared) * len(wanted) - hits,
+            extracted=extracted,
             seconds=time.perf_counter() - t0,
         )
         return self

@@ -276,3 +276,13 @@ def test_token_level_inference_extracts_a_chunk_at_a_time(tiny_probe, monkeypatc
     for a, b in zip(probe.token_scores(texts), rows):  # in the caller's order
         assert (a.text, a.tokens) == (b.text, b.tokens)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+
+
+def test_warmup_also_fills_a_pooled_inference_pooling(tiny_probe):
+    probe = tiny_probe(train_pooling="all", inference_pooling="mean").warmup(TEXTS)
+    stats = probe.warmup_stats_
+    assert stats.poolings == ["tokens", "mean"]
+    assert (stats.cache_hits, stats.extracted) == (0, 2 * len(TEXTS))
+    before = Extractor.forward_calls
+    probe.fit(POS, NEG).predict_proba(TEXTS)  # tokens from the store, means from the cache
+    assert Extractor.forward_calls == before
