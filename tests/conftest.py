@@ -67,3 +67,20 @@ def smollm():
     from lmprobe_jupyter.engine.models import load_model
 
     return load_model(BUNDLED, device="cpu")
+
+
+@pytest.fixture
+def store_reads(monkeypatch):
+    """A list that records how many prompts each ``StoredTokenSource.take`` read."""
+    from lmprobe_jupyter.engine.token_store import StoredTokenSource
+
+    sizes = []
+    real = StoredTokenSource.take
+
+    def spy(self, indices):
+        indices = list(indices)
+        sizes.append(len(indices))
+        return real(self, indices)
+
+    monkeypatch.setattr(StoredTokenSource, "take", spy)
+    return sizes

@@ -17,7 +17,6 @@ from lmprobe_jupyter.engine.token_linear import (
     fit_token_logistic,
     set_fitted_logistic,
 )
-from lmprobe_jupyter.engine.token_store import StoredTokenSource
 
 POS = ["alpha alpha alpha beta", "alpha beta alpha", "alpha gamma alpha", "beta alpha alpha"]
 NEG = ["omega omega omega delta", "omega delta omega", "delta omega omega", "omega sigma"]
@@ -131,16 +130,10 @@ def test_probe_trains_every_token_without_the_token_matrix(tiny_probe, monkeypat
     assert probe.predict(TEXTS).tolist() == LABELS.tolist()
 
 
-def test_reads_are_chunks_and_passes_reread_the_store_beyond_the_budget(tiny_probe, monkeypatch):
-    taken = []
-    real = StoredTokenSource.take
-
-    def spy(self, indices):
-        indices = list(indices)
-        taken.append(len(indices))
-        return real(self, indices)
-
-    monkeypatch.setattr(StoredTokenSource, "take", spy)
+def test_reads_are_chunks_and_passes_reread_the_store_beyond_the_budget(
+    tiny_probe, monkeypatch, store_reads
+):
+    taken = store_reads
     resident = tiny_probe(**EVERY).fit(POS, NEG)
     n_resident = sum(taken)
     taken.clear()

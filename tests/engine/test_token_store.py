@@ -162,23 +162,15 @@ def test_killed_write_leaves_no_partial_file(tiny_model_path, cache_dir, monkeyp
     assert len(token_shards(cache_dir, rt.loaded.key, 2)) >= 1
 
 
-def test_training_reads_minibatches_and_matches_the_in_memory_fit(tiny_probe, monkeypatch):
-    sizes = []
-    real_take = StoredTokenSource.take
-
-    def spy(self, indices):
-        indices = list(indices)
-        sizes.append(len(indices))
-        return real_take(self, indices)
-
-    monkeypatch.setattr(StoredTokenSource, "take", spy)
+def test_training_reads_minibatches_and_matches_the_in_memory_fit(tiny_probe, store_reads):
+    sizes = store_reads
     kwargs = {"window": 2, "batch_size": 3, "max_epochs": 5, "validation_fraction": 0.25}
     probe = tiny_probe(classifier="mil", classifier_kwargs=kwargs).fit(POS, NEG)
     assert sizes and max(sizes) <= 3  # never more than one minibatch of prompts per read
     assert sum(sizes) > 5 * len(TEXTS) * 0.75  # every epoch read its prompts again
     # the same data held in memory, the same random_state: the same estimator
     inputs = probe.runtime.token_source(TEXTS, [2], score_special_tokens=False)
-    X, masks = map(list, zip(*real_take(inputs.source, range(len(TEXTS)))))
+    X, masks = map(list, zip(*inputs.source.take(range(len(TEXTS)))))
     ref = MILProbe(**probe.classifier_.get_params()).fit(ArrayTokenSource(X, masks), LABELS)
     assert ref.loss_curve_ == probe.classifier_.loss_curve_
     for k, v in ref.params_.items():
