@@ -681,6 +681,34 @@ The token-level probe: the request lights up, the holiday around it stays pale.
 span_probe.show_tokens([story])
 """),
     md("""
+### Train for long texts: context documents
+
+`span_probe` learned from short requests, each starting right after the beginning of
+the text. Inside a long text the same request comes later and after other words, and
+the model's activations for it shift. `context_documents` joins the training prompts
+2-4 at a time into documents (three shuffles, so each prompt appears three times at
+different places), and `fit_spans` trains on every token with the label of the prompt
+it belongs to. No new text is needed, and the probe now sees requests in the middle of
+other text. (On the StrongREJECT shift benchmark in the README this raises the AUROC
+for requests hidden in novel prose from 0.928 to 0.936-0.940.)
+"""),
+    code("""
+from lmprobe_jupyter import context_documents
+
+docs, spans = context_documents(MISUSE + BENIGN, [1] * len(MISUSE) + [0] * len(BENIGN))
+print(f"{len(docs)} documents; the first holds {len(spans[0])} prompts:")
+print(docs[0])
+doc_probe = Probe(
+    layers=15,
+    train_pooling="all",
+    inference_pooling="rolling_max:8",
+    classifier_kwargs={"C": 0.01},
+    random_state=0,
+).fit_spans(docs, spans)
+with_request, without = doc_probe.predict_proba([story, calm])[:, 1]
+print(f"context documents: story with the request {with_request:.2f}, without it {without:.2f}")
+"""),
+    md("""
 ## Calibrate a threshold for a target false-positive rate
 
 `predict` uses a 0.5 cut-off, which promises nothing about false alarms. A monitor needs

@@ -322,6 +322,12 @@ def test_safety_monitor_notebook(tmp_path, kernel_env):
     assert abs(float(pool.group(1)) - float(pool.group(2))) < 0.05
     assert "lmpj-legend-note" in _data(_cell(nb, "pooled.show_tokens"))["text/html"]
     assert "lmpj-legend-note" not in _data(_cell(nb, "span_probe.show_tokens"))["text/html"]
+    # trained on context documents of the same prompts: the gap widens (measured 0.36
+    # against the prompt-trained probe's 0.27)
+    docs = _stdout(_cell(nb, "doc_probe = Probe("))
+    got = re.search(pair.format("context documents"), docs)
+    assert got and "documents; the first holds" in docs, docs
+    assert float(got.group(1)) - float(got.group(2)) > float(tok.group(1)) - float(tok.group(2))
 
     out = _stdout(_cell(nb, "monitor.calibrate(BENIGN_CALIBRATION"))
     assert "'n_benign': 20, 'n_flagged': 1" in out or "'n_benign': 20, 'n_flagged': 0" in out
