@@ -689,8 +689,9 @@ the model's activations for it shift. `context_documents` joins the training pro
 2-4 at a time into documents (three shuffles, so each prompt appears three times at
 different places), and `fit_spans` trains on every token with the label of the prompt
 it belongs to. No new text is needed, and the probe now sees requests in the middle of
-other text. (On the StrongREJECT shift benchmark in the README this raises the AUROC
-for requests hidden in novel prose from 0.928 to 0.936-0.940.)
+other text. (On the StrongREJECT shift benchmark in the README it helps four of six
+categories find requests hidden in novel prose and costs two of them a little: measure
+it on your own data.)
 """),
     code("""
 from lmprobe_jupyter import context_documents
