@@ -51,6 +51,7 @@ __all__ = [
 RESIDENT_BYTES = 512 * 2**20
 #: Float32 bytes of tokens per chunk of a pass (the float64 working copy is twice that).
 FIT_CHUNK_BYTES = 16 * 2**20
+_FLOAT16_MAX = 65504.0
 #: LogisticRegression parameters the streamed fit implements (any other -> in-memory fit).
 STREAMABLE_KWARGS = frozenset({"C", "class_weight", "max_iter", "tol", "fit_intercept"})
 
@@ -132,14 +133,13 @@ class TokenBatches:
             if keep is not None:
                 # float16 is the store's own precision; a value beyond its range (the
                 # store then keeps float32) or too many tokens: read the store each pass
-                fits = used <= self.resident_bytes and bool(np.all(np.abs(X) <= _FLOAT16_MAX))
-                keep = [*keep, (X.astype(np.float16), owner)] if fits else None
+                if used <= self.resident_bytes and bool(np.all(np.abs(X) <= _FLOAT16_MAX)):
+                    keep.append((X.astype(np.float16), owner))
+                else:
+                    keep = None
             yield X, owner
         if keep is not None:
             self._held = keep
-
-
-_FLOAT16_MAX = 65504.0
 
 
 @dataclass
