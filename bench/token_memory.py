@@ -141,7 +141,7 @@ def phase(args) -> dict:
     if kind not in ("extract", "in-ram", "extract-all", "all-in-ram"):  # from the store
         out["hits"] = probe.train_cache_hits_
     if kind == "all-reread":
-        out["passes"] = probe._token_fit["passes"]
+        out["passes"] = probe.train_passes_
     if kind in ("all", "all-in-ram", "all-reread"):
         out["streamed"] = probe.training_activations is None
         out["n_layers"] = len(all_layers(args))

@@ -179,6 +179,7 @@ def extract(lm, texts, spans, layers, path: Path, chunk=64, token_budget=4096):
         z = np.load(path, allow_pickle=False)
         return {k: z[k] for k in z.files}
     from lmprobe_jupyter.engine.extraction import Extractor
+    from lmprobe_jupyter.engine.span_data import span_owners
 
     ex = Extractor(lm, batch_size=8, use_cache=False)
     n_ids = [len(x) for x in ex.encode(texts)]
@@ -198,12 +199,10 @@ def extract(lm, texts, spans, layers, path: Path, chunk=64, token_budget=4096):
             m = np.asarray([t not in special for t in tid], dtype=bool)
             m[0] = False  # the attention sink
             if multi:
-                own = np.full(n, -1)
-                for a, b, who in spans[s + k]:
-                    hit = [(o[1] > a and o[0] < b and o[1] > o[0]) for o in ta.offsets[:n]]
-                    own[np.asarray(hit, dtype=bool) & (own < 0)] = who
-                owners.append(own)
-                inside.append(own >= 0)
+                # the span each token lies in (the engine's rule), mapped to its owner id
+                ids = np.asarray([who for _, _, who in spans[s + k]] + [-1])
+                owners.append(ids[span_owners(ta.offsets[:n], spans[s + k], 0)])
+                inside.append(owners[-1] >= 0)
             else:
                 a, b = spans[s + k]
                 inside.append(

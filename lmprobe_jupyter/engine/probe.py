@@ -699,6 +699,12 @@ class Probe:
 
         return uses_sequence_probe(self)
 
+    def _forget_token_fit(self) -> None:
+        """Drop what an earlier streamed every-token fit left (a refit another way must not
+        be cross-validated, or described, as one)."""
+        for name in ("_token_fit", "train_passes_", "n_train_tokens_"):
+            self.__dict__.pop(name, None)
+
     def _streams_token_fit(self, labels=None) -> bool:
         """Whether ``fit`` trains this every-token probe from the per-token store, a chunk
         at a time (:mod:`.token_linear`): ``train_pooling="all"`` with a binary L2
@@ -820,11 +826,9 @@ class Probe:
         self.n_feature_layers_ = len(layers)
         self._train_matrix = None  # the point: the token matrix was never built
         self._train_groups = None
-        self._token_fit = {
-            "n_tokens": fit.n_tokens,
-            "passes": fit.passes,
-            "spans": spans is not None,
-        }
+        # what the streamed fit trained on (cross_validate refits prompts, not spans)
+        self._token_fit = "prompts" if spans is None else "spans"
+        self.train_passes_ = fit.passes  # passes over the training tokens
         self.candidate_layers_ = list(layers)
         self.layers_ = list(layers)
         self.n_train_ = len(prompts)
@@ -917,6 +921,7 @@ class Probe:
         Extraction writes the per-token activations to disk chunk by chunk, then training
         reads them back ``batch_size`` prompts at a time (:mod:`.token_store`).
         """
+        self._forget_token_fit()
         from sklearn.pipeline import Pipeline
 
         from .token_probes import build_sequence_probe
@@ -1005,6 +1010,7 @@ class Probe:
         self.n_feature_layers_ = n_layers
         self._train_matrix = (X if kept is None else kept, y)
         self._train_groups = None  # _fit_prompts sets it for train_pooling="all"
+        self._forget_token_fit()
         if self.task == "classification":
             self.classes_ = np.asarray(pipe.classes_)
 
@@ -1133,6 +1139,7 @@ class Probe:
     def predict_from_activations(self, X, *, mask=None) -> np.ndarray:
         """Predictions from precomputed activations (token sequences + ``mask`` for
         sequence classifiers, as for :meth:`fit_from_activations`)."""
+        self._forget_token_fit()
         self._check_fitted()
         if self._is_sequence():
             return self.classifier_.predict(*self._check_sequences(X, mask))
@@ -1369,8 +1376,8 @@ class Probe:
         cv = check_cv(cv)
         if self._is_sequence():
             return self._sequence_cross_validate(cv)
-        token_fit = self.__dict__.get("_token_fit") or {}
-        if token_fit.get("spans"):
+        token_fit = self.__dict__.get("_token_fit")
+        if token_fit == "spans":
             raise ValueError(
                 "cross_validate splits training prompts, and a fit_spans probe has labelled "
                 "spans instead: hold out some texts (or prompts) and use evaluate"

@@ -22,8 +22,10 @@ EVERY = dict(train_pooling="all", inference_pooling="rolling_max:2")
 def test_context_documents_place_every_prompt_repeats_times():
     docs, spans = context_documents(TEXTS, LABELS, per_document=(2, 3), repeats=3)
     seen = {}
+    # 2-3 prompts per document; only a round's last document may hold fewer
+    assert all(1 <= len(own) <= 3 for own in spans)
+    assert sum(len(own) < 2 for own in spans) <= 3
     for doc, own in zip(docs, spans):
-        assert 2 <= len(own) <= 3 or len(own) == len(TEXTS) % 2  # a short last document
         for a, b, lab in own:
             text = doc[a:b]
             assert LABELS[TEXTS.index(text)] == lab

@@ -145,7 +145,7 @@ def test_reads_are_chunks_and_passes_reread_the_store_beyond_the_budget(
     monkeypatch.setattr(token_linear, "FIT_CHUNK_BYTES", budget)
     streamed = tiny_probe(**EVERY).fit(POS, NEG)
     assert max(taken) <= 2  # never more than one chunk of prompts per read
-    passes = streamed._token_fit["passes"]
+    passes = streamed.train_passes_
     assert passes > 3 and sum(taken) >= passes * len(TEXTS)  # each pass read them all again
     assert n_resident <= 2 * len(TEXTS) + 1  # held in RAM: read once (plus a width probe)
     np.testing.assert_allclose(
@@ -216,7 +216,7 @@ def test_other_every_token_probes_fit_in_memory(tiny_probe, kw):
     probe = tiny_probe(**EVERY, **kw).fit(POS, NEG)
     X, y = probe.training_activations
     assert len(X) == len(y) == sum(len(x) - 1 for x in probe.runtime.tokenizer(TEXTS)["input_ids"])
-    assert not probe.__dict__.get("_token_fit")
+    assert not hasattr(probe, "train_passes_")
 
 
 def test_multiclass_every_token_fits_in_memory(tiny_probe):
@@ -279,3 +279,16 @@ def test_warmup_also_fills_a_pooled_inference_pooling(tiny_probe):
     before = Extractor.forward_calls
     probe.fit(POS, NEG).predict_proba(TEXTS)  # tokens from the store, means from the cache
     assert Extractor.forward_calls == before
+
+
+def test_a_refit_another_way_forgets_the_streamed_fit(tiny_probe):
+    """Refitted in memory, a probe is cross-validated (and described) as in-memory."""
+    probe = tiny_probe(**EVERY).fit(POS, NEG)
+    assert probe.train_passes_ > 1 and probe.training_activations is None
+    probe.set_params(classifier="ridge").fit(POS, NEG)
+    assert not hasattr(probe, "train_passes_") and probe.training_activations is not None
+    X, y = probe.training_activations
+    assert probe.n_train_tokens_ == len(X)
+    assert 0.0 <= probe.cross_validate(cv=2) <= 1.0  # the in-memory grouped folds
+    probe.set_params(train_pooling=None, inference_pooling=None).fit(POS, NEG)
+    assert not hasattr(probe, "n_train_tokens_")
