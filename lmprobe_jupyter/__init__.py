@@ -58,6 +58,7 @@ _EXPORTS = {
     # monitoring
     "MonitorResult": "engine.monitoring",
     # span-labelled training (Probe.fit_spans)
+    "background_documents": "engine.span_data",
     "context_documents": "engine.span_data",
     # lmprobe 0.10: cache tools and profiling
     "evict": "engine.cache_tools",

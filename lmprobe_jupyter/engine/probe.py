@@ -743,7 +743,9 @@ class Probe:
         context). :func:`.span_data.context_documents` builds such texts from plain
         training prompts (several per document, each prompt's span labelled): the probe
         then sees requests after other text and at later positions, which is what keeps
-        it firing on a request embedded in a long document (``bench/token_probes.py``).
+        it firing on a request embedded in a long document (``bench/token_probes.py``);
+        :func:`.span_data.background_documents` places each prompt in ordinary text and
+        labels that text negative at a small weight (a span's optional fourth element).
 
         Needs ``train_pooling="all"`` (or a base pooling that trains on every token) and
         the probe :meth:`fit` trains from the per-token store: binary span labels,
@@ -753,9 +755,10 @@ class Probe:
         Parameters
         ----------
         texts : list of str
-        spans : list of list of (start, end, label)
-            Per text, character spans ``texts[i][start:end]`` (not overlapping) and their
-            labels.
+        spans : list of list of (start, end, label) or (start, end, label, weight)
+            Per text, character spans ``texts[i][start:end]`` (not overlapping), their
+            labels and optionally weights (> 0, default 1: each token of the span carries
+            it, as a ``sample_weight`` in :meth:`fit`; class weights apply on top).
         remote, batch_size, max_retries
             As for :meth:`fit`.
         """
@@ -767,7 +770,8 @@ class Probe:
         if not all(isinstance(t, str) for t in texts):
             raise ValueError("fit_spans takes texts as str (spans index their characters)")
         spans = check_spans(texts, spans)
-        labels = np.asarray([lab for own in spans for (_, _, lab) in own])
+        labels = np.asarray([lab for own in spans for (_, _, lab, _) in own])
+        weights = np.asarray([w for own in spans for (*_, w) in own])
         check_two_classes(labels)
         if not self._streams_token_fit(labels):
             raise ValueError(
@@ -776,7 +780,8 @@ class Probe:
                 "classes of span labels, classifier_kwargs among C, class_weight, max_iter, "
                 "tol, fit_intercept, fixed layers, preprocessing None or 'standard'"
             )
-        return self._fit_token_stream(texts, labels, None, remote, spans=spans)
+        sample_weight = None if np.all(weights == 1.0) else weights
+        return self._fit_token_stream(texts, labels, sample_weight, remote, spans=spans)
 
     def _span_owners(self, texts, prepared, inputs, spans) -> list[np.ndarray]:
         """Per prepared text, the span (global index) each token lies in, -1 outside."""

@@ -1,14 +1,17 @@
-"""Probe.fit_spans and context_documents: every-token probes trained on labelled spans."""
+"""Probe.fit_spans, context_documents and background_documents: every-token probes trained
+on labelled (and weighted) spans."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
-from engine.test_token_probes import TEST_TEMPLATES, TRAIN_TEMPLATES
+from engine.test_token_probes import TEST_TEMPLATES, TRAIN_NEG, TRAIN_POS, TRAIN_TEMPLATES
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from lmprobe_jupyter import Probe, context_documents
+from lmprobe_jupyter import Probe, background_documents, context_documents
 from lmprobe_jupyter.engine.features import build_steps
 from lmprobe_jupyter.engine.span_data import check_spans, span_owners
 
@@ -66,6 +69,100 @@ def test_context_documents_errors(args, match):
 def test_check_spans_names_the_problem(spans, match):
     with pytest.raises(ValueError, match=match):
         check_spans(["alpha beta gamma", "omega delta"], spans)
+
+
+NEWS = [
+    "The council met on Monday. Roads in the north will be resurfaced this summer! "
+    "Residents asked about parking.",
+    "Rain is expected later in the week? Farmers welcomed the forecast. The river rose "
+    "by a metre overnight.",
+]
+NEWS_SENTENCES = {
+    "The council met on Monday.",
+    "Roads in the north will be resurfaced this summer!",
+    "Residents asked about parking.",
+    "Rain is expected later in the week?",
+    "Farmers welcomed the forecast.",
+    "The river rose by a metre overnight.",
+}
+
+
+def test_background_documents_put_each_prompt_inside_background_sentences():
+    docs, spans = background_documents(TEXTS, LABELS, NEWS, words=(10, 20))
+    assert len(docs) == len(TEXTS)
+    for doc, own, prompt, label in zip(docs, spans, TEXTS, LABELS):
+        (a, b, lab, w) = next(s for s in own if s[3] == 1.0)
+        assert (doc[a:b], lab) == (prompt, label)
+        background = [s for s in own if s[3] != 1.0]
+        # the rest of the document is background, labelled negative at the default weight
+        assert all(lab == 0 and w == 0.3 for *_, lab, w in background)
+        covered = sorted([(s[0], s[1]) for s in own])
+        gaps = [doc[e:s] for (_, e), (s, _) in zip(covered, covered[1:])]
+        assert covered[0][0] == 0 and covered[-1][1] == len(doc) and set(gaps) <= {" "}
+        words = 0
+        for s0, s1, *_ in background:
+            # whole sentences of the background, consecutive
+            part = doc[s0:s1]
+            assert part.endswith((".", "!", "?"))
+            pieces = re.split(r"(?<=[.!?])\s+", part)
+            assert set(pieces) <= NEWS_SENTENCES
+            words += len(part.split())
+        # 10-20 words drawn, whole sentences until there are enough: at most 8 over (the
+        # longest sentence has 9 words)
+        assert 10 <= words <= 20 + 8
+    assert check_spans(docs, spans) == [sorted(own) for own in spans]
+    again = background_documents(TEXTS, LABELS, NEWS, words=(10, 20))
+    assert again == (docs, spans)  # random_state=0 by default: reproducible
+    assert background_documents(TEXTS, LABELS, NEWS, words=(10, 20), random_state=1) != again
+    # untrained background: the prompt's span only, still placed in the text
+    bare, bare_spans = background_documents(
+        TEXTS, LABELS, NEWS, words=(10, 20), background_weight=0
+    )
+    assert bare == docs and [len(own) for own in bare_spans] == [1] * len(TEXTS)
+    strings, str_spans = background_documents(
+        TEXTS, ["bad"] * 4 + ["ok"] * 4, NEWS, background_label="ok", background_weight=0.5
+    )
+    assert {s[2:] for own in str_spans for s in own} == {("bad", 1.0), ("ok", 1.0), ("ok", 0.5)}
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (dict(labels=[1, 0]), "2 labels for 8 prompts"),
+        (dict(background=NEWS[0]), "background is one str"),
+        (dict(background=["  ", ""]), "background holds no text"),
+        (dict(words=(30, 10)), "fewest <= most"),
+        (dict(labels=[1] * 8), "pass background_label="),
+        (dict(background_weight=-0.1), "must be a number >= 0"),
+    ],
+)
+def test_background_documents_errors(args, match):
+    kw = {"labels": LABELS, "background": NEWS, **args}
+    with pytest.raises(ValueError, match=match):
+        background_documents(TEXTS, kw.pop("labels"), kw.pop("background"), **kw)
+
+
+@pytest.mark.parametrize("weight", [0, -1.0, float("nan"), float("inf")])
+def test_check_spans_refuses_weights_that_are_not_positive(weight):
+    with pytest.raises(ValueError, match="weight must be a finite number > 0"):
+        check_spans(["alpha beta gamma"], [[(0, 5, 1, weight)]])
+
+
+def test_check_spans_gives_unweighted_spans_weight_one():
+    got = check_spans(["alpha beta gamma"], [[(6, 10, 0, 0.25), (0, 5, 1)]])
+    assert got == [[(0, 5, 1, 1.0), (6, 10, 0, 0.25)]]
+
+
+def test_span_weights_are_the_tokens_sample_weights(tiny_probe):
+    """Whole-text spans with weights fit what fit(..., sample_weight=) fits."""
+    w = np.linspace(0.2, 2.0, len(TEXTS))
+    spans = [[(0, len(t), lab, wi)] for t, lab, wi in zip(TEXTS, LABELS, w)]
+    kw = dict(classifier_kwargs={"class_weight": "balanced"}, **EVERY)
+    by_span = tiny_probe(**kw).fit_spans(TEXTS, spans)
+    by_fit = tiny_probe(**kw).fit(TEXTS, LABELS, sample_weight=w)
+    unweighted = tiny_probe(**kw).fit(TEXTS, LABELS)
+    np.testing.assert_allclose(by_span.predict_proba(TEXTS), by_fit.predict_proba(TEXTS), atol=1e-9)
+    assert np.abs(by_span.predict_proba(TEXTS) - unweighted.predict_proba(TEXTS)).max() > 1e-4
 
 
 def test_span_owners_by_character_overlap():
@@ -179,3 +276,56 @@ def test_a_probe_trained_on_the_word_finds_it_after_unrelated_text():
     assert probe.evaluate(test, y)["auroc"] >= 0.9
     top = [r.tokens[int(np.nanargmax(r.scores))].strip() for r in probe.token_scores(test[:8])]
     assert top.count("dog") >= 7, top
+
+
+TRAIN_BACKGROUND = [
+    "The library opens at nine on weekdays. Volunteers sorted the donated books by author. "
+    "A new reading room was added last year. The train to the coast leaves every hour. "
+    "Tickets can be bought at the station or online. The cafe on the corner sells soup "
+    "and bread. The recipe calls for two onions and a cup of rice. Stir the pot slowly "
+    "and add salt at the end. The committee will publish its report in the spring."
+]
+
+
+def _background_fit(weight):
+    docs, spans = background_documents(
+        TRAIN_POS + TRAIN_NEG,
+        [1] * len(TRAIN_POS) + [0] * len(TRAIN_NEG),
+        TRAIN_BACKGROUND,
+        words=(20, 40),
+        background_weight=weight,
+    )
+    return Probe(
+        layers="middle",
+        train_pooling="all",
+        inference_pooling="rolling_max:4",
+        preprocessing="standard",
+        classifier_kwargs={"C": 0.01, "class_weight": "balanced"},
+        device="cpu",
+        dtype="float32",
+        random_state=0,
+    ).fit_spans(docs, spans)
+
+
+def test_background_documents_keep_unrelated_text_from_firing():
+    """Dog (1) vs cat (0) sentences, each placed in library/train/recipe sentences whose
+    tokens are labelled 0 at weight 0.3, against the same documents with the background
+    untrained. Tested on held-out sentences after held-out unrelated text (weather,
+    traffic: the same prefix for every text, so its tokens score alike in all of them).
+    Untrained, that text outscores the sentences: every text's top window is in it and
+    AUROC is 0.5. Labelled, the unrelated text scores lower and the top token of the dog
+    texts lies in the sentence. (Measured: unrelated tokens' mean probability 0.24 vs
+    0.47; top token in the sentence for 7 vs 0 of 8 dog texts; AUROC 0.75 vs 0.50.)"""
+    test = [FILLER + t.format(w) for w in ("dog", "cat") for t in TEST_TEMPLATES]
+    y = np.array([1] * 8 + [0] * 8)
+    res = {}
+    for weight in (0.3, 0):
+        probe = _background_fit(weight)
+        rows = probe.token_scores(test)
+        ends = [np.cumsum([len(t) for t in r.tokens]) for r in rows]
+        filler = np.concatenate([r.scores[e <= len(FILLER)] for r, e in zip(rows, ends)])
+        inside = [e[int(np.nanargmax(r.scores))] > len(FILLER) for r, e in zip(rows[:8], ends)]
+        res[weight] = (np.nanmean(filler), sum(inside), probe.evaluate(test, y)["auroc"])
+    assert res[0.3][0] < res[0][0] - 0.1, res
+    assert res[0.3][1] >= 6 and res[0][1] <= 2, res
+    assert res[0.3][2] >= 0.7 and res[0.3][2] > res[0][2] + 0.1, res
