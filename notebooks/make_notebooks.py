@@ -710,6 +710,42 @@ with_request, without = doc_probe.predict_proba([story, calm])[:, 1]
 print(f"context documents: story with the request {with_request:.2f}, without it {without:.2f}")
 """),
     md("""
+### Teach it what ordinary text looks like: background documents
+
+The story without the request still scores fairly high: the probe has never been told
+that everyday text is not misuse, because every token it trained on belonged to a
+request. `background_documents` places each training prompt at a random sentence
+boundary of ordinary text you supply (here a few sentences of local news from
+`lmprobe_jupyter.examples`, nothing like the holiday story), labels the prompt's span
+with its label and the news around it benign at a small weight (`background_weight=0.3`,
+the span's fourth element). Trained on both kinds of documents, the probe keeps firing
+on the request and calms down on the text around it. (On the README's shift benchmark
+this is what lifts the every-token probe past 0.95 AUROC on requests hidden in novel
+prose, with news as the background.)
+"""),
+    code("""
+from lmprobe_jupyter import background_documents
+from lmprobe_jupyter.examples import BACKGROUND_NEWS
+
+bdocs, bspans = background_documents(
+    MISUSE + BENIGN, [1] * len(MISUSE) + [0] * len(BENIGN), BACKGROUND_NEWS, words=(30, 60)
+)
+print(bdocs[0])
+print(bspans[0])
+bg_probe = Probe(
+    layers=15,
+    train_pooling="all",
+    inference_pooling="rolling_max:8",
+    classifier_kwargs={"C": 0.01},
+    random_state=0,
+).fit_spans(docs + bdocs, spans + bspans)
+with_request, without = bg_probe.predict_proba([story, calm])[:, 1]
+print(f"with background: story with the request {with_request:.2f}, without it {without:.2f}")
+"""),
+    code("""
+bg_probe.show_tokens([story])
+"""),
+    md("""
 ## Calibrate a threshold for a target false-positive rate
 
 `predict` uses a 0.5 cut-off, which promises nothing about false alarms. A monitor needs

@@ -328,6 +328,13 @@ def test_safety_monitor_notebook(tmp_path, kernel_env):
     got = re.search(pair.format("context documents"), docs)
     assert got and "documents; the first holds" in docs, docs
     assert float(got.group(1)) - float(got.group(2)) > float(tok.group(1)) - float(tok.group(2))
+    # plus background documents: the story without the request calms down and the gap
+    # widens again (measured: 0.92 vs 0.15, a gap of 0.77 against 0.36)
+    bg = re.search(pair.format("with background"), _stdout(_cell(nb, "bg_probe = Probe(")))
+    assert bg, _stdout(_cell(nb, "bg_probe = Probe("))
+    assert float(bg.group(2)) < 0.4 and float(bg.group(2)) < float(got.group(2)) - 0.2
+    assert float(bg.group(1)) - float(bg.group(2)) > float(got.group(1)) - float(got.group(2)) + 0.2
+    assert len(TOKEN_SPAN.findall(_data(_cell(nb, "bg_probe.show_tokens"))["text/html"])) > 20
 
     out = _stdout(_cell(nb, "monitor.calibrate(BENIGN_CALIBRATION"))
     assert "'n_benign': 20, 'n_flagged': 1" in out or "'n_benign': 20, 'n_flagged': 0" in out
