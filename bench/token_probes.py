@@ -419,7 +419,7 @@ class ContextAugmentedMethod(TokenLinearMethod):
         self.draw = draw
 
     def fit(self, cond, idx, y, seed):
-        A, yy, ww = self.document_tokens(self.docs, idx, y)
+        A, yy, _ = self.document_tokens(self.docs, idx, y)
         return self.fit_tokens(np.concatenate(A), np.concatenate(yy))
 
     @staticmethod
