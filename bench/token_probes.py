@@ -102,7 +102,7 @@ BEST_LAYERS = (8, 12, 16, 24)
 AUGMENT_DRAWS = (0, 1)
 #: Draws of the context + background rows: the context documents of the same draw and
 #: background documents with ``random_state=draw``.
-BACKGROUND_DRAWS = (0, 1, 2)
+BACKGROUND_DRAWS = (0, 1, 2, 3, 4)
 #: News articles for the background documents (never the test prose).
 BACKGROUND_WHEEL = ("gensim", "gensim/test/test_data/lee_background.cor")
 #: Weight of a background token against a prompt token's 1: chosen on this benchmark

@@ -720,7 +720,7 @@ boundary of ordinary text you supply (here a few sentences of local news from
 with its label and the news around it benign at a small weight (`background_weight=0.3`,
 the span's fourth element). Trained on both kinds of documents, the probe keeps firing
 on the request and calms down on the text around it. (On the README's shift benchmark,
-with news as the background, this lifts the every-token probe to 0.949-0.959 AUROC on
+with news as the background, this lifts the every-token probe to 0.948-0.959 AUROC on
 requests hidden in novel prose, from 0.936-0.940 with context documents alone.)
 """),
     code("""
