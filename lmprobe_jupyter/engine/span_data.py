@@ -148,6 +148,8 @@ def background_documents(
         raise ValueError(f"got {len(labels)} labels for {len(prompts)} prompts")
     if not prompts:
         raise ValueError("no prompts to place in background text")
+    if not all(isinstance(p, str) for p in prompts):
+        raise ValueError("background_documents takes prompts as str (chat messages: render them)")
     if isinstance(background, str):
         raise ValueError("background is one str: give a list of texts (e.g. [text])")
     lo, hi = (int(x) for x in words)

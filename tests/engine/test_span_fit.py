@@ -134,12 +134,13 @@ def test_background_documents_put_each_prompt_inside_background_sentences():
         (dict(words=(30, 10)), "fewest <= most"),
         (dict(labels=[1] * 8), "pass background_label="),
         (dict(background_weight=-0.1), "must be a number >= 0"),
+        (dict(prompts=[[{"role": "user", "content": "hi"}]] * 8), "prompts as str"),
     ],
 )
 def test_background_documents_errors(args, match):
-    kw = {"labels": LABELS, "background": NEWS, **args}
+    kw = {"prompts": TEXTS, "labels": LABELS, "background": NEWS, **args}
     with pytest.raises(ValueError, match=match):
-        background_documents(TEXTS, kw.pop("labels"), kw.pop("background"), **kw)
+        background_documents(kw.pop("prompts"), kw.pop("labels"), kw.pop("background"), **kw)
 
 
 @pytest.mark.parametrize("weight", [0, -1.0, float("nan"), float("inf")])
