@@ -47,41 +47,25 @@ PRODUCT = dict(
 def training_documents(prompts, y, folds, draw, tag):
     """Fold 1's training documents of the context + background row of ``draw``: texts
     and weighted spans (labels from ``y``), and the benchmark's cached extractions."""
-    from lmprobe_jupyter import background_documents, context_documents
-
-    texts, spans, ctx_texts = [], [], []
-    for f, (_, te) in enumerate(folds):
-        t, sp = context_documents(
-            [prompts[i] for i in te], np.asarray(te), random_state=1000 * draw + f
-        )
-        ctx_texts += t
-        if f:  # documents of the other folds' prompts: fold 1 trains on them
-            texts += t
-            spans += [[(a, b, int(y[i])) for a, b, i in own] for own in sp]
-    bg_texts, bg_spans = background_documents(
-        prompts,
-        np.arange(len(prompts)),
-        tp.load_background(),
-        background_label=tp.BACKGROUND_OWNER,
-        background_weight=1.0,
-        random_state=draw,
-    )
+    ctx_texts, ctx_spans = tp.fold_context_documents(prompts, folds, draw)
+    bg_texts, bg_spans = tp.prompt_background_documents(prompts, draw)
     train = set(int(i) for i in folds[0][0])
-    for i, (t, own) in enumerate(zip(bg_texts, bg_spans)):
-        if i in train:
+    texts, spans = [], []
+    for t, own in zip(ctx_texts + bg_texts, ctx_spans + bg_spans):
+        owners = {int(who) for _, _, who, *_ in own} - {tp.BACKGROUND_OWNER}
+        if owners <= train:  # documents made only of fold 1's training prompts
             texts.append(t)
             spans.append(
                 [
                     (a, b, 0, tp.BACKGROUND_WEIGHT)
                     if who == tp.BACKGROUND_OWNER
-                    else (a, b, int(y[i]))
-                    for a, b, who, _ in own
+                    else (a, b, int(y[who]))
+                    for a, b, who, *_ in own
                 ]
             )
 
     def cached(kind, docs):
-        key = hashlib.sha256(json.dumps([tag, docs]).encode()).hexdigest()[:12]
-        return tp.document_condition(dict(np.load(tp.bench_cache() / f"{kind}-{key}.npz")))
+        return tp.document_condition(dict(np.load(tp.document_path(kind, tag, docs))))
 
     return texts, spans, cached("docs", ctx_texts), cached("bg-docs", bg_texts)
 

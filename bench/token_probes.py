@@ -608,35 +608,14 @@ def run(args):
     }
 
     def augment(folds, draw):
-        """Context documents of each fold's prompts (span owner: the prompt's index)."""
-        from lmprobe_jupyter import context_documents
-
-        texts, spans = [], []
-        for f, (_, te) in enumerate(folds):
-            t, sp = context_documents(
-                [prompts[i] for i in te], np.asarray(te), random_state=1000 * draw + f
-            )
-            texts += t
-            spans += sp
-        key = hashlib.sha256(json.dumps([tag, texts]).encode()).hexdigest()[:12]
+        texts, spans = fold_context_documents(prompts, folds, draw)
         print(f"extracting context documents, draw {draw} ({len(texts)} texts)", file=sys.stderr)
-        return extract(lm, texts, spans, list(BEST_LAYERS), bench_cache() / f"docs-{key}.npz")
+        return extract(lm, texts, spans, list(BEST_LAYERS), document_path("docs", tag, texts))
 
     def background(draw):
-        """Background documents: each prompt in news (span owner: the prompt's index)."""
-        from lmprobe_jupyter import background_documents
-
-        texts, spans = background_documents(
-            prompts,
-            np.arange(len(prompts)),
-            load_background(),
-            background_label=BACKGROUND_OWNER,
-            background_weight=1.0,  # a placeholder: the weight is applied when fitting
-            random_state=draw,
-        )
-        key = hashlib.sha256(json.dumps([tag, texts]).encode()).hexdigest()[:12]
+        texts, spans = prompt_background_documents(prompts, draw)
         print(f"extracting background documents, draw {draw} ({len(texts)} texts)", file=sys.stderr)
-        return extract(lm, texts, spans, list(BEST_LAYERS), bench_cache() / f"bg-docs-{key}.npz")
+        return extract(lm, texts, spans, list(BEST_LAYERS), document_path("bg-docs", tag, texts))
 
     for cat in targets:
         y = np.asarray([int(r["category"] == cat) for r in rows])
@@ -648,6 +627,42 @@ def run(args):
     if args.out:
         Path(args.out).write_text(out)
     print_table(report)
+
+
+def fold_context_documents(prompts, folds, draw):
+    """Context documents of each fold's test prompts (a fold trains on the other folds'
+    documents); span labels are the prompts' indices (owners)."""
+    from lmprobe_jupyter import context_documents
+
+    texts, spans = [], []
+    for f, (_, te) in enumerate(folds):
+        t, sp = context_documents(
+            [prompts[i] for i in te], np.asarray(te), random_state=1000 * draw + f
+        )
+        texts += t
+        spans += sp
+    return texts, spans
+
+
+def prompt_background_documents(prompts, draw):
+    """One background document per prompt (news around it); the prompt's span labelled
+    with its index, the news ``BACKGROUND_OWNER`` (its weight is applied when fitting)."""
+    from lmprobe_jupyter import background_documents
+
+    return background_documents(
+        prompts,
+        np.arange(len(prompts)),
+        load_background(),
+        background_label=BACKGROUND_OWNER,
+        background_weight=1.0,
+        random_state=draw,
+    )
+
+
+def document_path(kind: str, tag: str, texts) -> Path:
+    """Cache file of the extracted documents ``texts`` (``kind``: docs, bg-docs)."""
+    key = hashlib.sha256(json.dumps([tag, texts]).encode()).hexdigest()[:12]
+    return bench_cache() / f"{kind}-{key}.npz"
 
 
 def document_condition(aug):
