@@ -1,8 +1,13 @@
 """``ProbeEnsemble``: several probes voting as one, and bootstrap ensembles for uncertainty.
 
-Members are :class:`~.probe.Probe` objects. ``fit`` clones them (sklearn's habit: the
-probes you pass stay unfitted; the fitted ones are ``probes_``) and fits every clone.
-Members that read the same model share one :class:`~.runtime.ModelRuntime` and one
+Members are :class:`~.probe.Probe` objects, and ``fit`` fits the members themselves (as
+lmprobe's ensemble does): after ``ProbeEnsemble([p1, p2]).fit(pos, neg)``, ``p1`` and
+``p2`` are fitted and can be compared with the ensemble or saved alone, and
+``probes_[i] is probes[i]``. A probe listed twice is fitted once (its weight counts twice).
+:meth:`ProbeEnsemble.bootstrap` is the exception: it makes its own clones of the base
+probe (it owns them), so the base probe is never touched. To keep your probes untouched,
+fit ``sklearn.base.clone(ensemble)`` (which clones the members), as cross-validation
+does. Members that read the same model share one :class:`~.runtime.ModelRuntime` and one
 extraction: before any member fits (or predicts), the prompts go through the model once,
 pooled at every layer and in every way some member reads
 (:meth:`~.runtime.ModelRuntime.pooled_many`), and every member then reads its
@@ -119,7 +124,8 @@ class ProbeEnsemble:
     Parameters
     ----------
     probes : sequence of Probe
-        The members (cloned by ``fit``; the fitted clones are ``probes_``).
+        The members. ``fit`` fits these very objects (they are the ``probes_``); a probe
+        listed twice is fitted once. Each bootstrap member must be a distinct object.
     weights : sequence of float or None
         One non-negative weight per member (None: equal weights).
     voting : {"soft", "hard"}, default "soft"
@@ -135,7 +141,7 @@ class ProbeEnsemble:
     Attributes
     ----------
     probes_ : list of Probe
-        The fitted members.
+        The fitted members: the objects in ``probes``, in order.
     classes_ : ndarray of shape (n_classes,)
         Shared by every member (classification).
     weights_ : ndarray of shape (n_members,)
@@ -217,13 +223,22 @@ class ProbeEnsemble:
         cls, base_probe: Probe, n_resamples: int = 10, random_state: int | None = None
     ) -> ProbeEnsemble:
         """``n_resamples`` clones of ``base_probe``, each to be fitted on a bootstrap
-        resample of the training set (whole groups when ``fit`` gets ``groups=``)."""
+        resample of the training set (whole groups when ``fit`` gets ``groups=``).
+
+        The clones are made here (``sklearn.base.clone``: same parameters, unfitted) and
+        belong to the ensemble: fitting it fits them, never ``base_probe`` itself.
+        """
+        from sklearn.base import clone
+
         if not isinstance(n_resamples, int) or isinstance(n_resamples, bool) or n_resamples < 2:
             raise ValueError(f"n_resamples={n_resamples!r} must be an int >= 2")
         if not isinstance(base_probe, Probe):
             raise TypeError(f"base_probe must be a Probe, got {type(base_probe).__name__}")
         return cls(
-            [base_probe] * n_resamples, voting="soft", resample=True, random_state=random_state
+            [clone(base_probe) for _ in range(n_resamples)],
+            voting="soft",
+            resample=True,
+            random_state=random_state,
         )
 
     # ------------------------------------------------------------------ validation
@@ -269,6 +284,21 @@ class ProbeEnsemble:
                 "this ProbeEnsemble is not fitted yet; call fit(positive, negative) or "
                 "fit(prompts, labels) first"
             )
+
+    @staticmethod
+    def _check_distinct(probes: list[Probe]) -> None:
+        """Bootstrap members are fitted on different resamples, so each must be its own
+        object (fitting one object twice would keep only the last resample)."""
+        first: dict[int, int] = {}
+        for i, p in enumerate(probes):
+            j = first.setdefault(id(p), i)
+            if j != i:
+                raise ValueError(
+                    f"probes[{i}] is the same Probe object as probes[{j}]; with resample=True "
+                    "every member is fitted on its own resample, so each must be a distinct "
+                    "Probe: use ProbeEnsemble.bootstrap(probe, n_resamples=...), which "
+                    "makes the clones, or pass sklearn.base.clone(probe) copies"
+                )
 
     @property
     def task(self) -> str:
@@ -361,7 +391,12 @@ class ProbeEnsemble:
         groups=None,
         **fit_kwargs,
     ) -> ProbeEnsemble:
-        """Fit every member.
+        """Fit every member: the ``Probe`` objects passed in, not copies.
+
+        All members read the training prompts from one shared extraction (when they share
+        a model). Afterwards each member is fitted on its own (``probes[0].predict_proba``
+        works) and ``probes_`` lists those same objects. A probe listed twice is fitted
+        once. If a member's fit fails, the members fitted before it stay fitted.
 
         Parameters
         ----------
@@ -376,9 +411,9 @@ class ProbeEnsemble:
         **fit_kwargs
             Per-call options passed to each member's ``fit`` (``remote=``, ...).
         """
-        from sklearn.base import clone
-
         probes = self._validate()
+        if self.resample:
+            self._check_distinct(probes)
         prompts, y_all = parse_fit_args(X, y, labels, self.task)
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64)
@@ -392,7 +427,7 @@ class ProbeEnsemble:
                 "groups= only matters for bootstrap ensembles (resample=True, see "
                 "ProbeEnsemble.bootstrap); leave it out here"
             )
-        members = [clone(p) for p in probes]
+        members = probes
         self._share_runtimes(members)
         extract_kwargs = {
             k: v for k, v in fit_kwargs.items() if k in ("remote", "batch_size", "max_retries")
@@ -402,7 +437,11 @@ class ProbeEnsemble:
             indices = self._resamples(y_all, groups, len(members))
         else:
             indices = [None] * len(members)
+        fitted: set[int] = set()
         for m, idx in zip(members, indices):
+            if id(m) in fitted:  # listed twice without resampling: same data, same fit
+                continue
+            fitted.add(id(m))
             kw = dict(fit_kwargs)
             if idx is None:
                 p_i, y_i, w_i = prompts, y_all, sample_weight

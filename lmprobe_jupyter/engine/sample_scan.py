@@ -247,6 +247,12 @@ class ScanImage:
 class SeparabilityMap:
     """Per (layer, signal), the best single-component AUROC between two classes.
 
+    A record of per-signal arrays that also behaves as the ``(n_layers, n_signals)`` AUROC
+    array: ``np.asarray(m)`` gives it as floats (columns in :attr:`signals` order), so
+    ``plt.imshow(m)`` draws it; ``m.shape`` is its shape; ``m.best_component`` is the
+    matching integer array of component indices; ``m.to_frame()`` (and
+    ``m.to_frame("component")``) is a pandas DataFrame with layer rows and signal columns.
+
     Attributes
     ----------
     auroc : dict of str to ndarray of shape (n_layers,)
@@ -255,6 +261,12 @@ class SeparabilityMap:
         Index of that component.
     classes : list
         The two classes (the second is the positive one).
+
+    Examples
+    --------
+    >>> sep = scan.separability_map()  # doctest: +SKIP
+    >>> np.asarray(sep).shape == sep.shape == (scan.n_layers, len(sep.signals))  # doctest: +SKIP
+    True
     """
 
     auroc: dict[str, np.ndarray]
@@ -282,10 +294,66 @@ class SeparabilityMap:
                 return layer
         return None
 
-    def to_frame(self):
+    # ------------------------------------------------------------ as a (layers x signals) array
+    @property
+    def signals(self) -> list[str]:
+        """The signals, in column order."""
+        return list(self.auroc)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_layers, n_signals)``, the shape of ``np.asarray(self)``."""
+        return (len(next(iter(self.auroc.values()))), len(self.auroc))
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def _stack(self, per_signal: dict, dtype) -> np.ndarray:
+        return np.stack([np.asarray(per_signal[s], dtype=dtype) for s in self.auroc], axis=1)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """The AUROCs as a float array of shape ``(n_layers, n_signals)``."""
+        if copy is False:
+            raise ValueError(
+                "a SeparabilityMap keeps one array per signal, so its (layers x signals) "
+                "array is always built anew; call np.asarray(map) without copy=False"
+            )
+        out = self._stack(self.auroc, np.float64)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    @property
+    def best_component(self) -> np.ndarray:
+        """Index of the best component per cell: int array of shape ``(n_layers, n_signals)``,
+        beside ``np.asarray(self)``."""
+        return self._stack(self.component, np.int64)
+
+    def to_frame(self, values: str = "auroc"):
+        """The map as a pandas DataFrame: one row per layer (index ``layer``), one column
+        per signal (columns ``signal``).
+
+        Parameters
+        ----------
+        values : {"auroc", "component"}, default "auroc"
+            The best AUROC per cell, or the index of the component that reaches it.
+
+        Returns
+        -------
+        pandas.DataFrame of shape (n_layers, n_signals)
+        """
         import pandas as pd
 
-        return pd.DataFrame(self.auroc).rename_axis("layer")
+        if values == "auroc":
+            data = np.asarray(self)
+        elif values == "component":
+            data = self.best_component
+        else:
+            raise ValueError(f"values={values!r} is not one of 'auroc', 'component'")
+        return pd.DataFrame(
+            data,
+            index=pd.RangeIndex(self.shape[0], name="layer"),
+            columns=pd.Index(self.signals, name="signal"),
+        )
 
     def _repr_html_(self) -> str:
         esc = html.escape
@@ -667,6 +735,13 @@ class SampleScan:
         ----------
         labels : array-like of shape (n_prompts,), optional
             Two classes; default: the labels given to :meth:`run`.
+
+        Returns
+        -------
+        SeparabilityMap
+            Per-signal records (``auroc``, ``component``) that also act as the
+            ``(n_layers, n_signals)`` AUROC array (``np.asarray``, ``shape``,
+            ``to_frame()``), with ``best_component`` beside it.
         """
         labels = self.labels if labels is None else list(labels)
         if labels is None:

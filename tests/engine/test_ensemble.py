@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from lmtest_helpers import NEG, POS
 
-from lmprobe_jupyter import Probe, ProbeEnsemble
-from lmprobe_jupyter.engine.extraction import Extractor
+from lmprobe_jupyter import Extractor, NotFittedError, Probe, ProbeEnsemble
 
 TEXTS = ["alpha omega beta", "omega omega alpha gamma delta", "beta", "sigma alpha", "delta"]
 LABELS = [1] * 5 + [0] * 5
@@ -35,11 +34,62 @@ def test_soft_voting_is_the_weighted_mean_of_member_probabilities(three):
     assert ens.score(TEXTS, [1, 0, 1, 1, 0]) == np.mean(ens.predict(TEXTS) == [1, 0, 1, 1, 0])
 
 
-def test_fit_clones_the_members(three):
-    ens = ProbeEnsemble(three).fit(POS, NEG)
-    assert all(not hasattr(p, "pipeline_") for p in three)
-    assert all(hasattr(p, "pipeline_") for p in ens.probes_)
-    assert [p.classifier for p in ens.probes_] == ["logistic_regression", "mass_mean", "ensemble"]
+def test_fit_fits_the_members_themselves_from_one_extraction(tiny_probe):
+    p1, p2 = tiny_probe(), tiny_probe(classifier="mass_mean", layers=3)
+    before = Extractor.forward_calls
+    ens = ProbeEnsemble([p1, p2], weights=[1, 3]).fit(POS, NEG)
+    assert Extractor.forward_calls - before == math.ceil(10 / 8)  # shared, not one per member
+    assert ens.probes_[0] is p1 and ens.probes_[1] is p2
+    want = (p1.predict_proba(TEXTS) + 3 * p2.predict_proba(TEXTS)) / 4
+    np.testing.assert_allclose(ens.predict_proba(TEXTS), want, atol=1e-12)
+    # the members are fitted as if alone
+    alone = tiny_probe(classifier="mass_mean", layers=3).fit(POS, NEG)
+    np.testing.assert_allclose(p2.predict_proba(TEXTS), alone.predict_proba(TEXTS), atol=1e-6)
+
+
+def test_a_probe_listed_twice_is_fitted_once_and_weighs_twice(tiny_probe, monkeypatch):
+    p, q = tiny_probe(), tiny_probe(classifier="mass_mean")
+    fits = []
+    real_fit = type(p).fit
+
+    def counting_fit(self, *args, **kwargs):
+        fits.append(self)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(p), "fit", counting_fit)
+    ens = ProbeEnsemble([p, q, p]).fit(POS, NEG)
+    assert len(fits) == 2 and fits[0] is p and fits[1] is q
+    want = (2 * p.predict_proba(TEXTS) + q.predict_proba(TEXTS)) / 3
+    np.testing.assert_allclose(ens.predict_proba(TEXTS), want, atol=1e-12)
+
+
+def test_cloning_the_ensemble_leaves_the_callers_probes_unfitted(three):
+    from sklearn.base import clone
+
+    fitted = clone(ProbeEnsemble(three)).fit(POS, NEG)
+    assert all(hasattr(m, "pipeline_") for m in fitted.probes_)
+    assert not any(m is p for m, p in zip(fitted.probes_, three))
+    for p in three:
+        with pytest.raises(NotFittedError, match="not fitted"):
+            p.predict_proba(TEXTS)
+
+
+def test_bootstrap_owns_clones_and_leaves_the_base_probe_alone(tiny_probe):
+    base = tiny_probe().fit(POS[:3], NEG[:3])
+    before = base.predict_proba(TEXTS)
+    ens = ProbeEnsemble.bootstrap(base, n_resamples=3, random_state=0)
+    assert len({id(m) for m in ens.probes}) == 3 and all(m is not base for m in ens.probes)
+    assert ens.probes[0].get_params() == base.get_params()
+    ens.fit(POS, NEG)
+    assert ens.probes_ == list(ens.probes)  # the clones it owns are the fitted members
+    np.testing.assert_array_equal(base.predict_proba(TEXTS), before)  # base untouched
+
+
+def test_resampling_needs_distinct_member_objects(tiny_probe):
+    p = tiny_probe()
+    with pytest.raises(ValueError, match=r"probes\[1\] is the same Probe object as probes\[0\]"):
+        ProbeEnsemble([p, p], resample=True).fit(POS, NEG)
+    assert not hasattr(p, "pipeline_")  # refused before anything was fitted
 
 
 def test_members_sharing_model_and_layers_run_one_forward_pass_per_prompt(three):
@@ -374,6 +424,33 @@ def test_bootstrap_members_disagree_on_smollm(smollm):
     assert np.all(std > 0) and std.max() < 0.5
     same = ProbeEnsemble([base, base, base]).fit(DOG, CAT)
     np.testing.assert_allclose(same.prediction_std(test), 0.0, atol=1e-12)
+
+
+@pytest.mark.real_model
+def test_members_fitted_by_the_ensemble_work_alone_on_smollm(smollm, tmp_path):
+    """lmprobe's workflow: fit an ensemble, compare each member with it, save the best."""
+    from sklearn.metrics import roc_auc_score
+
+    from lmprobe_jupyter.examples import CAT, DOG, DOG_CAT_TEST
+
+    p1 = Probe(model=smollm.name, layers=16, random_state=0, device="cpu")
+    p2 = Probe(model=smollm.name, layers=16, classifier="mass_mean", random_state=0, device="cpu")
+    before = Extractor.forward_calls
+    ens = ProbeEnsemble([p1, p2], weights=[1, 3]).fit(DOG, CAT)
+    assert Extractor.forward_calls - before == math.ceil(20 / p1.batch_size)  # one pass
+    test = [t for t, _ in DOG_CAT_TEST]
+    y = [label for _, label in DOG_CAT_TEST]
+    want = (p1.predict_proba(test) + 3 * p2.predict_proba(test)) / 4
+    np.testing.assert_allclose(ens.predict_proba(test), want, atol=1e-12)
+    aurocs = {name: m.evaluate(test, y)["auroc"] for name, m in (("p1", p1), ("p2", p2))}
+    aurocs["ensemble"] = ens.evaluate(test, y)["auroc"]
+    # 12 held-out prompts: AUROC's CI is wide; each member must still beat chance clearly
+    assert min(aurocs.values()) > 0.6, aurocs
+    assert aurocs["ensemble"] == pytest.approx(roc_auc_score(y, want[:, 1]))
+    best = max((p1, p2), key=lambda m: m.evaluate(test, y)["auroc"])
+    best.save(tmp_path / "best")
+    again = Probe.load(tmp_path / "best")
+    np.testing.assert_allclose(again.predict_proba(test), best.predict_proba(test), atol=1e-6)
 
 
 def test_members_on_different_layers_of_one_model_share_one_pass(tiny_probe):

@@ -81,6 +81,11 @@ def test_separability_map_finds_the_planted_layer(tiny, planted, tmp_path):
     assert sep.best()[:2] == (PLANTED, "mlp_delta") or sep.best()[:2] == (PLANTED, "residual")
     assert sep.to_frame().shape == (4, 3)
     assert "layer 2" in sep._repr_html_()
+    grid = np.asarray(sep)
+    assert grid.shape == sep.shape == (4, 3) and grid.dtype == np.float64
+    mlp = sep.signals.index("mlp_delta")
+    assert grid[PLANTED, mlp] == 1.0 and np.all(grid[:PLANTED] < 0.999)
+    assert sep.best_component[PLANTED, mlp] == sep.component["mlp_delta"][PLANTED]
 
 
 def test_capture_is_exact_residual_equals_previous_plus_deltas(scan):
@@ -182,3 +187,53 @@ def test_run_argument_errors(tiny, tmp_path):
         SampleScan.run(
             PROMPTS, model_name=tiny.name, scan_dir=tmp_path, n_components=2, device="cpu"
         )
+
+
+@pytest.mark.real_model
+def test_separability_map_is_the_layers_by_signals_auroc_array_on_smollm(smollm, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score
+
+    from lmprobe_jupyter import SampleScan
+    from lmprobe_jupyter.examples import CAT, DOG
+
+    labels = [1] * len(DOG) + [0] * len(CAT)
+    scan = SampleScan.run(
+        DOG + CAT, labels, smollm.name, tmp_path / "scan", n_components=8, device="cpu"
+    )
+    sep = scan.separability_map()
+    grid = np.asarray(sep)
+    assert grid.dtype == np.float64 and grid.shape == sep.shape == (30, 3)
+    assert sep.signals == ["residual", "attn_delta", "mlp_delta"]
+    for j, signal in enumerate(sep.signals):
+        np.testing.assert_array_equal(grid[:, j], sep.auroc[signal])
+        np.testing.assert_array_equal(sep.best_component[:, j], sep.component[signal])
+    assert sep.best_component.dtype == np.int64
+    assert np.all((grid >= 0.5) & (grid <= 1.0))
+    assert np.all((sep.best_component >= 0) & (sep.best_component < 8))
+    np.testing.assert_array_equal(np.asarray(sep, dtype=np.float32), grid.astype(np.float32))
+    with pytest.raises(ValueError, match="without copy=False"):
+        np.asarray(sep, copy=False)
+
+    # the array's best cell is sep.best(), and its component really reaches that AUROC
+    layer, j = np.unravel_index(np.argmax(grid), grid.shape)
+    assert sep.best() == (layer, sep.signals[j], grid[layer, j])
+    assert grid[layer, j] >= 0.9  # dogs and cats come apart somewhere in the network
+    comp = sep.best_component[layer, j]
+    auc = roc_auc_score(labels, scan.prompt_means(sep.signals[j])[:, layer, comp])
+    assert max(auc, 1 - auc) == pytest.approx(grid[layer, j])
+
+    frame = sep.to_frame()
+    assert frame.index.name == "layer" and list(frame.index) == list(range(30))
+    assert frame.columns.name == "signal" and list(frame.columns) == sep.signals
+    np.testing.assert_array_equal(frame.to_numpy(), grid)
+    np.testing.assert_array_equal(sep.to_frame("component").to_numpy(), sep.best_component)
+    with pytest.raises(ValueError, match="values='p' is not one of 'auroc', 'component'"):
+        sep.to_frame("p")
+
+    image = plt.imshow(sep, aspect="auto")
+    np.testing.assert_array_equal(image.get_array(), grid)
+    plt.close("all")
