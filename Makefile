@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := dev
 
-.PHONY: install test test-fast demo lab bench lint format browser-deps clean
+.PHONY: install labextension test test-fast demo lab bench lint format browser-deps clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,33 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-install: $(STAMP)
+# The JupyterLab / Notebook 7 extension (mime renderer of application/vnd.lmprobe.v1+json):
+# npm ci from the committed lock file, tsc, then @jupyterlab/builder against the installed
+# JupyterLab, into lmprobe_jupyter/labextension; linked into the venv's share/jupyter so the
+# editable install's jupyter finds it (a built wheel ships it as data-files).
+LABEXT_SRC := lmprobe_jupyter/labextension_src
+LABEXT := lmprobe_jupyter/labextension
+LABEXT_LINK := $(VENV)/share/jupyter/labextensions/lmprobe-jupyter
+LAB_CORE = $$($(CURDIR)/$(BIN)/python -c 'import jupyterlab, os; print(os.path.join(os.path.dirname(jupyterlab.__file__), "staging"))')
+
+$(LABEXT_SRC)/node_modules/.package-lock.json: $(LABEXT_SRC)/package.json $(LABEXT_SRC)/package-lock.json
+	cd $(LABEXT_SRC) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(LABEXT)/package.json: $(STAMP) $(LABEXT_SRC)/node_modules/.package-lock.json $(LABEXT_SRC)/tsconfig.json $(wildcard $(LABEXT_SRC)/src/*.ts) $(wildcard $(LABEXT_SRC)/style/*)
+	rm -rf $(LABEXT)  # the builder never deletes chunks of an earlier build
+	cd $(LABEXT_SRC) && npx tsc
+	cd $(LABEXT_SRC) && node node_modules/@jupyterlab/builder/lib/build-labextension.js --core-path "$(LAB_CORE)" .
+	touch $@
+
+$(LABEXT_LINK): $(LABEXT)/package.json
+	mkdir -p $(dir $(LABEXT_LINK))
+	rm -rf $(LABEXT_LINK)
+	ln -sfn $(CURDIR)/$(LABEXT) $(LABEXT_LINK)
+
+labextension: $(LABEXT_LINK)
+
+install: $(STAMP) $(LABEXT_LINK)
 
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -61,4 +87,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) build .pytest_cache $(LABEXT) $(LABEXT_SRC)/node_modules $(LABEXT_SRC)/lib $(LABEXT_SRC)/tsconfig.tsbuildinfo

@@ -57,6 +57,16 @@ _EXPORTS = {
     "NDIFUnreachableError": "engine.nnsight_backend",
     # monitoring
     "MonitorResult": "engine.monitoring",
+    # robustness (Probe.robustness_report, Probe.drift)
+    "RobustnessReport": "engine.robustness",
+    "DriftReport": "engine.drift",
+    "augment": "engine.transforms",
+    "apply_transform": "engine.transforms",
+    "register_transform": "engine.transforms",
+    "TRANSFORMS": "engine.transforms",
+    # error analysis and cascades (Probe.errors, Probe.cascade)
+    "ErrorAnalysis": "engine.error_analysis",
+    "CascadeReport": "engine.cascade",
     # span-labelled training (Probe.fit_spans)
     "background_documents": "engine.span_data",
     "context_documents": "engine.span_data",

@@ -1061,12 +1061,174 @@ else:
 ]
 
 
+# ---------------------------------------------------------------------------------------
+# 06 Robustness
+# ---------------------------------------------------------------------------------------
+ROBUSTNESS = [
+    md("""
+# 6. Does it hold up? Robustness reports
+
+A monitor is judged on the traffic it will really read, not on the tidy prompts it was
+trained on. Users wrap requests in role-play, paste them into long documents, ask them in
+an early turn of a chat, or spell them oddly. In this notebook you will:
+
+1. train a token-level probe and see its clean held-out AUROC,
+2. run a **robustness report**: the same held-out prompts, transformed eight ways,
+3. find the wrapper that breaks the probe,
+4. fix it by training with the augmentations the report names, and
+5. see the report improve (and check what did not), then ask whether a calibrated
+   threshold still holds on new traffic (`probe.drift`).
+
+Everything runs offline on the bundled SmolLM2-135M-Instruct in about a minute on a
+laptop CPU.
+"""),
+    md("""
+## Train a probe and measure it on held-out prompts
+
+The training set is the package's 20 misuse requests and 20 benign questions on the same
+subjects; the held-out set is 24 other prompts of both kinds, half of them written so that
+their words mislead. The probe is token-level (`pooling="rolling_max:16"`): trained on
+every token, a prompt's score is its highest 16-token window, so a request can be found
+anywhere in a longer text. (`%load_ext` first: it gives the notebook progress bars that
+leave nothing behind, and the `%probe_robustness` magic used below.)
+"""),
+    code("""
+%load_ext lmprobe_jupyter
+from lmprobe_jupyter import Probe
+from lmprobe_jupyter.examples import BENIGN, MISUSE, SAFETY_TEST, SAFETY_TRICKY
+
+train_prompts = MISUSE + BENIGN
+train_labels = [1] * len(MISUSE) + [0] * len(BENIGN)
+test_prompts = [text for text, _ in SAFETY_TEST + SAFETY_TRICKY]
+test_labels = [label for _, label in SAFETY_TEST + SAFETY_TRICKY]
+
+probe = Probe(layers=16, pooling="rolling_max:16", random_state=0).fit(train_prompts, train_labels)
+clean = probe.evaluate(test_prompts, test_labels, n_bootstrap=500)
+print(f"clean held-out AUROC {clean['auroc']:.3f} (95% CI {clean['auroc_ci'][0]:.2f}-{clean['auroc_ci'][1]:.2f})")
+"""),
+    md("""
+## The transforms
+
+Each transform is a named, seeded, offline function of a prompt. The same seed gives the
+same prompts every time, so a report run twice reads its activations from the cache.
+Here is one held-out request through a few of them:
+"""),
+    code("""
+from lmprobe_jupyter.engine.transforms import DEFAULT_TRANSFORMS, TRANSFORMS, apply_transform
+
+request = test_prompts[0]
+for name in ["roleplay", "ignore_previous", "prefix_injection", "paraphrase", "leetspeak", "homoglyphs"]:
+    print(f"{name:>17}: {apply_transform(name, [request])[0]}")
+print()
+print("the report's default eight:", ", ".join(DEFAULT_TRANSFORMS))
+print("all registered:", ", ".join(sorted(TRANSFORMS)))
+"""),
+    md("""
+## Run the report
+
+`%probe_robustness` (or `probe.robustness_report(prompts, labels)`) scores the probe on
+every transformed copy. Per transform: AUROC and TPR at 1% FPR with bootstrap 95%
+intervals, and the drop against the clean set; under the chart, the worst examples with
+their per-token scores.
+"""),
+    code("""
+%probe_robustness probe test_prompts --labels test_labels --bootstrap 500 -o report
+"""),
+    md("""
+Read the table rather than the chart alone: with 24 held-out prompts the intervals are
+wide, so only large drops mean something. Which transforms does the report call weakest?
+"""),
+    code("""
+before = report.table.set_index("transform")
+print(report.summary())
+print()
+print("weakest (AUROC drop > 0.02, worst first):", report.weakest())
+print(f"broken wrapper: {report.weakest()[0]}: AUROC {before.loc[report.weakest()[0], 'auroc']:.3f}")
+"""),
+    md("""
+A second run of the same report runs no forward pass: every transformed prompt's
+activations are in the activation cache.
+"""),
+    code("""
+again = probe.robustness_report(test_prompts, test_labels, n_bootstrap=500)
+print(f"second run: {again.cache_hits} of {again.cache_lookups} lookups from the cache, {again.seconds:.1f} s")
+"""),
+    md("""
+## Fix it: train with the augmentations the report names
+
+`augment` appends transformed copies of the *training* prompts (with their labels) for the
+transforms you name. Use a different seed from the report's, so that training does not see
+the exact test-time variants. The wrapper templates themselves are shared between
+training and test: this teaches the probe these wrappers, not jailbreaks in general (a
+new wrapper is a new transform; register one with `register_transform` and test it).
+"""),
+    code("""
+from lmprobe_jupyter import augment
+
+fix_with = report.weakest(3)
+aug_prompts, aug_labels = augment(train_prompts, train_labels, fix_with, seed=1)
+print(f"training on {len(aug_prompts)} prompts: the 40 originals plus {', '.join(fix_with)} copies")
+fixed = Probe(layers=16, pooling="rolling_max:16", random_state=0).fit(aug_prompts, aug_labels)
+"""),
+    code("""
+%probe_robustness fixed test_prompts --labels test_labels --bootstrap 500 -o fixed_report
+"""),
+    md("""
+## Did it improve?
+
+Compare the two reports transform by transform. The wrapper the probe was trained on
+should recover; look also at the rows you did not train for: augmenting for one shift can
+cost on another, which is exactly what a report is for.
+"""),
+    code("""
+after = fixed_report.table.set_index("transform")
+for name in before.index:
+    print(f"{name:>17}: AUROC {before.loc[name, 'auroc']:.3f} -> {after.loc[name, 'auroc']:.3f}")
+broken = report.weakest()[0]
+print()
+print(f"{broken} AUROC: {before.loc[broken, 'auroc']:.3f} -> {after.loc[broken, 'auroc']:.3f}")
+print(f"worst transform's AUROC: {before['auroc'].min():.3f} -> {after['auroc'].min():.3f}")
+print(f"mean AUROC over transforms: {before['auroc'].iloc[1:].mean():.3f} -> {after['auroc'].iloc[1:].mean():.3f}")
+"""),
+    md("""
+## Does the calibrated threshold still hold?
+
+A threshold calibrated on benign prompts promises a false-positive rate on prompts *like
+them*. `probe.drift(new_prompts)` compares new traffic with the calibration set (flag
+rate against the promised FPR, score distribution, the activations' mean) and says in one
+line whether the threshold still holds. The same benign questions,
+pasted into news text, are a different distribution:
+"""),
+    code("""
+from lmprobe_jupyter.examples import BENIGN_CALIBRATION
+
+fixed.calibrate(BENIGN_CALIBRATION, fpr=0.1)
+print("same kind of traffic:", fixed.drift(BENIGN_CALIBRATION[::2]))
+print()
+in_news = apply_transform("embed_64", BENIGN_CALIBRATION)
+print("benign questions inside news:", fixed.drift(in_news))
+"""),
+    md("""
+## Take-aways
+
+- A clean held-out AUROC is one row of the report; the transforms are the others. Read
+  the intervals: with a small held-out set only large drops are real.
+- The fix the report points to is data: train with the transforms that break the probe
+  (`augment`), then rerun the whole report, since a fix for one shift can cost another.
+- Before trusting a calibrated threshold on new traffic, check `probe.drift`.
+- Everything is cached: rerunning a report after a refit re-extracts nothing for the
+  held-out copies it has seen.
+"""),
+]
+
+
 NOTEBOOKS = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_where_does_it_live.ipynb": WHERE,
     "03_is_it_learning.ipynb": LEARNING,
     "04_safety_monitor.ipynb": MONITOR,
     "05_scaling_up.ipynb": SCALING,
+    "06_robustness.ipynb": ROBUSTNESS,
 }
 
 

@@ -26,6 +26,7 @@ NAMES = [
     "03_is_it_learning.ipynb",
     "04_safety_monitor.ipynb",
     "05_scaling_up.ipynb",
+    "06_robustness.ipynb",
 ]
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # A coloured token span as the static fallback writes it (nbconvert may reorder attributes).
@@ -371,3 +372,37 @@ def test_scaling_up_notebook(tmp_path, kernel_env):
     out = _stdout(_cell(nb, 'backend="nnsight", random_state=0'))
     assert "40 of 40 activations came from the cache" in out and "[1 0]" in out
     assert _stdout(_cell(nb, "ndif_api_key()")).startswith("skipped: no NNSIGHT_API_KEY")
+
+
+# ---------------------------------------------------------------- 06 robustness
+@pytest.mark.real_model
+def test_robustness_notebook(tmp_path, kernel_env):
+    nb = _execute("06_robustness.ipynb", tmp_path, kernel_env)
+    _no_errors(nb)
+    print(f"06_robustness: {nb.metadata['lmpj_seconds']:.0f}s")
+    assert _number(_stdout(_cell(nb, "clean held-out AUROC")), r"AUROC ([0-9.]+)") >= 0.9
+    html = _data(_cell(nb, "-o report"))["text/html"]
+    assert "lmpj-robustness-svg" in html and "<script" not in html
+    assert "Worst examples" in html and len(TOKEN_SPAN.findall(html)) > 20
+    # the report names a broken wrapper: a jailbreak drops far below clean
+    # (measured: roleplay 0.448 against clean 0.986)
+    out = _stdout(_cell(nb, "broken wrapper:"))
+    broken = re.search(r"broken wrapper: (\w+): AUROC ([0-9.]+)", out)
+    assert broken and broken.group(1) in ("roleplay", "ignore_previous", "prefix_injection")
+    assert float(broken.group(2)) < 0.7
+    again = _stdout(_cell(nb, "second run:"))
+    hits = re.search(r"second run: (\d+) of (\d+) lookups", again)
+    assert hits and hits.group(1) == hits.group(2) and int(hits.group(1)) > 0
+    # trained with the named augmentations, the broken wrapper recovers (measured 0.448 ->
+    # 0.958) and so does the worst row of the report (0.448 -> 0.694)
+    res = _stdout(_cell(nb, "worst transform's AUROC"))
+    pair = r"{}: ([0-9.]+) -> ([0-9.]+)"
+    fixed = re.search(pair.format(broken.group(1) + " AUROC"), res)
+    worst = re.search(pair.format("worst transform's AUROC"), res)
+    assert fixed and worst, res
+    assert float(fixed.group(2)) - float(fixed.group(1)) > 0.3
+    assert float(worst.group(2)) > float(worst.group(1)) + 0.1
+    assert "lmpj-robustness-svg" in _data(_cell(nb, "-o fixed_report"))["text/html"]
+    drift = _stdout(_cell(nb, "fixed.drift("))
+    assert re.search(r"same kind of traffic: threshold \S+ holds", drift), drift
+    assert "benign questions inside news: threshold" in drift and "does NOT hold" in drift

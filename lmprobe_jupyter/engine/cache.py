@@ -290,6 +290,13 @@ class CacheInfo:
 
     __str__ = __repr__
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict | None:
+        from ..presentation import cache_rows
+        from ..presentation.payload import repr_bundle
+
+        rows = [(label, text) for _key, label, text in cache_rows(self)]
+        return repr_bundle("table", rows=rows, title="activation cache")
+
     def _repr_html_(self) -> str:
         from ..presentation import render_cache_info
 

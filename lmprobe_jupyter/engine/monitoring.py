@@ -214,7 +214,8 @@ def calibrate(
     -------
     threshold : float
     calibration : dict
-        ``fpr``, ``n_benign``, ``n_flagged``, ``threshold``.
+        ``fpr``, ``n_benign``, ``n_flagged``, ``threshold``, and ``scores`` (the benign
+        prompts' scores, which :func:`.drift.drift` compares new traffic with).
 
     Warns
     -----
@@ -241,6 +242,9 @@ def calibrate(
         "n_benign": int(n),
         "n_flagged": int(np.sum(scores > threshold)),
         "threshold": threshold,
+        # the benign score distribution, so that probe.drift(new_prompts) can compare new
+        # traffic with it after a reload, without the calibration prompts
+        "scores": [float(x) for x in np.asarray(scores, dtype=np.float64)],
     }
     return threshold, calibration
 
@@ -469,6 +473,21 @@ class MonitorResult:
         return (
             f"MonitorResult({n} token{'' if n == 1 else 's'}, max score {self.max_score:.3f}, "
             f"threshold {self.threshold:.3f}{chat}, {state}{stop}; text={self.text!r:.80})"
+        )
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict | None:
+        from ..presentation.payload import repr_bundle
+
+        return repr_bundle(
+            "monitor",
+            tokens=self.tokens,
+            scores=self.scores,
+            threshold=self.threshold,
+            flagged_at=self.flagged_at,
+            prompt_tokens=self.prompt_tokens,
+            prompt_scores=self.prompt_scores,
+            status="stopped" if self.stopped_early else "done",
+            chat_template=self.chat_template,
         )
 
     def _repr_html_(self) -> str:

@@ -101,6 +101,7 @@ PERSISTED_STATE = (
     "cv_score_",
     "class_labels_",
     "hub_repo_id_",
+    "label_corrections_",
 )
 
 
@@ -1630,6 +1631,18 @@ class Probe:
 
         return sweep_layers(cls, model, positive_prompts, negative_prompts, **kwargs)
 
+    def errors(self, prompts, labels, **kwargs):
+        """Browse, relabel and refit this probe's mistakes; see :mod:`.error_analysis`."""
+        from .error_analysis import error_analysis
+
+        return error_analysis(self, prompts, labels, **kwargs)
+
+    def cascade(self, judge, budget: float = 0.1, **kwargs):
+        """Route the uncertain band to ``judge`` (text -> score); see :mod:`.cascade`."""
+        from .cascade import cascade
+
+        return cascade(self, judge, budget=budget, **kwargs)
+
     def compute_layer_importance(self, metric: str = "l2") -> np.ndarray:
         """Per-layer importance of a multi-layer probe, normalized to sum to 1."""
         from .layer_selection import compute_layer_importance
@@ -1643,11 +1656,30 @@ class Probe:
         return plot_layer_importance(self, metric=metric, ax=ax)
 
     # ------------------------------------------------------------------ monitoring
+    def robustness_report(self, prompts, labels, transforms=None, **kwargs):
+        """AUROC and TPR@FPR on transformed copies of a held-out set; see :mod:`.robustness`."""
+        from .robustness import robustness_report
+
+        return robustness_report(self, prompts, labels, transforms, **kwargs)
+
+    def drift(self, prompts, reference=None, **kwargs):
+        """Whether the calibrated threshold still holds on new prompts; see :mod:`.drift`.
+
+        ``reference`` defaults to the calibration set: its scores are saved with the
+        threshold, its prompts remembered for the activation test while this probe object
+        lives.
+        """
+        from .drift import drift
+
+        return drift(self, prompts, reference, **kwargs)
+
     def calibrate(self, benign_prompts, fpr: float = 0.01, **kwargs) -> Probe:
         """Set the decision threshold so at most ``fpr`` of benign prompts are flagged."""
         from .monitoring import calibrate
 
         self.threshold_, self.calibration_ = calibrate(self, benign_prompts, fpr=fpr, **kwargs)
+        # in memory only (prompts are not saved with a probe): drift()'s activation test
+        self.calibration_prompts_ = list(benign_prompts)
         return self
 
     def flag(self, prompts, **kwargs) -> np.ndarray:

@@ -81,6 +81,20 @@ class ProfileReport:
         )
         return f"{self.name}: {self.total:.3f}s = {parts}"
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict | None:
+        from ..presentation.payload import repr_bundle
+
+        rows = [
+            (k, f"{v:.3f}", self.calls.get(k, ""), f"{v / self.total if self.total else 0:.0%}")
+            for k, v in sorted(self.steps.items(), key=lambda kv: -kv[1])
+        ]
+        return repr_bundle(
+            "table",
+            rows=rows,
+            columns=("step", "s", "calls", "share"),
+            title=f"{self.name}: {self.total:.3f} s",
+        )
+
     def _repr_html_(self) -> str:
         import html
 

@@ -211,6 +211,11 @@ class ScanImage:
     def data_uri(self, scale: int = 12) -> str:
         return "data:image/png;base64," + base64.b64encode(self.png(scale)).decode()
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict | None:
+        from ..presentation.payload import repr_bundle
+
+        return repr_bundle("scan", props=self.to_props())
+
     def _repr_html_(self) -> str:
         """Self-contained HTML: the PNG inlined, token labels, a layer axis; no scripts."""
         esc = html.escape

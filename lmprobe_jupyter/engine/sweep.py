@@ -679,6 +679,22 @@ class SweepResult:
             on_select=on_select,
         )
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict | None:
+        from ..presentation.payload import repr_bundle
+
+        train, test = self.cv_scores or self.train_scores, self.test_scores
+        best, by = self.best_choice()
+        return repr_bundle(
+            "sweep",
+            layers=list(self.layers),
+            train_scores=[train.get(x) for x in self.layers] if train else None,
+            test_scores=[test.get(x) for x in self.layers] if test else None,
+            best_layer=best,
+            best_by=by,
+            selected_layer=self.selected_layer,
+            metric=self.metric,
+        )
+
     def _repr_html_(self) -> str:
         from ..presentation import render_sweep_table
 

@@ -23,7 +23,14 @@ def load_ipython_extension(ip: Any) -> None:
     from .scan_magic import ScanMagics
 
     ip.register_magics(ScanMagics)
-    names = {n for cls in (ProbeMagics, ScanMagics) for kind in cls.magics.values() for n in kind}
+    from .robustness_magic import RobustnessMagics
+
+    ip.register_magics(RobustnessMagics)
+    from .errors_magic import ErrorsMagics
+
+    ip.register_magics(ErrorsMagics)
+    magic_classes = (ProbeMagics, ScanMagics, RobustnessMagics, ErrorsMagics)
+    names = {n for cls in magic_classes for kind in cls.magics.values() for n in kind}
     _remove_transformer(ip)
     ip.input_transformers_cleanup.append(make_transformer(names))
     _register_figure_formatter(ip)

@@ -20,6 +20,7 @@ from typing import Any
 import traitlets
 
 from .. import presentation
+from ..presentation import payload as schema
 from .widgets import HTMLBackedWidget
 
 __all__ = ["MonitorWidget", "monitor_live"]
@@ -127,6 +128,21 @@ class MonitorWidget(HTMLBackedWidget):
     def _render(self) -> str:
         self._refresh()
         return self._html
+
+    def _payload(self) -> dict | None:
+        if len(self.tokens) != len(self.scores):
+            return None  # mid-update; the next display carries the full state
+        return schema.payload(
+            "monitor",
+            tokens=self.tokens,
+            scores=self.scores,
+            threshold=self.threshold,
+            flagged_at=self.flagged_at,
+            prompt_tokens=self.prompt_tokens,
+            prompt_scores=self.prompt_scores,
+            status=self.status,
+            chat_template=self.chat_template,
+        )
 
     # ---------------------------------------------------------------- driving it
     def _set(self, rebuild: bool = True, **values: Any) -> None:

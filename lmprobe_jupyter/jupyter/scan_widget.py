@@ -5,7 +5,8 @@ cell PNG, surprise, the top three component values), never activations. The view
 the PNG up and shows, under the pointer, the token, the layer and its components. Exports
 (nbviewer, GitHub, nbconvert) get the self-contained ``text/html`` of
 :meth:`ScanImage._repr_html_` (the PNG inlined as a data: URI, no scripts) and an
-``image/png``.
+``image/png``; JupyterLab with the project's extension draws the saved
+``application/vnd.lmprobe.v1+json`` payload when the kernel is gone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import anywidget
 import traitlets
 
 from ..presentation import STATIC_DIR
+from ..presentation import payload as schema
 
 __all__ = ["ScanWidget", "show_scan"]
 
@@ -54,6 +56,7 @@ class ScanWidget(anywidget.AnyWidget):
         data = dict(data)
         data["text/html"] = self.image._repr_html_()
         data["image/png"] = base64.b64encode(self.image.png()).decode()
+        data[schema.MIME_TYPE] = schema.payload("scan", props=self.props)
         return data, metadata
 
 

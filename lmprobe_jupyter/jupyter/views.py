@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import presentation
+from ..presentation import payload as schema
 
 __all__ = ["HTMLView", "cache_view", "evaluation_view", "probe_card", "probe_summary"]
 
@@ -28,15 +29,25 @@ class HTMLView:
         Plain-text rendering.
     data : object, optional
         The summary the view was built from (a dict), for programmatic use.
+    payload : dict, optional
+        The versioned JSON payload (:mod:`lmprobe_jupyter.presentation.payload`) the
+        JupyterLab extension draws; put in the mimebundle beside ``html`` and ``text``.
     """
 
-    def __init__(self, html: str, text: str, data: Any = None) -> None:
+    def __init__(self, html: str, text: str, data: Any = None, payload: Any = None) -> None:
         self.html = html
         self.text = text
         self.data = data
+        self.payload = payload
 
     def _repr_html_(self) -> str:
         return self.html
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle: dict[str, Any] = {"text/html": self.html, "text/plain": self.text}
+        if self.payload is not None:
+            bundle[schema.MIME_TYPE] = self.payload
+        return bundle
 
     def __repr__(self) -> str:
         return self.text
@@ -110,7 +121,10 @@ def probe_card(summary: Mapping[str, Any]) -> HTMLView:
     rows = [(label, text) for _k, label, text in presentation.card_rows(summary)]
     title = f"probe {summary['name']}" if summary.get("name") else "probe"
     return HTMLView(
-        presentation.render_probe_card(summary), presentation.text_table(title, rows), dict(summary)
+        presentation.render_probe_card(summary),
+        presentation.text_table(title, rows),
+        dict(summary),
+        schema.payload("table", rows=rows, title=title),
     )
 
 
@@ -127,6 +141,7 @@ def evaluation_view(
         presentation.render_metrics(metrics, roc=roc, title=title),
         presentation.text_table(title, rows),
         dict(metrics),
+        schema.payload("metrics", metrics=metrics, roc=roc, title=title),
     )
 
 
@@ -147,4 +162,8 @@ def cache_view(info: Any, removed: int | None = None) -> HTMLView:
         html = f'<div class="lmpj lmpj-muted">{presentation.esc(note)}</div>{html}'
         text = f"{note}\n{text}"
         data["removed"] = removed
-    return HTMLView(html, text, data)
+    rows = [(label, value) for _k, label, value in presentation.cache_rows(info)]
+    table = schema.payload(
+        "table", rows=rows, title="activation cache", note=note if removed is not None else ""
+    )
+    return HTMLView(html, text, data, table)

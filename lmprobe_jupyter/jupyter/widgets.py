@@ -4,7 +4,9 @@ Each widget syncs only summaries (tokens and scores, curve points, bar rows) plu
 markup :mod:`lmprobe_jupyter.presentation` builds from them (``_html``). The
 JavaScript in ``presentation/static/`` mounts that markup and adds the interaction (threshold
 slider, clickable layers), so the live view and the static ``text/html`` fallback
-that every widget also puts in its mimebundle are the same picture.
+that every widget also puts in its mimebundle are the same picture. The mimebundle also
+carries the versioned JSON payload (:mod:`lmprobe_jupyter.presentation.payload`), which the
+project's JupyterLab extension draws when the notebook is reopened without a kernel.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import anywidget
 import traitlets
 
 from .. import presentation
+from ..presentation import payload as schema
 
 __all__ = [
     "BatteryWidget",
@@ -49,6 +52,10 @@ class HTMLBackedWidget(anywidget.AnyWidget):
     def _render(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _payload(self) -> dict | None:
+        """The versioned JSON payload of the current state (None: nothing to draw yet)."""
+        return None
+
     def _static_html(self) -> str:
         """The self-contained HTML fallback for the widget's current state."""
         return self._render()
@@ -66,6 +73,9 @@ class HTMLBackedWidget(anywidget.AnyWidget):
         data, metadata = bundle
         data = dict(data)
         data["text/html"] = self._static_html()
+        saved = self._payload()
+        if saved is not None:
+            data[schema.MIME_TYPE] = saved
         return data, metadata
 
 
@@ -115,6 +125,16 @@ class TokenHighlightWidget(HTMLBackedWidget):
                 f"vmax={proposal['value']!r} must be greater than vmin={self.vmin!r}"
             )
         return proposal["value"]
+
+    def _payload(self) -> dict:
+        return schema.payload(
+            "tokens",
+            texts=self.texts,
+            threshold=self.threshold,
+            vmin=self.vmin,
+            vmax=self.vmax,
+            note=self.note,
+        )
 
     def _render(self) -> str:
         return presentation.render_token_highlights(
@@ -170,6 +190,20 @@ class SweepCurveWidget(HTMLBackedWidget):
             )
         return value
 
+    def _payload(self) -> dict | None:
+        if not self.layers:
+            return None
+        return schema.payload(
+            "sweep",
+            layers=self.layers,
+            train_scores=self.train_scores or None,
+            test_scores=self.test_scores or None,
+            best_layer=self.best_layer,
+            best_by=self.best_by,
+            selected_layer=self.selected_layer,
+            metric=self.metric,
+        )
+
     def _render(self) -> str:
         if not self.layers:
             return '<div class="lmpj lmpj-muted">no layers yet</div>'
@@ -205,6 +239,11 @@ class BatteryWidget(HTMLBackedWidget):
     @traitlets.validate("rows")
     def _valid_rows(self, proposal: dict) -> list[dict]:
         return presentation.normalize_battery_rows(proposal["value"])
+
+    def _payload(self) -> dict | None:
+        if not self.rows:
+            return None
+        return schema.payload("battery", rows=self.rows, metric=self.metric)
 
     def _render(self) -> str:
         if not self.rows:

@@ -169,7 +169,11 @@ def test_matches_single_process_smollm(local_ray, smollm):
     ref = _local(smollm, PROMPTS, layers, "last_token")
     for layer in layers:
         assert got[layer].shape == (len(PROMPTS), 576)
-        np.testing.assert_allclose(got[layer], ref[layer], atol=1e-5)
+        # fp32 residual stream up to ~100 at deep layers: batch shapes differ between the
+        # workers and the local run, so kernels sum in another order; the error scales with
+        # the row's magnitude, not the element's (2e-5 apart at x = 0.72, layer 29, seen)
+        scale = float(np.abs(ref[layer]).max())
+        np.testing.assert_allclose(got[layer], ref[layer], rtol=1e-5, atol=1e-6 * scale)
 
 
 def test_rerun_sends_only_uncached_prompts_and_then_nothing(local_ray, tiny_model_path, tiny):

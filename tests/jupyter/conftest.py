@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -198,3 +199,34 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+def _open_and_run_all(page, lab, name: str, timeout_s: float = 120) -> None:
+    """Open ``name`` in a fresh workspace, wait for the kernel, then Run All Cells."""
+    kernel_ready = {"seen": False}
+
+    def on_ws(ws):
+        def on_frame(payload):
+            data = payload if isinstance(payload, bytes) else payload.encode()
+            if b"kernel_info_reply" in data:
+                kernel_ready["seen"] = True
+
+        ws.on("framereceived", on_frame)
+
+    page.on("websocket", on_ws)
+    page.goto(lab.notebook_url(name))
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=timeout_s * 1000)
+    deadline = time.monotonic() + timeout_s
+    while not kernel_ready["seen"]:
+        if time.monotonic() > deadline:
+            raise AssertionError("no kernel_info_reply frame: the kernel never became ready")
+        page.wait_for_timeout(200)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+
+@pytest.fixture
+def open_and_run():
+    """``open_and_run(page, lab, name)``: open a notebook in JupyterLab, wait for its
+    kernel's ``kernel_info_reply``, then Run All Cells."""
+    return _open_and_run_all

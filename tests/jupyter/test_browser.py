@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
@@ -56,30 +55,6 @@ def notebook_cells(model: str) -> list[str]:
     ]
 
 
-def _open_and_run(page, lab, name: str, timeout_s: float = 120) -> None:
-    """Open ``name`` in a fresh workspace, wait for the kernel, then Run All Cells."""
-    kernel_ready = {"seen": False}
-
-    def on_ws(ws):
-        def on_frame(payload):
-            data = payload if isinstance(payload, bytes) else payload.encode()
-            if b"kernel_info_reply" in data:
-                kernel_ready["seen"] = True
-
-        ws.on("framereceived", on_frame)
-
-    page.on("websocket", on_ws)
-    page.goto(lab.notebook_url(name))
-    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=timeout_s * 1000)
-    deadline = time.monotonic() + timeout_s
-    while not kernel_ready["seen"]:
-        if time.monotonic() > deadline:
-            raise AssertionError("no kernel_info_reply frame: the kernel never became ready")
-        page.wait_for_timeout(200)
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-
-
 def _kernel_errors(page) -> list[str]:
     return page.locator(
         '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
@@ -118,11 +93,13 @@ def _over_flags(locator) -> list[bool]:
     return locator.evaluate_all("els => els.map(e => e.classList.contains('lmpj-over'))")
 
 
-def test_magics_and_widgets_in_jupyterlab(lab, browser, tmp_path, notebook_writer, tiny_model_path):
+def test_magics_and_widgets_in_jupyterlab(
+    lab, browser, open_and_run, tmp_path, notebook_writer, tiny_model_path
+):
     notebook_writer(lab.root / "probe.ipynb", notebook_cells(tiny_model_path))
     page = browser.new_page(viewport={"width": 1280, "height": 2200})
     try:
-        _open_and_run(page, lab, "probe.ipynb")
+        open_and_run(page, lab, "probe.ipynb")
         _check_notebook(page)
     finally:
         page.screenshot(path=str(tmp_path / "notebook.png"), full_page=True)
@@ -130,11 +107,16 @@ def test_magics_and_widgets_in_jupyterlab(lab, browser, tmp_path, notebook_write
 
 
 def _check_notebook(page) -> None:
-    # %%probe_fit: the summary card
-    card = _wait(page, ".lmpj-card")
+    # %%probe_fit: the summary card, drawn by the extension from its JSON payload
+    card = _wait(page, _cell(page, 1).locator(".lmpx-kind-table"))
     assert "probe dog_probe" in card.inner_text()
-    assert card.locator('tr[data-field="n_positive"] td').inner_text() == "2"
-    assert card.locator('tr[data-field="layers"] td').inner_text() == "2"
+    rows = dict(
+        card.locator("tr").evaluate_all(
+            "els => els.map(e => [...e.children].map(c => c.textContent))"
+        )
+    )
+    assert rows["positive prompts"] == "2"
+    assert rows["layers"] == "2"
 
     # %probe_tokens: the live widget (slider present); every span coloured by its score
     magic_tok = _cell(page, 2).locator(".lmpj-token-widget")
@@ -214,12 +196,12 @@ def theme_notebook_cells(model: str) -> list[str]:
 
 
 OUTPUT_KINDS = {  # root class of each output -> the cell that makes it
-    "lmpj-card": 1,
+    # static outputs are drawn by the extension (lmpx-*); the cache table is cell 6
+    "lmpx-kind-table": 1,
     "lmpj-tokens": 2,
-    "lmpj-metrics": 3,
+    "lmpx-kind-metrics": 3,
     "lmpj-battery": 4,
     "lmpj-sweep": 5,
-    "lmpj-cache": 6,
     "lmpj-monitor": 7,
 }
 
@@ -293,6 +275,9 @@ def _assert_readable(page, theme: str) -> None:
 def _wait_for_outputs(page) -> None:
     for kind, cell in OUTPUT_KINDS.items():
         _wait(page, _cell(page, cell).locator(f".{kind}"))
+    assert (
+        "activation cache" in _wait(page, _cell(page, 6).locator(".lmpx-kind-table")).inner_text()
+    )
     # the monitor is sent again once generation ends: wait for its final state
     _wait(page, _cell(page, 7).locator('.lmpj-monitor[data-status="done"]'))
 
@@ -320,11 +305,13 @@ def _save(page, path, timeout_s: float = 30) -> None:
     raise AssertionError(f"{path.name} was not saved with its outputs")
 
 
-def test_dark_theme_contrast_and_reload(lab, browser, tmp_path, notebook_writer, tiny_model_path):
+def test_dark_theme_contrast_and_reload(
+    lab, browser, open_and_run, tmp_path, notebook_writer, tiny_model_path
+):
     notebook_writer(lab.root / "theme.ipynb", theme_notebook_cells(tiny_model_path))
     page = browser.new_page(viewport={"width": 1280, "height": 3200})
     try:
-        _open_and_run(page, lab, "theme.ipynb")
+        open_and_run(page, lab, "theme.ipynb")
         _wait_for_outputs(page)
         assert _theme(page) == ("JupyterLab Light", "true")
         _assert_readable(page, "light")
@@ -367,3 +354,232 @@ def test_dark_theme_contrast_and_reload(lab, browser, tmp_path, notebook_writer,
         _assert_readable(page, "dark")
     finally:
         page.screenshot(path=str(tmp_path / "dark.png"), full_page=True)
+
+
+# ---------------------------------------------------------------- reopened without a kernel
+
+LMPX_MIME = "application/vnd.lmprobe.v1+json"
+IMAGES = REPO_IMAGES = (
+    __import__("pathlib").Path(__file__).resolve().parents[2] / "notebooks/images"
+)
+# token strings that would run script if a renderer parsed notebook text as HTML
+HOSTILE = [
+    '<img src=x onerror="window.__lmpx_pwned=1">',
+    "</script><script>window.__lmpx_pwned=2</script>",
+    " plain",
+]
+
+
+def reopen_cells(model: str) -> list[str]:
+    """One output of every kind the extension draws (the tiny model keeps it fast)."""
+    return [
+        "%load_ext lmprobe_jupyter\n"
+        "from lmprobe_jupyter.jupyter.widgets import show_sweep, show_tokens, show_battery\n"
+        "X = ['Let us go to the park, buddy!', 'Curled up in a box, purring.']\ny = [1, 0]",
+        f"%%probe_fit dog_probe --model {model} --layers 2 --random-state 0\n"
+        "+ Who wants to go for a walk?\n+ Fetch the ball!\n"
+        "- Purring, stalking, pouncing, scratching.\n- Uses a litterbox, throws sand.\n",
+        "%probe_tokens dog_probe Who's a good boy?",
+        "%probe_eval dog_probe --test X --labels y",
+        "show_sweep([0, 1, 2, 3], train_scores=[0.5, 0.7, 0.9, 0.8],\n"
+        "           test_scores=[0.45, 0.65, 0.95, 0.7])",
+        "show_battery([{'name': 'bag of words', 'score': 0.7, 'fit_s': 0.01},\n"
+        "              {'name': 'majority', 'score': 0.5},\n"
+        "              {'name': 'probe', 'score': 0.9, 'is_probe': True}])",
+        f"show_tokens([({HOSTILE!r}, [0.9, float('nan'), 0.1])], threshold=0.5)",
+        "%probe_monitor dog_probe Hello there --max-new-tokens 4 --threshold 0.0",
+        "%probe_errors dog_probe X --labels y --highlight 2",
+        "dog_probe.robustness_report(X * 3, y * 3, ['uppercase', 'leetspeak'], n_bootstrap=50)",
+    ]
+
+
+REOPEN_KINDS = {
+    1: "table",
+    2: "tokens",
+    3: "metrics",
+    4: "sweep",
+    5: "battery",
+    6: "tokens",
+    7: "monitor",
+    8: "errors",
+    9: "robustness",
+}
+
+
+def _shutdown_kernels(lab) -> int:
+    import urllib.request
+
+    token = "lmprobe-test-token"  # the lab fixture's (tests/jupyter/conftest.py)
+    kernels = lab.api("/api/kernels")
+    for k in kernels:
+        req = urllib.request.Request(
+            f"{lab.base}/api/kernels/{k['id']}",
+            method="DELETE",
+            headers={"Authorization": f"token {token}"},
+        )
+        urllib.request.urlopen(req, timeout=30).read()
+    return len(kernels)
+
+
+def _colour_pixels(png: bytes, rgb: tuple[int, int, int], tol: int = 40) -> int:
+    import io
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    return sum(1 for p in img.getdata() if all(abs(a - b) <= tol for a, b in zip(p, rgb)))
+
+
+def _assert_reopened(page, theme: str) -> None:
+    for cell, kind in REOPEN_KINDS.items():
+        _wait(page, _cell(page, cell).locator(f".lmpx.lmpx-kind-{kind}"), 60)
+    page.wait_for_timeout(2500)  # the widget manager gives up on a model after 2 s
+    text = page.locator(".jp-NotebookPanel").inner_text()
+    assert "model not found" not in text and "Error displaying widget" not in text
+    assert page.locator(".lmpx-error").count() == 0, page.locator(".lmpx-error").all_inner_texts()
+    # widget outputs are read-only now and say why, in one line
+    for cell in (2, 4, 5, 6, 8):
+        note = _cell(page, cell).locator(".lmpx-kernel-note")
+        assert note.inner_text().endswith("clicking needs a running kernel (re-run the cell).")
+    # the error table (both examples, the highlights computed in the kernel) and the
+    # robustness chart (clean + two transforms, a dot each) and table
+    errors = _cell(page, 8)
+    assert errors.locator(".lmpx-errors-table tbody tr").count() == 2
+    assert errors.locator(".lmpx-errors-table .lmpx-tok").count() > 2
+    notes = errors.locator(".lmpx-note").all_inner_texts()
+    assert any(n.startswith("Relabeling, excluding and refitting need a running") for n in notes)
+    robust = _cell(page, 9)
+    assert robust.locator("svg.lmpx-robust-svg circle").count() == 3
+    cells = robust.locator(".lmpx-robust-table tbody tr td:first-child").all_text_contents()
+    assert cells == ["clean", "uppercase", "leetspeak"]
+    assert "probe dog_probe" in _cell(page, 1).inner_text()
+    # the sweep: axes, ticks for every layer, 8 points with hover values, best layer by CV
+    sweep = _cell(page, 4).locator("svg.lmpx-chart")
+    assert sweep.locator("path.lmpx-axis").count() == 1
+    assert sweep.locator("text.lmpx-xtick").all_text_contents() == ["0", "1", "2", "3"]
+    assert sweep.locator("circle.lmpx-point").count() == 8
+    assert _cell(page, 4).locator(".lmpx-best-label").inner_text() == (
+        "best layer 2 (chosen by CV 0.900; test 0.950)"
+    )
+    sweep.locator("circle.lmpx-test[data-layer='3']").hover()
+    assert _cell(page, 4).locator(".lmpx-readout").inner_text() == "layer 3: test accuracy 0.700"
+    shot = sweep.screenshot()
+    # points and lines in the series colours, axes drawn: the picture is not blank
+    assert _colour_pixels(shot, (31, 119, 180)) > 200, "no train (blue) curve in the sweep"
+    assert _colour_pixels(shot, (214, 39, 40)) > 200, "no test (red) curve in the sweep"
+    assert _colour_pixels(shot, (26, 152, 80)) > 50, "no best-layer (green) marker"
+    # the hostile tokens are shown as text and ran nothing
+    toks = _cell(page, 6).locator(".lmpx-tokbody .lmpx-tok").all_text_contents()
+    assert toks == HOSTILE
+    assert page.evaluate("window.__lmpx_pwned") is None
+    assert _cell(page, 6).locator("img").count() == 0
+    # unscored token greyed, colours as the Python renderer's
+    colours = (
+        _cell(page, 6)
+        .locator(".lmpx-tokbody .lmpx-tok")
+        .evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
+    )
+    assert colours == [_rgb(score_color(0.9)), _rgb(score_color(None)), _rgb(score_color(0.1))]
+    assert _cell(page, 6).locator(".lmpx-colorbar").count() == 1
+    # readable text everywhere in our drawings
+    measured = page.evaluate(CONTRAST_JS, ["lmpx"])
+    assert len(measured) > 30, measured
+    low = [r for r in measured if r["ratio"] < 4.5]
+    assert not low, f"{theme}: text below 4.5:1: {low[:5]}"
+
+
+def test_reopened_notebook_draws_every_output_without_a_kernel(
+    lab, browser, open_and_run, tmp_path, notebook_writer, tiny_model_path
+):
+    path = notebook_writer(lab.root / "reopen.ipynb", reopen_cells(tiny_model_path))
+    page = browser.new_page(viewport={"width": 1280, "height": 3000})
+    try:
+        open_and_run(page, lab, "reopen.ipynb")
+        # live: the widgets are the anywidget views (interactive), mounted by our renderer
+        _wait(page, _cell(page, 4).locator(".lmpj-sweep-widget svg.lmpj-sweep-svg"))
+        _wait(page, _cell(page, 7).locator('.lmpj-monitor[data-status="done"]'))
+        assert page.locator(".lmpx-kernel-note:visible").count() == 0
+        _save(page, path)
+        page.close()
+        assert _shutdown_kernels(lab) >= 1
+
+        page = browser.new_page(viewport={"width": 1280, "height": 3000})
+        page.goto(lab.notebook_url("reopen.ipynb"))
+        _assert_reopened(page, "light")
+        IMAGES.mkdir(exist_ok=True)
+        page.locator(".jp-NotebookPanel").screenshot(path=str(IMAGES / "reopened_light.png"))
+
+        _shutdown_kernels(lab)
+        lab.put(
+            "/lab/api/settings/@jupyterlab/apputils-extension:themes",
+            {"raw": '{"theme": "JupyterLab Dark"}'},
+        )
+        page.goto(lab.notebook_url("reopen.ipynb"))
+        page.wait_for_selector(
+            'body[data-jp-theme-name="JupyterLab Dark"]', state="attached", timeout=60000
+        )
+        _assert_reopened(page, "dark")
+        page.locator(".jp-NotebookPanel").screenshot(path=str(IMAGES / "reopened_dark.png"))
+    finally:
+        if not page.is_closed():
+            page.screenshot(path=str(tmp_path / "reopened.png"), full_page=True)
+
+
+def _saved_output(payload: object, text: str = "text copy") -> dict:
+    return {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {LMPX_MIME: payload, "text/plain": text, "text/html": "<b>fallback</b>"},
+    }
+
+
+def test_bad_saved_outputs_give_inline_messages(lab, browser, tmp_path):
+    """Unknown version, missing fields, an unknown kind, 10 MB of tokens: never blank."""
+    import nbformat
+
+    huge = ["tok-" + "y" * 6] * 1_000_000  # 10 MB of token text, written by hand
+    outputs = [
+        _saved_output({"version": 2, "kind": "sweep", "data": {}}, "v2 text"),
+        _saved_output({"version": 1, "kind": "sweep", "data": {"metric": "auroc"}}, "no layers"),
+        _saved_output({"version": 1, "kind": "pie", "data": {}}, "pie text"),
+        _saved_output(
+            {
+                "version": 1,
+                "kind": "tokens",
+                "data": {"texts": [{"tokens": huge, "scores": [0.5] * len(huge)}]},
+            }
+        ),
+    ]
+    nb = nbformat.v4.new_notebook()
+    for out in outputs:
+        cell = nbformat.v4.new_code_cell("pass")
+        cell.outputs = [nbformat.from_dict(out)]
+        nb.cells.append(cell)
+    nbformat.write(nb, str(lab.root / "bad.ipynb"))
+    assert (lab.root / "bad.ipynb").stat().st_size > 10_000_000
+    page = browser.new_page(viewport={"width": 1280, "height": 1600})
+    try:
+        page.goto(lab.notebook_url("bad.ipynb"))
+        _wait(page, _cell(page, 3).locator(".lmpx-note"), 90)
+        errors = [_cell(page, i).locator(".lmpx-error").inner_text() for i in range(3)]
+        assert errors[0].startswith(
+            "This lmprobe output uses schema version 2; this extension reads version 1."
+        )
+        assert (
+            errors[1]
+            == "Could not draw this lmprobe sweep output: the saved output has no 'layers' field."
+        )
+        assert errors[2].startswith("This extension cannot draw lmprobe outputs of kind 'pie' yet")
+        assert [_cell(page, i).locator(".lmpx-plain").inner_text() for i in range(3)] == [
+            "v2 text",
+            "no layers",
+            "pie text",
+        ]
+        assert _cell(page, 3).locator(".lmpx-note").inner_text() == (
+            "showing the first 20000 of 1000000 tokens"
+        )
+        assert _cell(page, 3).locator(".lmpx-tokbody .lmpx-tok").count() == 20_000
+        # the tab still answers
+        assert page.evaluate("1 + 1") == 2
+    finally:
+        page.screenshot(path=str(tmp_path / "bad.png"))

@@ -62,7 +62,8 @@ def test_notebook_executes_with_project_kernel(executed):
 
 def test_outputs_carry_widget_and_static_html(executed):
     card = _data(executed.cells[1])
-    assert set(card) == {"text/plain", "text/html"}
+    assert set(card) == {"text/plain", "text/html", "application/vnd.lmprobe.v1+json"}
+    assert card["application/vnd.lmprobe.v1+json"]["kind"] == "table"
     assert (
         '<tr data-field="n_positive"><th>positive prompts</th><td>2</td></tr>' in card["text/html"]
     )

@@ -20,6 +20,7 @@ from lmprobe_jupyter.jupyter.widgets import (
 
 STATIC = render.STATIC_DIR
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+LMPX_MIME = "application/vnd.lmprobe.v1+json"
 
 
 def _bundle(widget):
@@ -51,8 +52,15 @@ def test_token_widget_state_and_fallback():
     assert w.texts == [{"tokens": ["Good", " dog", "\n"], "scores": [1.0, 0.75, None], "max": 1.0}]
     json.dumps(w.get_state())  # synced state is JSON (no NaN, no arrays)
     data = _bundle(w)
-    assert set(data) == {"text/plain", WIDGET_MIME, "text/html"}
+    assert set(data) == {"text/plain", WIDGET_MIME, "text/html", LMPX_MIME}
     assert data[WIDGET_MIME]["model_id"] == w.model_id
+    # the saved JSON the JupyterLab extension draws without a kernel: strict JSON
+    saved = json.loads(json.dumps(data[LMPX_MIME], allow_nan=False))
+    assert saved["kind"] == "tokens" and saved["version"] == 1
+    assert saved["data"]["texts"] == [
+        {"tokens": ["Good", " dog", "\n"], "scores": [1.0, 0.75, None], "max": 1.0, "n": 3}
+    ]
+    assert saved["data"]["threshold"] == 0.6
     html = data["text/html"]
     assert html == w._html  # same markup live and static
     assert 'class="lmpj-tok lmpj-over" style="background-color:#b2182b;color:#ffffff"' in html
@@ -142,3 +150,35 @@ def test_empty_widgets_render_placeholders():
     assert "no layers yet" in SweepCurveWidget()._html
     assert "no baselines yet" in BatteryWidget()._html
     assert "no texts" in TokenHighlightWidget()._html
+
+
+def test_sweep_and_battery_bundles_carry_the_payload():
+    w = show_sweep([2, 0, 1], train_scores=[0.9, 0.5, 0.7], test_scores=[0.95, 0.45, 0.65])
+    d = _bundle(w)[LMPX_MIME]["data"]
+    assert d["layers"] == [0, 1, 2]
+    assert d["train_scores"] == [0.5, 0.7, 0.9]
+    assert d["test_scores"] == [0.45, 0.65, 0.95]
+    assert (d["best_layer"], d["best_by"], d["metric"]) == (2, "cv", "accuracy")
+    b = show_battery(
+        [{"name": "bow", "score": 0.7}, {"name": "probe", "score": 0.9, "is_probe": True}]
+    )
+    rows = _bundle(b)[LMPX_MIME]["data"]["rows"]
+    assert [(r["name"], r["is_probe"]) for r in rows] == [("probe", True), ("bow", False)]
+
+
+def test_empty_widgets_carry_no_payload():
+    assert LMPX_MIME not in _bundle(SweepCurveWidget())
+    assert LMPX_MIME not in _bundle(BatteryWidget())
+
+
+def test_views_carry_payload_html_and_text():
+    from lmprobe_jupyter.jupyter.views import evaluation_view
+
+    v = evaluation_view({"auroc": 0.75, "n": 8}, roc={"fpr": [0, 0.5, 1], "tpr": [0, 1, 1]})
+    bundle = v._repr_mimebundle_()
+    assert set(bundle) == {"text/html", "text/plain", LMPX_MIME}
+    assert bundle["text/html"] == v._repr_html_()
+    p = bundle[LMPX_MIME]
+    assert p["kind"] == "metrics"
+    assert p["data"]["rows"][0] == {"name": "auroc", "value": 0.75, "text": None}
+    assert p["data"]["roc"] == {"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 1.0, 1.0]}

@@ -220,6 +220,13 @@ class BatteryResults:
 
         return display.widget("battery", self.to_rows(), metric=metric)
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict | None:
+        if not self.results:
+            return None
+        from ...presentation.payload import repr_bundle
+
+        return repr_bundle("battery", rows=self.to_rows())
+
     def _repr_html_(self) -> str | None:
         if not self.results:
             return None
