@@ -33,7 +33,7 @@ os.environ.setdefault("LMPROBE_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LMPROBE_MODELS_DIR", str(Path.home() / ".cache" / "lmprobe" / "models"))
 
-from lmprobe_jupyter.engine import cache as C  # noqa: E402
+from lmprobe_jupyter.engine.cache import store as C  # noqa: E402
 
 ADJ = ["great", "awful", "fine", "slow", "broken", "lovely", "cheap", "solid", "noisy", "odd"]
 NOUN = ["phone", "chair", "lamp", "book", "kettle", "bike", "desk", "camera", "watch", "shoe"]
@@ -84,8 +84,8 @@ def bench_raw(n: int, hidden: int, root: Path) -> list[tuple[str, str]]:
 
 
 def bench_probe(model: str, n: int, layers: list[int], dtype: str) -> list[tuple[str, str]]:
-    from lmprobe_jupyter.engine.extraction import Extractor
-    from lmprobe_jupyter.engine.probe import Probe
+    from lmprobe_jupyter.engine.extraction.extractor import Extractor
+    from lmprobe_jupyter.engine.probes.probe import Probe
 
     C.set_cache_dtype(dtype)
     pos = [f"I love this, the {x} is wonderful." for x in NOUN]

@@ -103,14 +103,18 @@ def timed_rows(fns: dict, repeats: int, device) -> tuple[dict, dict]:
 
 
 def load(args, dtype):
-    from lmprobe_jupyter.engine.models import DEFAULT_MODEL, LoadedModel, load_model
+    from lmprobe_jupyter.engine.extraction.models import DEFAULT_MODEL, LoadedModel, load_model
 
     if not args.random_weights:
         return load_model(DEFAULT_MODEL, device=args.device, dtype=dtype)
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from lmprobe_jupyter.engine.models import resolve_device, resolve_dtype, resolve_model
+    from lmprobe_jupyter.engine.extraction.models import (
+        resolve_device,
+        resolve_dtype,
+        resolve_model,
+    )
 
     path = resolve_model(DEFAULT_MODEL)[1]
     cfg = AutoConfig.from_pretrained(path)
@@ -137,8 +141,8 @@ class Floors:
     def __init__(self, loaded, layer: int):
         import torch
 
-        from lmprobe_jupyter.engine.extraction import Extractor
-        from lmprobe_jupyter.engine.models import decoder_layers
+        from lmprobe_jupyter.engine.extraction.extractor import Extractor
+        from lmprobe_jupyter.engine.extraction.models import decoder_layers
 
         self.loaded = loaded
         self.torch = torch
@@ -229,7 +233,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from lmprobe_jupyter.engine.extraction import Extractor
+    from lmprobe_jupyter.engine.extraction.extractor import Extractor
 
     f32 = load(args, "float32")
     auto = load(args, "auto")

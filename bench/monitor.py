@@ -64,8 +64,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-    from lmprobe_jupyter.engine.chat import render_chat
-    from lmprobe_jupyter.engine.probe import Probe
+    from lmprobe_jupyter.engine.extraction.chat import render_chat
+    from lmprobe_jupyter.engine.probes.probe import Probe
 
     layers = int(args.layers) if args.layers.lstrip("-").isdigit() else args.layers
     probe = Probe(layers=layers, device=args.device, random_state=0, progress=False)

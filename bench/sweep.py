@@ -130,9 +130,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     from lmprobe_jupyter import Probe
-    from lmprobe_jupyter.engine import cache
-    from lmprobe_jupyter.engine.extraction import Extractor
-    from lmprobe_jupyter.engine.models import DEFAULT_MODEL, load_model
+    from lmprobe_jupyter.engine.cache import store as cache
+    from lmprobe_jupyter.engine.extraction.extractor import Extractor
+    from lmprobe_jupyter.engine.extraction.models import DEFAULT_MODEL, load_model
 
     tmp = tempfile.TemporaryDirectory(prefix="lmprobe-bench-sweep-")  # cold caches
     os.environ["LMPROBE_CACHE_DIR"] = tmp.name

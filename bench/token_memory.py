@@ -21,7 +21,7 @@ load (sampled every 5 ms):
   tokens in memory (the path used before the store, and still with the cache off);
 - ``train all n=N``: the every-token logistic probe of the shift benchmark
   (``train_pooling="all"``, layers ``--all-layers``, ``preprocessing="standard"``),
-  fitted from the store a chunk at a time (:mod:`lmprobe_jupyter.engine.token_linear`);
+  fitted from the store a chunk at a time (:mod:`lmprobe_jupyter.engine.probes.token_linear`);
 - ``train all, store read per pass``: the same with nothing held between passes
   (``token_linear.RESIDENT_BYTES = 0``, what happens past that budget);
 - ``fit all in RAM``: the same probe fitted the way it was before (and still is for
@@ -113,7 +113,7 @@ def phase(args) -> dict:
     earlier phase freed, which would hide a later phase's growth)."""
     import torch
 
-    from lmprobe_jupyter.engine import cache as cache_mod
+    from lmprobe_jupyter.engine.cache import store as cache_mod
 
     torch.set_num_threads(args.threads)
     cache_mod.set_cache_backend(args.store)
@@ -122,7 +122,7 @@ def phase(args) -> dict:
     base = {"extract": "mil", "in-ram": "mil", "extract-all": "all", "all-reread": "all"}
     base = base.get(kind, kind)
     if kind == "all-reread":
-        from lmprobe_jupyter.engine import token_linear
+        from lmprobe_jupyter.engine.probes import token_linear
 
         token_linear.RESIDENT_BYTES = 0  # nothing held between passes: each reads the store
     probe = make_probe(base, args)

@@ -53,7 +53,7 @@ special tokens are not scored):
   product. The news (the Lee corpus of Australian Broadcasting Corporation articles in
   ``gensim/test/test_data/lee_background.cor``, read from the PyPI package ``gensim``'s
   wheel) is a kind of text the benchmark never tests in: the test prose stays unseen.
-- ``mil rolling_max:16``: :class:`~lmprobe_jupyter.engine.sequence_probes.MILProbe`,
+- ``mil rolling_max:16``: :class:`~lmprobe_jupyter.engine.probes.sequence_probes.MILProbe`,
   trained through the aggregation.
 - ``attention``, ``attention w16``: :class:`AttentionProbe` (4 heads; global softmax, and
   softmax within windows of 16 tokens, best window).
@@ -116,7 +116,7 @@ EXTRACT_LAYERS = [4, 6, 8, 10, 12, 14, 16, 18, 20, 24]
 
 # ---------------------------------------------------------------- shipped data
 def bench_cache() -> Path:
-    from lmprobe_jupyter.engine.models import cache_root
+    from lmprobe_jupyter.engine.extraction.models import cache_root
 
     d = cache_root() / "bench" / "token_probes"
     d.mkdir(parents=True, exist_ok=True)
@@ -201,8 +201,8 @@ def extract(lm, texts, spans, layers, path: Path, chunk=64, token_budget=4096):
     if path.exists():
         z = np.load(path, allow_pickle=False)
         return {k: z[k] for k in z.files}
-    from lmprobe_jupyter.engine.extraction import Extractor
-    from lmprobe_jupyter.engine.span_data import span_owners
+    from lmprobe_jupyter.engine.extraction.extractor import Extractor
+    from lmprobe_jupyter.engine.probes.span_data import span_owners
 
     ex = Extractor(lm, batch_size=8, use_cache=False)
     n_ids = [len(x) for x in ex.encode(texts)]
@@ -366,7 +366,7 @@ class PooledMethod:
     def score(self, cond, idx):
         if self.aggregation is None:
             return self.est.decision_function(cond.pooled(idx, self.pooling))
-        from lmprobe_jupyter.engine.windows import aggregate_rows
+        from lmprobe_jupyter.engine.probes.windows import aggregate_rows
 
         return aggregate_rows(self.token_scores(cond, idx), self.aggregation)
 
@@ -484,7 +484,11 @@ class SequenceMethod:
 
 
 def methods():
-    from lmprobe_jupyter.engine.sequence_probes import AttentionProbe, MILProbe, MultiMaxProbe
+    from lmprobe_jupyter.engine.probes.sequence_probes import (
+        AttentionProbe,
+        MILProbe,
+        MultiMaxProbe,
+    )
 
     return {
         "last_token": lambda: PooledMethod("last_token"),
@@ -565,7 +569,7 @@ def localization(rows, inside, y):
 
 # ---------------------------------------------------------------- run
 def run(args):
-    from lmprobe_jupyter.engine.models import DEFAULT_MODEL, load_model
+    from lmprobe_jupyter.engine.extraction.models import DEFAULT_MODEL, load_model
 
     rows = load_strongreject()
     if args.limit:

@@ -40,7 +40,7 @@ def margin_text(margin: float | None, best_baseline: str) -> str:
 
 def run_engine() -> dict:
     from lmprobe_jupyter import BaselineBattery, Probe
-    from lmprobe_jupyter.engine.models import DEFAULT_MODEL, load_model
+    from lmprobe_jupyter.engine.extraction.models import DEFAULT_MODEL, load_model
     from lmprobe_jupyter.examples import (
         BENIGN,
         BENIGN_CALIBRATION,

@@ -608,7 +608,7 @@ pools only over the tokens of the user's message.
 """),
     code("""
 from lmprobe_jupyter import Probe
-from lmprobe_jupyter.engine.chat import format_chat
+from lmprobe_jupyter.engine.extraction.chat import format_chat
 
 monitor = Probe(layers=15, chat_template=True, score_roles=("user",), random_state=0)
 print(format_chat(monitor.runtime.tokenizer, "How do antibiotics kill bacteria?", force=True))
@@ -761,7 +761,8 @@ Real deployments calibrate on thousands of prompts from real traffic.
     code("""
 monitor.calibrate(BENIGN_CALIBRATION, fpr=0.05)
 print(f"threshold: {monitor.threshold_:.3f}")
-print(monitor.calibration_)
+# the calibration record; its "scores" (the 20 benign scores) are what probe.drift compares with
+print({k: v for k, v in monitor.calibration_.items() if k != "scores"})
 """),
     code("""
 flags = monitor.flag(test_texts)
@@ -1003,8 +1004,8 @@ cache and the activations are compared with the default backend's.
     code("""
 import numpy as np
 
-from lmprobe_jupyter.engine.extraction import Extractor
-from lmprobe_jupyter.engine.nnsight_backend import NNsightExtractor
+from lmprobe_jupyter.engine.extraction.extractor import Extractor
+from lmprobe_jupyter.engine.extraction.nnsight_backend import NNsightExtractor
 
 sample = prompts[:4]
 local = Extractor(probe.runtime.loaded, use_cache=False, progress=False).pooled(sample, [16], "last_token")
@@ -1030,7 +1031,7 @@ fails at once with a message saying where to get one; an unreachable server fail
 a bounded pre-flight check of about 10 s, not a hang.)
 """),
     code("""
-from lmprobe_jupyter.engine.nnsight_backend import NDIFError, check_ndif_reachable, ndif_api_key
+from lmprobe_jupyter.engine.extraction.nnsight_backend import NDIFError, check_ndif_reachable, ndif_api_key
 
 BIG_MODEL = "meta-llama/Llama-3.1-8B"  # any model NDIF currently hosts
 if not ndif_api_key():
@@ -1114,7 +1115,7 @@ same prompts every time, so a report run twice reads its activations from the ca
 Here is one held-out request through a few of them:
 """),
     code("""
-from lmprobe_jupyter.engine.transforms import DEFAULT_TRANSFORMS, TRANSFORMS, apply_transform
+from lmprobe_jupyter.engine.evaluation.transforms import DEFAULT_TRANSFORMS, TRANSFORMS, apply_transform
 
 request = test_prompts[0]
 for name in ["roleplay", "ignore_previous", "prefix_injection", "paraphrase", "leetspeak", "homoglyphs"]:

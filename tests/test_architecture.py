@@ -191,7 +191,7 @@ def test_no_code_reaches_into_private_attributes_of_project_objects():
 )
 def test_private_import_rule_on_examples(source, expected, monkeypatch):
     tree = ast.parse(source)
-    mod = "lmprobe_jupyter.engine.sweep"
+    mod = "lmprobe_jupyter.engine.evaluation.sweep"
     found = []
     for target, name, _ in _imports(mod, tree, False):
         if _is_private(name) and f"{target}.{name}" not in MODULES:

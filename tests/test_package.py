@@ -40,11 +40,13 @@ def test_every_public_name_resolves():
 def test_engine_never_imports_ipython():
     import lmprobe_jupyter.engine as engine
 
-    mods = [m.name for m in pkgutil.iter_modules(engine.__path__)]
-    assert {"probe", "extraction", "models", "cache"} <= set(mods)
+    mods = [m.name for m in pkgutil.walk_packages(engine.__path__, "lmprobe_jupyter.engine.")]
+    assert {"lmprobe_jupyter.engine.probes.probe", "lmprobe_jupyter.engine.cache.store"} <= set(
+        mods
+    )
     got = _run(
         "import sys, json, importlib;"
-        f"[importlib.import_module('lmprobe_jupyter.engine.' + m) for m in {mods!r}];"
+        f"[importlib.import_module(m) for m in {mods!r}];"
         "print(json.dumps({m: m in sys.modules for m in ['IPython', 'ipywidgets', 'anywidget']}))"
     )
     assert got == {"IPython": False, "ipywidgets": False, "anywidget": False}
@@ -58,9 +60,9 @@ def test_unknown_attribute():
 
 
 def test_lmprobe_names_resolve_to_ours():
-    from lmprobe_jupyter.engine.baselines import BatteryResults
-    from lmprobe_jupyter.engine.features import LayerNormalizer
-    from lmprobe_jupyter.engine.sweep import SweepResult
+    from lmprobe_jupyter.engine.evaluation.baselines import BatteryResults
+    from lmprobe_jupyter.engine.evaluation.sweep import SweepResult
+    from lmprobe_jupyter.engine.probes.features import LayerNormalizer
 
     assert lmprobe_jupyter.LayerSweepResult is SweepResult
     assert lmprobe_jupyter.BaselineResults is BatteryResults

@@ -4,7 +4,7 @@ Synced state is the analysis summary (:meth:`ErrorAnalysis.to_props`: rows with 
 score, label, kind; metrics; the last refit's before/after), never activations. The
 front end (``static/errors.js``) builds the table from that data (text set as text, never
 as HTML) and sends one message per user action; :meth:`ErrorsWidget.handle_message`
-applies it to the :class:`~lmprobe_jupyter.engine.error_analysis.ErrorAnalysis`. A
+applies it to the :class:`~lmprobe_jupyter.engine.evaluation.error_analysis.ErrorAnalysis`. A
 message with an unknown action or example id changes nothing and sets ``error`` (shown in
 the view). Exports get the self-contained ``text/html`` of
 :func:`~lmprobe_jupyter.presentation.errors.render_errors`, which says that relabeling
@@ -40,7 +40,7 @@ def _finite(x: float) -> float | None:
 
 
 class ErrorsWidget(anywidget.AnyWidget):
-    """Live view of an :class:`~lmprobe_jupyter.engine.error_analysis.ErrorAnalysis`.
+    """Live view of an :class:`~lmprobe_jupyter.engine.evaluation.error_analysis.ErrorAnalysis`.
 
     Parameters
     ----------

@@ -36,9 +36,9 @@ DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # never imported cannot have been raised).
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 _PROJECT_USER_ERRORS = (
-    ("lmprobe_jupyter.engine.serialization", "UntrustedPickleError"),
-    ("lmprobe_jupyter.engine.cache", "CacheReadOnlyError"),
-    ("lmprobe_jupyter.engine.nnsight_backend", "NDIFError"),
+    ("lmprobe_jupyter.engine.sharing.serialization", "UntrustedPickleError"),
+    ("lmprobe_jupyter.engine.cache.store", "CacheReadOnlyError"),
+    ("lmprobe_jupyter.engine.extraction.nnsight_backend", "NDIFError"),
 )
 
 
@@ -191,7 +191,7 @@ class ProbeMagics(Magics, Configurable):
             prompts, labels = positive + negative, _labels_for(positive, negative)
             fit_args, fit_kwargs = (positive, negative), {}
 
-        from ..engine.probe import Probe
+        from ..engine.probes.probe import Probe
 
         with _user_errors("probe_fit"):
             probe = Probe(**kwargs).fit(*fit_args, **fit_kwargs)
@@ -240,7 +240,7 @@ class ProbeMagics(Magics, Configurable):
         kwargs.setdefault("layers", "all")
         test_prompts, test_labels = test if test is not None else (None, None)
 
-        from ..engine.probe import Probe
+        from ..engine.probes.probe import Probe
 
         with _user_errors("probe_sweep"):
             result = Probe.sweep_layers(
@@ -281,7 +281,7 @@ class ProbeMagics(Magics, Configurable):
         if isinstance(include, str):
             include = [include]
 
-        from ..engine.baselines import BaselineBattery
+        from ..engine.evaluation.baselines import BaselineBattery
 
         with _user_errors("probe_battery"):
             battery = BaselineBattery(include=include, random_state=probe.random_state)
@@ -425,7 +425,7 @@ class ProbeMagics(Magics, Configurable):
         args = parse_argstring(self.probe_cache, line)
         if args.model is not None and not args.clear:
             raise UsageError("--model only applies with --clear")
-        from ..engine.cache import cache_info, clear_cache
+        from ..engine.cache.store import cache_info, clear_cache
 
         with _user_errors("probe_cache"):
             removed = clear_cache(model=args.model) if args.clear else None

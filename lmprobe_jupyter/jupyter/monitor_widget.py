@@ -197,7 +197,7 @@ class MonitorWidget(HTMLBackedWidget):
         )
 
     def finish(self, result) -> None:
-        """Show the final state of a :class:`~lmprobe_jupyter.engine.monitoring.MonitorResult`."""
+        """Show the final state of a :class:`~lmprobe_jupyter.engine.monitoring.live.MonitorResult`."""
         self.result = result
         self._set(
             threshold=float(result.threshold),
@@ -213,7 +213,7 @@ class MonitorWidget(HTMLBackedWidget):
     def run(self, probe, prompt, **kwargs: Any):
         """Run ``probe.monitor(prompt, **kwargs)``, streaming tokens into this widget.
 
-        Returns the :class:`~lmprobe_jupyter.engine.monitoring.MonitorResult` (also
+        Returns the :class:`~lmprobe_jupyter.engine.monitoring.live.MonitorResult` (also
         kept as ``self.result``).
         """
         user_on_token = kwargs.pop("on_token", None)

@@ -80,7 +80,7 @@ class ScanMagics(Magics):
         return ScanWidget(image)
 
     def _scan(self, args, ns) -> Any:
-        from ..engine.sample_scan import SampleScan
+        from ..engine.evaluation.sample_scan import SampleScan
 
         if args.load is not None:
             if args.source is not None:

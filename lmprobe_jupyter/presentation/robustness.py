@@ -1,7 +1,7 @@
 """HTML of a robustness report: a CI chart per transform, the table, the worst examples.
 
 Self-contained (inline SVG and styles, no script, no network), so an exported notebook
-still shows it. Reads a :class:`~lmprobe_jupyter.engine.robustness.RobustnessReport`
+still shows it. Reads a :class:`~lmprobe_jupyter.engine.evaluation.robustness.RobustnessReport`
 through its public attributes only.
 """
 

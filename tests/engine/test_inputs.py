@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lmprobe_jupyter import Probe
-from lmprobe_jupyter.engine.probe import NotFittedError
+from lmprobe_jupyter.engine.probes.probe import NotFittedError
 
 POS = ["dog barks loud", "puppy wags tail", "hound howls", "woof woof dog"]
 NEG = ["cat purrs soft", "kitten naps", "tabby meows", "cat sits mat"]

@@ -23,7 +23,7 @@ from lmprobe_jupyter.jupyter._args import (
 
 
 def test_every_probe_constructor_option_has_a_flag():
-    from lmprobe_jupyter.engine.probe import Probe
+    from lmprobe_jupyter.engine.probes.probe import Probe
 
     params = [p for p in inspect.signature(Probe.__init__).parameters if p != "self"]
     assert list(PROBE_OPTIONS) == params

@@ -8,8 +8,8 @@ import pytest
 from IPython.core.error import UsageError
 from lmtest_helpers import NEG, POS
 
-from lmprobe_jupyter.engine.error_analysis import ErrorAnalysis
-from lmprobe_jupyter.engine.extraction import Extractor
+from lmprobe_jupyter.engine.evaluation.error_analysis import ErrorAnalysis
+from lmprobe_jupyter.engine.extraction.extractor import Extractor
 from lmprobe_jupyter.jupyter.errors_widget import ErrorsWidget
 
 HELD = ["alpha beta beta", "omega alpha", "delta delta", "alpha", "sigma omega"]

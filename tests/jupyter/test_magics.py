@@ -54,7 +54,7 @@ def dog(shell, tiny_model_path):
 
 
 def test_default_model_matches_engine():
-    from lmprobe_jupyter.engine.models import DEFAULT_MODEL as ENGINE_DEFAULT
+    from lmprobe_jupyter.engine.extraction.models import DEFAULT_MODEL as ENGINE_DEFAULT
 
     assert DEFAULT_MODEL == ENGINE_DEFAULT
     assert ProbeMagics.model.default_value == ENGINE_DEFAULT
@@ -62,7 +62,7 @@ def test_default_model_matches_engine():
 
 def test_probe_fit_cell_binds_probe_and_shows_card(dog, shell, tiny_model_path):
     probe, card = dog
-    from lmprobe_jupyter.engine.probe import Probe
+    from lmprobe_jupyter.engine.probes.probe import Probe
 
     assert isinstance(probe, Probe)
     assert probe.model == tiny_model_path and probe.layers_ == [2] and probe.random_state == 0
@@ -240,7 +240,7 @@ def test_user_mistakes_are_one_line_usage_errors(dog, shell, capsys, cell, messa
 
 
 def test_unfitted_probe_is_a_usage_error(shell):
-    from lmprobe_jupyter.engine.probe import Probe
+    from lmprobe_jupyter.engine.probes.probe import Probe
 
     shell.user_ns["raw"] = Probe()
     with pytest.raises(
@@ -299,7 +299,7 @@ def test_probe_monitor_scores_generated_tokens(dog, shell):
 
 
 def test_probe_sweep_and_monitor_with_a_sequence_classifier(shell, tiny_model_path):
-    from lmprobe_jupyter.engine.sequence_probes import MILProbe
+    from lmprobe_jupyter.engine.probes.sequence_probes import MILProbe
 
     w = shell.run_cell_magic(
         "probe_sweep",
@@ -406,11 +406,11 @@ class _Raising:
 
 
 def _project_errors():
-    from lmprobe_jupyter.engine.cache import CacheReadOnlyError
-    from lmprobe_jupyter.engine.datasets import MissingPromptsError
-    from lmprobe_jupyter.engine.nnsight_backend import NDIFAuthError
-    from lmprobe_jupyter.engine.probe import NotFittedError
-    from lmprobe_jupyter.engine.serialization import (
+    from lmprobe_jupyter.engine.cache.store import CacheReadOnlyError
+    from lmprobe_jupyter.engine.extraction.nnsight_backend import NDIFAuthError
+    from lmprobe_jupyter.engine.probes.probe import NotFittedError
+    from lmprobe_jupyter.engine.sharing.datasets import MissingPromptsError
+    from lmprobe_jupyter.engine.sharing.serialization import (
         ProbeFormatError,
         UnsafeFormatError,
         UntrustedPickleError,

@@ -113,7 +113,7 @@ def test_widget_rerenders_when_threshold_changes():
 
 @pytest.fixture(scope="module")
 def tiny_probe(tiny_model_path):
-    from lmprobe_jupyter.engine.probe import Probe
+    from lmprobe_jupyter.engine.probes.probe import Probe
 
     return Probe(model=tiny_model_path, layers=[1, 2], device="cpu", random_state=0).fit(
         ["bad thing one", "evil plan now"], ["nice sunny day", "kind words said"]

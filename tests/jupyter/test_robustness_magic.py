@@ -6,7 +6,7 @@ import pytest
 from IPython.core.error import UsageError
 from lmtest_helpers import NEG, POS
 
-from lmprobe_jupyter.engine.robustness import RobustnessReport
+from lmprobe_jupyter.engine.evaluation.robustness import RobustnessReport
 
 HELD = ["alpha beta beta", "gamma alpha", "alpha alpha gamma", "omega delta delta", "sigma omega"]
 HELD_Y = [1, 1, 1, 0, 0]

@@ -7,7 +7,7 @@ import base64
 import pytest
 from IPython.core.error import UsageError
 
-from lmprobe_jupyter.engine.sample_scan import SampleScan, ScanImage, SeparabilityMap
+from lmprobe_jupyter.engine.evaluation.sample_scan import SampleScan, ScanImage, SeparabilityMap
 from lmprobe_jupyter.jupyter.scan_widget import ScanWidget, show_scan
 
 PROMPTS = [

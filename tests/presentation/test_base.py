@@ -27,7 +27,7 @@ from lmprobe_jupyter.presentation import (
 def test_no_ipython_or_widget_import():
     """The engine's reprs import presentation: it must pull in no notebook code."""
     code = (
-        "import sys, lmprobe_jupyter.presentation, lmprobe_jupyter.engine.cache\n"
+        "import sys, lmprobe_jupyter.presentation, lmprobe_jupyter.engine.cache.store\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in "
         "('IPython', 'ipywidgets', 'anywidget', 'traitlets') or m.startswith('lmprobe_jupyter.jupyter')]\n"
         "print(bad)"
