@@ -33,7 +33,9 @@ os.environ.setdefault("LMPROBE_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LMPROBE_MODELS_DIR", str(Path.home() / ".cache" / "lmprobe" / "models"))
 
-from lmprobe_jupyter.engine.cache import store as C  # noqa: E402
+from lmprobe_jupyter.engine.cache import settings as C  # noqa: E402
+from lmprobe_jupyter.engine.cache._shard import DTYPES  # noqa: E402
+from lmprobe_jupyter.engine.cache.store import ActivationCache  # noqa: E402
 
 ADJ = ["great", "awful", "fine", "slow", "broken", "lovely", "cheap", "solid", "noisy", "odd"]
 NOUN = ["phone", "chair", "lamp", "book", "kettle", "bike", "desk", "camera", "watch", "shoe"]
@@ -67,7 +69,7 @@ def bench_raw(n: int, hidden: int, root: Path) -> list[tuple[str, str]]:
     ps = prompts(n, "raw")
     arrays = list(np.random.default_rng(0).standard_normal((n, hidden)).astype(np.float32))
     for dtype in ("float32", "float16", "bfloat16"):
-        c = C.ActivationCache(root / dtype, dtype=dtype)
+        c = ActivationCache(root / dtype, dtype=dtype)
         t = time.perf_counter()
         c.store("bench@0", ps, 0, "last_token", arrays)
         store = time.perf_counter() - t
@@ -127,7 +129,7 @@ def main() -> None:
     ap.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
     ap.add_argument("--n", type=int, default=1000, help="prompts to predict")
     ap.add_argument("--layers", type=int, nargs="+", default=[15])
-    ap.add_argument("--dtype", default="float32", choices=list(C.DTYPES))
+    ap.add_argument("--dtype", default="float32", choices=list(DTYPES))
     ap.add_argument("--raw-only", action="store_true", help="skip the model-based part")
     args = ap.parse_args()
 

@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     from token_probes import load_strongreject
 
     from lmprobe_jupyter import Probe
-    from lmprobe_jupyter.engine.cache.store import reset_cache
+    from lmprobe_jupyter.engine.cache.settings import reset_cache
     from lmprobe_jupyter.engine.evaluation.transforms import DEFAULT_TRANSFORMS, apply_transform
 
     rows = load_strongreject()  # from the bench cache's wheels (before the cache moves)

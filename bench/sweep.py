@@ -130,7 +130,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     from lmprobe_jupyter import Probe
-    from lmprobe_jupyter.engine.cache import store as cache
+    from lmprobe_jupyter.engine.cache import settings as cache
     from lmprobe_jupyter.engine.extraction.extractor import Extractor
     from lmprobe_jupyter.engine.extraction.models import DEFAULT_MODEL, load_model
 

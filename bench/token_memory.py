@@ -113,7 +113,7 @@ def phase(args) -> dict:
     earlier phase freed, which would hide a later phase's growth)."""
     import torch
 
-    from lmprobe_jupyter.engine.cache import store as cache_mod
+    from lmprobe_jupyter.engine.cache import settings as cache_mod
 
     torch.set_num_threads(args.threads)
     cache_mod.set_cache_backend(args.store)

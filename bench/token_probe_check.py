@@ -79,7 +79,7 @@ def main(argv=None):
 
     from lmprobe_jupyter import Probe
     from lmprobe_jupyter.engine.extraction.models import DEFAULT_MODEL, load_model
-    from lmprobe_jupyter.engine.probes.windows import aggregate_rows
+    from lmprobe_jupyter.engine.extraction.windows import aggregate_rows
 
     rows = tp.load_strongreject()
     prompts = [r["prompt"] for r in rows]

@@ -366,7 +366,7 @@ class PooledMethod:
     def score(self, cond, idx):
         if self.aggregation is None:
             return self.est.decision_function(cond.pooled(idx, self.pooling))
-        from lmprobe_jupyter.engine.probes.windows import aggregate_rows
+        from lmprobe_jupyter.engine.extraction.windows import aggregate_rows
 
         return aggregate_rows(self.token_scores(cond, idx), self.aggregation)
 

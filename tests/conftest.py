@@ -21,7 +21,7 @@ BUNDLED = "HuggingFaceTB/SmolLM2-135M-Instruct"
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path, monkeypatch):
     """A fresh, empty activation cache for every test."""
-    from lmprobe_jupyter.engine.cache import store as cache
+    from lmprobe_jupyter.engine.cache import settings as cache
 
     d = tmp_path / "lmprobe-cache"
     monkeypatch.setenv("LMPROBE_CACHE_DIR", str(d))
@@ -130,7 +130,7 @@ def bundled_acts(smollm, request):
 @pytest.fixture
 def warm(bundled_acts, smollm):
     """Put the session's real activations into this test's fresh cache: no forward passes."""
-    from lmprobe_jupyter.engine.cache.store import get_cache
+    from lmprobe_jupyter.engine.cache.settings import get_cache
 
     cache = get_cache()
     for layer, mat in bundled_acts.items():

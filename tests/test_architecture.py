@@ -31,6 +31,7 @@ def _modules() -> dict[str, ast.Module]:
     return {
         _module_name(p): ast.parse(p.read_text(encoding="utf-8"), filename=str(p))
         for p in sorted(PACKAGE.rglob("*.py"))
+        if "labextension_src" not in p.parts  # the extension's npm tree, not ours
     }
 
 
@@ -57,7 +58,7 @@ def _imports(module: str, tree: ast.Module, is_package: bool):
 
 
 MODULES = _modules()
-PACKAGES = {_module_name(p) for p in PACKAGE.rglob("__init__.py")}
+PACKAGES = {_module_name(p) for p in PACKAGE.rglob("__init__.py") if "node_modules" not in p.parts}
 
 
 def _internal_edges():
@@ -197,3 +198,104 @@ def test_private_import_rule_on_examples(source, expected, monkeypatch):
         if _is_private(name) and f"{target}.{name}" not in MODULES:
             found.append("imports")
     assert found == expected
+
+
+# ---------------------------------------------------------------------- the engine's layers
+#: The engine's subpackages from the bottom up. A module-level import may only point down
+#: (or within its own subpackage); the engine root holds the shared vocabulary (input
+#: checks, progress bars, profiling, the display seam) that every layer may use.
+#: ``probes``' facade (``Probe``) reaches up into evaluation, monitoring and sharing only
+#: inside the methods that delegate to them (function-level imports), so importing a probe
+#: never imports a sweep, a monitor or the hub.
+LAYERS = {
+    "lmprobe_jupyter.engine": 0,
+    "lmprobe_jupyter.engine.cache": 1,
+    "lmprobe_jupyter.engine.extraction": 2,
+    "lmprobe_jupyter.engine.probes": 3,
+    "lmprobe_jupyter.engine.evaluation": 4,
+    "lmprobe_jupyter.engine.monitoring": 4,
+    "lmprobe_jupyter.engine.sharing": 4,
+}
+#: How many modules a folder may hold, and how long a module may be.
+MAX_MODULES_PER_FOLDER = 15
+MAX_MODULE_LINES = 800
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[:2] != ["lmprobe_jupyter", "engine"]:
+        return None
+    sub = ".".join(parts[:3])
+    return sub if sub in LAYERS and len(parts) > 3 or sub in PACKAGES else "lmprobe_jupyter.engine"
+
+
+def _module_level_imports(module: str, tree: ast.Module):
+    """Imports executed when ``module`` is imported (not those inside functions)."""
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield from _imports(
+                module, ast.Module(body=[node], type_ignores=[]), module in PACKAGES
+            )
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+
+
+def _layer_violations(modules) -> list[str]:
+    bad = []
+    for mod, tree in modules.items():
+        here = _layer(mod)
+        if here is None:
+            continue
+        for target, name, line in _module_level_imports(mod, tree):
+            full = f"{target}.{name}" if name and f"{target}.{name}" in MODULES else target
+            there = _layer(full)
+            if there is None or there == here:
+                continue
+            if LAYERS[there] >= LAYERS[here]:
+                bad.append(f"{mod}:{line} imports {full} ({there} is not below {here})")
+    return bad
+
+
+def test_engine_layers_only_import_downwards_at_module_level():
+    assert _layer_violations(MODULES) == []
+
+
+def test_layer_rule_on_examples():
+    up = ast.parse("from ..probes.probe import Probe")
+    lazy = ast.parse("def f():\n    from ..probes.probe import Probe\n")
+    down = ast.parse("from ..extraction.runtime import ModelRuntime")
+    mod = "lmprobe_jupyter.engine.cache.store"
+    assert _layer_violations({mod: up}) and not _layer_violations({mod: lazy})
+    assert not _layer_violations({"lmprobe_jupyter.engine.probes.probe": down})
+
+
+def test_engine_modules_are_short_and_folders_small():
+    engine = PACKAGE / "engine"
+    lines = {
+        str(p.relative_to(PACKAGE)): len(p.read_text(encoding="utf-8").splitlines())
+        for p in engine.rglob("*.py")
+    }
+    assert {k: n for k, n in lines.items() if n > MAX_MODULE_LINES} == {}
+    crowded = {
+        str(d.relative_to(PACKAGE)): n
+        for d in [engine, *engine.rglob("*/")]
+        if d.is_dir()
+        and (n := sum(1 for p in d.glob("*.py") if p.name != "__init__.py"))
+        > MAX_MODULES_PER_FOLDER
+    }
+    assert crowded == {}
+
+
+def test_every_module_says_what_it_is_for():
+    """Each module opens with a docstring whose first line is a sentence about its job."""
+    missing = []
+    for mod, tree in MODULES.items():
+        doc = ast.get_docstring(tree)
+        first = doc.splitlines()[0] if doc else ""
+        if len(first) < 20:
+            missing.append(f"{mod}: {first!r}")
+    assert missing == []

@@ -21,7 +21,7 @@ EXPECTED = json.loads((LEGACY / "expected.json").read_text())
 @pytest.fixture
 def legacy(tmp_path, monkeypatch):
     """A copy of the legacy files, its cache as the activation cache."""
-    from lmprobe_jupyter.engine.cache.store import reset_cache
+    from lmprobe_jupyter.engine.cache.settings import reset_cache
 
     root = tmp_path / "legacy"
     shutil.copytree(LEGACY, root)

@@ -36,8 +36,8 @@ DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # never imported cannot have been raised).
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 _PROJECT_USER_ERRORS = (
-    ("lmprobe_jupyter.engine.sharing.serialization", "UntrustedPickleError"),
-    ("lmprobe_jupyter.engine.cache.store", "CacheReadOnlyError"),
+    ("lmprobe_jupyter.engine.sharing.pickles", "UntrustedPickleError"),
+    ("lmprobe_jupyter.engine.cache.errors", "CacheReadOnlyError"),
     ("lmprobe_jupyter.engine.extraction.nnsight_backend", "NDIFError"),
 )
 
@@ -425,7 +425,7 @@ class ProbeMagics(Magics, Configurable):
         args = parse_argstring(self.probe_cache, line)
         if args.model is not None and not args.clear:
             raise UsageError("--model only applies with --clear")
-        from ..engine.cache.store import cache_info, clear_cache
+        from ..engine.cache.settings import cache_info, clear_cache
 
         with _user_errors("probe_cache"):
             removed = clear_cache(model=args.model) if args.clear else None

@@ -35,7 +35,7 @@ def main() -> None:
     os.environ.setdefault("LMPROBE_PROGRESS", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lmprobe_jupyter import Probe
-    from lmprobe_jupyter.engine.cache.store import reset_cache
+    from lmprobe_jupyter.engine.cache.settings import reset_cache
 
     reset_cache()
     common = dict(layers=12, device="cpu", dtype="float32", random_state=0)

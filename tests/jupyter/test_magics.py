@@ -406,15 +406,12 @@ class _Raising:
 
 
 def _project_errors():
-    from lmprobe_jupyter.engine.cache.store import CacheReadOnlyError
+    from lmprobe_jupyter.engine.cache.errors import CacheReadOnlyError
     from lmprobe_jupyter.engine.extraction.nnsight_backend import NDIFAuthError
     from lmprobe_jupyter.engine.probes.probe import NotFittedError
     from lmprobe_jupyter.engine.sharing.datasets import MissingPromptsError
-    from lmprobe_jupyter.engine.sharing.serialization import (
-        ProbeFormatError,
-        UnsafeFormatError,
-        UntrustedPickleError,
-    )
+    from lmprobe_jupyter.engine.sharing.pickles import UntrustedPickleError
+    from lmprobe_jupyter.engine.sharing.probe_format import ProbeFormatError, UnsafeFormatError
 
     return [
         ValueError("pooling='avg' is not one of 'mean', ..."),

@@ -344,7 +344,7 @@ def test_mimebundle_and_repr_bundle():
 
 
 def test_engine_results_carry_the_payload():
-    from lmprobe_jupyter.engine.extraction.profiling import ProfileReport
+    from lmprobe_jupyter.engine.profiling import ProfileReport
 
     prof = ProfileReport(
         name="fit", total=2.0, steps={"extract": 1.5, "fit": 0.5}, calls={"extract": 3}

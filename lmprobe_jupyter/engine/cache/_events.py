@@ -1,9 +1,9 @@
-"""What the activation cache tells :mod:`.cache_tools`: a prompt ledger and hit/miss logs.
+"""What the activation cache tells :mod:`.tools`: a prompt ledger and hit/miss logs.
 
 The cache keys entries by a hash that mixes the prompt with its (model, layer, pooling)
 group, so the index alone cannot say which entries belong to one prompt. Each store also
 records ``(model key, layer, pooling, prompt hash, prompt)`` in a small sqlite ledger
-beside the index (``prompts-v1.sqlite``); :func:`.cache_tools.list_cached_prompts` reads
+beside the index (``prompts-v1.sqlite``); :func:`.tools.list_cached_prompts` reads
 it and checks every row against the index, so evicted or cleared entries never show.
 """
 

@@ -3,7 +3,7 @@
 The remote holds the same immutable shard files as the local store, under
 ``s3://bucket/prefix/shards/<group>/<name>.safetensors``. Every operation is
 best-effort: the first failure to reach the bucket (no endpoint, no credentials, no
-bucket, a timeout) issues one :class:`~lmprobe_jupyter.engine.cache.store.CacheWarning` and
+bucket, a timeout) issues one :class:`~lmprobe_jupyter.engine.cache.errors.CacheWarning` and
 switches the remote off for this backend, and caching carries on locally. Timeouts are
 short and retries few, so an unreachable endpoint costs seconds, not minutes.
 

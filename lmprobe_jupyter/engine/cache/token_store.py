@@ -38,8 +38,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..probes.sequence_probes import TokenSource
-
 __all__ = [
     "CHUNK_BYTES",
     "LazyTokenActs",
@@ -96,6 +94,29 @@ def chunk_plan(lengths: Sequence[int], width: int, budget: int | None = None) ->
     if cur:
         chunks.append(cur)
     return chunks
+
+
+class TokenSource:
+    """Per-prompt token activations, handed out by index.
+
+    Subclasses implement ``__len__`` and :meth:`take`. ``n_features`` may be ``None``
+    until the first :meth:`take`.
+    """
+
+    n_features: int | None = None
+
+    def __len__(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def take(self, indices: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Activations and masks of the prompts at ``indices``.
+
+        Returns
+        -------
+        list of (ndarray of shape (seq_i, hidden), bool ndarray of shape (seq_i,))
+            The mask is True at the tokens the probe may score.
+        """
+        raise NotImplementedError  # pragma: no cover - interface
 
 
 class TokenStore:
@@ -195,7 +216,7 @@ class TokenStore:
 
 
 class StoredTokenSource(TokenSource):
-    """A :class:`~.sequence_probes.TokenSource` reading prompts from a :class:`TokenStore`.
+    """A :class:`~.sequence_base.TokenSource` reading prompts from a :class:`TokenStore`.
 
     Each :meth:`take` reads only the prompts asked for (the estimators ask for at most
     ``batch_size``), concatenating the store's layers per token (``(seq, hidden *
@@ -275,7 +296,7 @@ class StoredTokenSource(TokenSource):
                 self.held[i] = acts
         if not self._warned:
             self._warned = True
-            from .store import CacheWarning
+            from .errors import CacheWarning
 
             limit = self.store.cache.limit_bytes
             why = (

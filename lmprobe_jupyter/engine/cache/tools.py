@@ -13,9 +13,10 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from ..extraction.profiling import is_profiling, last_profile, set_profiling
+from ..profiling import is_profiling, last_profile, set_profiling
 from . import _events
-from .store import ModelCacheInfo, get_cache
+from .info import ModelCacheInfo
+from .settings import get_cache
 
 __all__ = [
     "CachedPromptInfo",

@@ -189,7 +189,7 @@ def cascade(
     -------
     CascadeReport
     """
-    from ..monitoring.live import current_threshold, prompt_scores
+    from ..monitoring.calibration import current_threshold, prompt_scores
     from .error_analysis import check_binary, set_metrics
 
     check_binary(probe, "cascade")

@@ -283,7 +283,7 @@ class ErrorAnalysis:
         seed: int = 0,
         n_highlight: int = 10,
     ) -> None:
-        from ..monitoring.live import current_threshold, prompt_scores
+        from ..monitoring.calibration import current_threshold, prompt_scores
 
         check_binary(probe, "errors")
         prompts, y = check_labelled(probe, prompts, labels, "errors")
@@ -541,7 +541,7 @@ class ErrorAnalysis:
 
     # ------------------------------------------------------------------ neighbours
     def _pooled(self, prompts) -> np.ndarray:
-        from ..probes.pooling import is_token_level
+        from ..extraction.pooling import is_token_level
 
         probe = self.probe
         how = probe.train_pooling_
@@ -642,7 +642,7 @@ class ErrorAnalysis:
             if not (isinstance(holdout, tuple) and len(holdout) == 2):
                 raise TypeError("holdout must be a (prompts, labels) tuple")
             h_prompts, h_y = check_labelled(self.probe, holdout[0], holdout[1], "refit holdout=")
-        from ..monitoring.live import prompt_scores
+        from ..monitoring.calibration import prompt_scores
 
         start, calls = time.perf_counter(), _forward_calls()
         # A fresh probe with the same parameters sharing the runtime (loaded weights,

@@ -4,7 +4,7 @@ A clean held-out AUROC says little about a monitor that will read requests wrapp
 jailbreaks, hidden in long text or spelled oddly. :func:`robustness_report` applies
 named transforms (:mod:`.transforms`) to a labelled held-out set, scores every copy
 with the probe, and reports per transform the AUROC and the TPR at a fixed FPR (the
-threshold set on that copy's own negatives, as :func:`.monitoring.calibrate` sets it),
+threshold set on that copy's own negatives, as :func:`..monitoring.calibration.calibrate` sets it),
 each with a stratified bootstrap 95% interval, their drop against the clean set, the
 TPR at the probe's calibrated threshold where there is one, and the worst examples
 (positives scored lowest, negatives highest) with their per-token scores for
@@ -192,7 +192,7 @@ def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 def _tpr_at_fpr(pos: np.ndarray, neg: np.ndarray, fpr: float) -> float:
-    """TPR at the threshold :func:`.monitoring.calibrate` would set on ``neg``: the
+    """TPR at the threshold :func:`..monitoring.calibration.calibrate` would set on ``neg``: the
     ``floor(fpr * n) + 1``-th highest negative score, flagged when strictly above."""
     m = int(np.floor(fpr * len(neg) + 1e-9))
     thr = np.sort(neg)[::-1][min(m, len(neg) - 1)]
@@ -233,7 +233,7 @@ def bootstrap_metrics(
 def is_token_level_probe(probe) -> bool:
     """Whether ``probe`` gives meaningful per-token scores (highlights for the worst
     examples): sequence classifiers, every-token training, score-stage inference."""
-    from ..probes.pooling import is_token_level
+    from ..extraction.pooling import is_token_level
 
     if isinstance(probe.classifier, str) and probe.classifier in SEQUENCE_KINDS:
         return True
@@ -347,7 +347,7 @@ def robustness_report(
     """
     import pandas as pd
 
-    from ..cache.store import get_cache, set_cache_tokens, tokens_cached
+    from ..cache.settings import get_cache, set_cache_tokens, tokens_cached
     from ..extraction.extractor import progress_enabled
     from ..progress import progress_bar
 

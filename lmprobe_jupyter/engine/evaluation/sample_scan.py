@@ -7,9 +7,10 @@ decoder layer, for every token,
 - ``attn_delta``: what the layer's attention adds to the stream,
 - ``mlp_delta``: what the layer's MLP adds,
 
-plus the model's surprise at each token (``-log p(token | previous tokens)``). It then fits
-a PCA basis per (layer, signal) and keeps only the per-token projections on it, so a scan
-of a corpus is small and answers, without the model:
+plus the model's surprise at each token (``-log p(token | previous tokens)``; the forward
+pass and its hooks are :mod:`.scan_capture`). It then fits a PCA basis per (layer, signal)
+and keeps only the per-token projections on it, so a scan of a corpus is small and
+answers, without the model:
 
 - :meth:`~SampleScan.plot`: tokens x layers, colour = the top three components as RGB,
   with a surprise row on top;
@@ -44,92 +45,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..extraction._batching import right_pad
+from .scan_capture import capture_signals
 
 __all__ = ["SIGNALS", "SampleScan", "ScanImage", "ScanProjection", "SeparabilityMap"]
 
 SIGNALS = ("residual", "attn_delta", "mlp_delta")
 SCAN_FORMAT = "lmprobe-jupyter.sample-scan"
-_ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
-_MLP_NAMES = ("mlp", "feed_forward", "block_sparse_moe", "ffn")
-
-
-def _child(block, names):
-    for n in names:
-        mod = getattr(block, n, None)
-        if mod is not None:
-            return mod
-    raise ValueError(
-        f"cannot find {names[0]!r} in decoder layer {type(block).__name__}; sample scans "
-        f"support layers with one of {', '.join(names)}"
-    )
-
-
-def _first(output):
-    return output[0] if isinstance(output, tuple) else output
-
-
-# ------------------------------------------------------------------------ capture
-def _capture(loaded, prompts, signals, batch_size, max_tokens, sink):
-    """Run ``prompts``; call ``sink(rows, signal_arrays, surprise)`` per batch.
-
-    ``signal_arrays[s]`` has shape (batch, n_layers, width, hidden) float32 on the CPU.
-    """
-    import torch
-
-    from ..extraction.models import decoder_layers
-
-    tok = loaded.tokenizer
-    limit = min(max_tokens, loaded.max_length)
-    seqs = [x[:limit] for x in tok(list(prompts), add_special_tokens=True)["input_ids"]]
-    blocks = decoder_layers(loaded.model)
-    n_layers = len(blocks)
-    pad = tok.pad_token_id or 0
-    for start in range(0, len(seqs), batch_size):
-        rows = list(range(start, min(start + batch_size, len(seqs))))
-        ids, mask = right_pad([seqs[i] for i in rows], pad)
-        width = ids.shape[1]
-        got = {s: [None] * n_layers for s in signals}
-        handles = []
-
-        def keep(signal, layer, got=got):
-            def hook(_m, _i, output):
-                got[signal][layer] = _first(output).detach().float().cpu()
-
-            return hook
-
-        for layer, block in enumerate(blocks):
-            if "residual" in signals:
-                handles.append(block.register_forward_hook(keep("residual", layer)))
-            if "attn_delta" in signals:
-                handles.append(
-                    _child(block, _ATTN_NAMES).register_forward_hook(keep("attn_delta", layer))
-                )
-            if "mlp_delta" in signals:
-                handles.append(
-                    _child(block, _MLP_NAMES).register_forward_hook(keep("mlp_delta", layer))
-                )
-        dev = loaded.device
-        try:
-            with torch.inference_mode():
-                out = loaded.model(
-                    input_ids=ids.to(dev),
-                    attention_mask=mask.to(dev),
-                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(dev),
-                    use_cache=False,
-                )
-        finally:
-            for h in handles:
-                h.remove()
-        logp = torch.log_softmax(out.logits.float(), dim=-1).cpu()
-        surprise = torch.full((len(rows), width), float("nan"))
-        if width > 1:
-            nll = -logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
-            surprise[:, 1:] = nll
-        arrays = {s: torch.stack(got[s], dim=1).numpy() for s in signals}  # (b, L, w, d)
-        lengths = [len(seqs[i]) for i in rows]
-        sink(rows, lengths, arrays, surprise.numpy())
-    return seqs
 
 
 # ---------------------------------------------------------------------- results
@@ -557,7 +478,7 @@ class SampleScan:
                         raw[s][:, a:b] = arrays[s][r, :, :n]
                     surprise[a:b] = surp[r, :n]
 
-            _capture(loaded, prompts, signals, batch_size, max_tokens, sink)
+            capture_signals(loaded, prompts, signals, batch_size, max_tokens, sink)
             rng = np.random.default_rng(random_state)
             fit_rows = np.setdiff1d(np.arange(n_tok), offsets[:-1])  # never the first token
             if len(fit_rows) < 4:
@@ -680,7 +601,7 @@ class SampleScan:
                     ]
                 ).astype(np.float32)
 
-        _capture(loaded, [prompt], self.signals, 1, int(self.meta["max_tokens"]), sink)
+        capture_signals(loaded, [prompt], self.signals, 1, int(self.meta["max_tokens"]), sink)
         n = len(got["surprise"])
         tokens = Extractor(loaded, progress=False, use_cache=False).token_pieces(prompt, n)[1]
         return ScanProjection(

@@ -407,7 +407,7 @@ class SweepResult:
         Scored exactly as each probe's own :meth:`Probe.prompt_outputs` (same
         :mod:`.scoring` functions, same ``score_roles`` restriction), from one forward pass.
         """
-        from ..probes.pooling import is_token_level
+        from ..extraction.pooling import is_token_level
         from ..probes.token_probes import uses_sequence_probe
 
         first = next(iter(self.probes.values()))

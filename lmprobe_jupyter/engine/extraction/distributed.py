@@ -60,8 +60,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..probes.pooling import pooling_key, validate_pooling
 from .extractor import progress_enabled
+from .pooling import pooling_key, validate_pooling
 
 __all__ = [
     "EXECUTORS",
@@ -393,7 +393,7 @@ class RayExtractor:
         -------
         dict of int to ndarray of shape (n_prompts, hidden)
         """
-        from ..cache.store import get_cache
+        from ..cache.settings import get_cache
 
         prompts = [str(p) for p in prompts]
         layers = sorted(set(int(x) for x in layers))

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..cache.store import get_cache, tokens_cached
-from ..probes.pooling import pool_batch, pooling_key
+from ..cache.settings import get_cache, tokens_cached
+from ..profiling import profile
 from .models import LoadedModel, decoder_layers
-from .profiling import profile
+from .pooling import pool_batch, pooling_key
 
 #: Cache "layer" of pooled input embeddings (real layers are always >= 0 there).
 EMBEDDINGS_LAYER = -1

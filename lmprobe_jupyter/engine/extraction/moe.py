@@ -194,8 +194,8 @@ def router_forward(loaded, prompts: list[str], layers: list[int], pooling, batch
     """
     import torch
 
-    from ..probes.pooling import pool_batch
     from .models import decoder_layers
+    from .pooling import pool_batch
 
     routers = require_routers(loaded)
     tok = loaded.tokenizer

@@ -507,10 +507,6 @@ class NNsightExtractor(Extractor):
         """The activation-cache model key (see the module docstring)."""
         return self.loaded.key
 
-    def nnsight_model(self):
-        """The underlying nnsight model (``TransformersModel``)."""
-        return self._model()[0]
-
     def _model(self):
         if self._lm is None:
             self._lm, self._blocks = wrap_loaded(self.loaded)

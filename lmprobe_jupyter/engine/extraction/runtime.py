@@ -387,7 +387,7 @@ class ModelRuntime:
         ``batch_size``, ``max_retries``, ``executor``, ``num_workers``, as for
         :meth:`extractor`); ``executor="ray"`` runs it on ``num_workers`` Ray workers.
         """
-        from ..probes.pooling import extractor_pooling
+        from .pooling import extractor_pooling
 
         pooling = extractor_pooling(pooling)
         ext = self.extractor(**run_options(run, "pooled"))
@@ -428,7 +428,7 @@ class ModelRuntime:
         dict
             ``{pooling: {layer: (n, hidden)}}`` keyed by the poolings as given.
         """
-        from ..probes.pooling import extractor_pooling
+        from .pooling import extractor_pooling
 
         poolings = list(dict.fromkeys(poolings))
         names = [extractor_pooling(p) for p in poolings]
@@ -547,7 +547,7 @@ class ModelRuntime:
         the per-token store are not run again; the others are extracted in chunks
         (longest first, :data:`~.token_store.CHUNK_BYTES` of float32 at a time), each
         chunk written to the store and dropped. The returned source reads ``batch_size``
-        prompts per :meth:`~.sequence_probes.TokenSource.take`, so neither extraction nor
+        prompts per :meth:`~.sequence_base.TokenSource.take`, so neither extraction nor
         training ever holds all ``(n, seq, hidden)``. With the activation cache off
         (``set_cache_enabled(False)``) or read-only, the activations are extracted into
         memory instead (the same numbers, unrounded). ``run``: as for :meth:`pooled`
@@ -560,7 +560,7 @@ class ModelRuntime:
             side by side in the order given), with its scored-token mask.
         """
         from ..cache.token_store import StoredTokens, StoredTokenSource, TokenStore, chunk_plan
-        from ..probes.sequence_probes import ArrayTokenSource
+        from ..probes.sequence_base import ArrayTokenSource
         from .extractor import TokenActs
 
         opts = self._check_local_tokens(run, "token_source")
@@ -585,7 +585,7 @@ class ModelRuntime:
 
         store = None
         if getattr(ext, "use_cache", False) and getattr(ext, "loaded", None) is not None:
-            from ..cache.store import get_cache
+            from ..cache.settings import get_cache
 
             store = TokenStore(get_cache(), ext.loaded.key, layers)
         if store is None or not store.usable:

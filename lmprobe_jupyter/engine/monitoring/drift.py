@@ -111,7 +111,7 @@ def _wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 
 def _activations(probe, prompts) -> np.ndarray:
     """The probe's layers pooled as it pools (mean for token-level poolings), side by side."""
-    from ..probes.pooling import extractor_pooling, pooling_stage
+    from ..extraction.pooling import extractor_pooling, pooling_stage
 
     rt = probe.runtime
     how = probe.inference_pooling_
@@ -171,7 +171,7 @@ def drift(probe, prompts, reference=None, *, alpha: float = 0.05) -> DriftReport
     from scipy import stats
 
     from ..inputs import check_prompts
-    from .live import prompt_scores
+    from .calibration import prompt_scores
 
     probe.check_fitted()
     threshold = getattr(probe, "threshold_", None)

@@ -1,6 +1,8 @@
 """Probes: the estimators that read activations.
 
-``probe`` (``Probe``: parameters, fit, predict, evaluate; owns its learned state),
+``probe`` (``Probe``: parameters, fit, evaluate; owns its learned state), ``fitting``
+(its fitting paths and cross-validation refits), ``inference`` (its base class: model
+access, predict, token scores),
 ``classifiers`` (names to sklearn estimators), ``features`` (preprocessing between
 extraction and the classifier), ``pooling`` and ``windows`` (how token activations or
 token scores become one per prompt), ``scoring`` (per-token rows, prompt-level outputs),

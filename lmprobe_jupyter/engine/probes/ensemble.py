@@ -65,7 +65,7 @@ def _owned(name: str) -> bool:
 
 def is_ensemble_folder(folder) -> bool:
     """Does ``folder`` hold a saved ensemble (an ``ensemble.json`` in this format)?"""
-    from ..sharing.serialization import ProbeFormatError, read_json
+    from ..sharing.probe_format import ProbeFormatError, read_json
 
     try:
         data = read_json(Path(folder) / JSON_NAME)
@@ -77,7 +77,7 @@ def is_ensemble_folder(folder) -> bool:
 def _read_meta(folder: Path) -> dict:
     """The checked ``ensemble.json`` of ``folder`` (bounded size and depth, a known format
     version, a bounded list of distinct member folder names)."""
-    from ..sharing.serialization import ProbeFormatError, check_format, read_json
+    from ..sharing.probe_format import ProbeFormatError, check_format, read_json
 
     meta_path = folder / JSON_NAME
     meta = read_json(meta_path)
@@ -352,9 +352,9 @@ class ProbeEnsemble:
 
         ``kwargs``: per-call ``remote``, ``batch_size``, ``max_retries``.
         """
-        from ..cache.store import get_cache
+        from ..cache.settings import get_cache
         from ..extraction.layers import is_selection_spec, resolve_layers
-        from .pooling import extractor_pooling, is_token_level, pooling_stage
+        from ..extraction.pooling import extractor_pooling, is_token_level, pooling_stage
 
         if not get_cache().enabled:
             return
@@ -590,7 +590,8 @@ class ProbeEnsemble:
     def _write(self, folder: Path, names: list[str]) -> None:
         """Save the members into the (absent) ``folder / name`` folders, then
         ``ensemble.json`` last; on failure remove the member folders written here."""
-        from ..sharing.serialization import atomic_write, dumps_json
+        from ..sharing.atomic import atomic_write
+        from ..sharing.probe_format import dumps_json
 
         written = []
         try:
@@ -621,7 +622,8 @@ class ProbeEnsemble:
         -------
         Path
         """
-        from ..sharing.serialization import check_save_folder, fsync_dir, is_probe_folder
+        from ..sharing.atomic import fsync_dir
+        from ..sharing.safe_files import check_save_folder, is_probe_folder
 
         self._check_fitted()
         path = Path(path).expanduser()

@@ -87,7 +87,7 @@ def reduce_rows(rows: list[np.ndarray], how: str) -> np.ndarray:
     -------
     ndarray of shape (n_prompts,) or (n_prompts, k)
     """
-    from .pooling import pooling_stage, reduce_token_scores
+    from ..extraction.pooling import pooling_stage, reduce_token_scores
 
     if how == "all" or pooling_stage(how) != "score":
         raise ValueError(

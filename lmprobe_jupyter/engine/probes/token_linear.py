@@ -7,7 +7,7 @@ scalers make: 300 prompts of 600 tokens on four 576-wide layers are 1.6 GB in fl
 and about 5 GB at the peak of an in-memory fit, and a bigger model multiplies that.
 
 Here the same model is fitted without that matrix. The tokens come from a
-:class:`~.sequence_probes.TokenSource` (the per-token store of :mod:`.token_store`),
+:class:`~.sequence_base.TokenSource` (the per-token store of :mod:`.token_store`),
 read in chunks of :data:`FIT_CHUNK_BYTES`:
 
 1. one pass computes each feature's mean and variance (merged chunk by chunk in

@@ -38,7 +38,7 @@ def mil_window(probe) -> int | None:
     window as the *base* ``pooling`` keeps training a linear probe on every token, which
     did better on ``bench/token_probes.py``; see the README.)
     """
-    from .pooling import parse_pooling
+    from ..extraction.pooling import parse_pooling
 
     tp = probe.train_pooling
     if not isinstance(tp, str) or probe.classifier != "logistic_regression":
@@ -104,7 +104,7 @@ def check_sequence_options(probe, *, from_activations: bool = False) -> None:
         if window is not None and key == "train_pooling":
             continue  # the window it is trained through
         if window is not None and key == "inference_pooling" and value is not None:
-            from .pooling import parse_pooling
+            from ..extraction.pooling import parse_pooling
 
             if not callable(value) and parse_pooling(value, key).canonical in (
                 "all",

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..extraction.extractor import progress_enabled
-from ..probes.pooling import pooling_key
+from ..extraction.pooling import pooling_key
 
 DATASET_FORMAT = "lmprobe-jupyter.activations"
 DATASET_FORMAT_VERSION = 1
@@ -242,7 +242,7 @@ def push_dataset(
     ValueError
         Some prompts are not in the local cache (the message says how many).
     """
-    from ..cache.store import get_cache
+    from ..cache.settings import get_cache
     from ..extraction.layers import resolve_layers
     from ..inputs import check_prompts
     from .hub import import_hub, upload_folder
@@ -495,7 +495,7 @@ class DatasetExtractor:
         Looks in the local activation cache first; pulls only missing prompts' shards and
         caches them.
         """
-        from ..cache.store import get_cache
+        from ..cache.settings import get_cache
 
         prompts = list(prompts)
         layers = self._check_layers(layers)

@@ -2,7 +2,7 @@
 
 A pushed probe repo holds::
 
-    probe.json           the safe-format description (see :mod:`.serialization`)
+    probe.json           the safe-format description (see :mod:`.probe_format`)
     arrays.safetensors   its arrays            (or probe.pkl for estimators the safe
                                                 format cannot store)
     README.md            model card with YAML metadata (base_model, library_name, tags,
@@ -22,27 +22,21 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .serialization import (
+from .codec import Decoder, plain
+from .pickles import UntrustedPickleError, load_pickle, pickle_weights, untrusted_pickle_message
+from .probe_dict import pickle_manifest, probe_to_dict
+from .probe_format import (
     ARRAYS_NAME,
     JSON_NAME,
     PICKLE_NAME,
-    Decoder,
     ProbeFormatError,
     UnsafeFormatError,
-    UntrustedPickleError,
     check_header,
-    check_load_overrides,
     dumps_json,
-    load_pickle,
-    load_safe_files,
-    pickle_manifest,
-    pickle_weights,
-    plain,
-    probe_to_dict,
     read_json,
-    untrusted_pickle_message,
-    write_safe_dir,
 )
+from .safe_files import load_safe_files, write_safe_dir
+from .serialization import check_load_overrides
 
 LIBRARY_NAME = "lmprobe-jupyter"
 README_NAME = "README.md"

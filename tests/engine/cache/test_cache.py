@@ -14,15 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmprobe_jupyter.engine.cache import store as C
-from lmprobe_jupyter.engine.cache.store import ActivationCache, CacheWarning
+from lmprobe_jupyter.engine.cache import settings as C
+from lmprobe_jupyter.engine.cache.errors import CacheReadOnlyError, CacheWarning
+from lmprobe_jupyter.engine.cache.index import INDEX_NAME
+from lmprobe_jupyter.engine.cache.keys import entry_keys, group_hash
+from lmprobe_jupyter.engine.cache.store import ActivationCache
 
 HIDDEN = 64
 
 
 def vec(prompt: str, layer: int = 0, n: int = HIDDEN) -> np.ndarray:
     """A deterministic activation for a prompt (so any process can check values)."""
-    seed = int.from_bytes(C.entry_keys("check", layer, "p", [prompt])[0][:4], "little")
+    seed = int.from_bytes(entry_keys("check", layer, "p", [prompt])[0][:4], "little")
     return np.random.default_rng(seed).standard_normal(n).astype(np.float32)
 
 
@@ -79,8 +82,8 @@ def test_keys_differ_for_models_layers_poolings(other):
     assert (
         len(
             {
-                C.entry_keys("m@1", 3, "mean", ["p"])[0],
-                C.entry_keys(*other[:1], other[1], other[2], ["p"])[0],
+                entry_keys("m@1", 3, "mean", ["p"])[0],
+                entry_keys(*other[:1], other[1], other[2], ["p"])[0],
             }
         )
         == 2
@@ -298,7 +301,7 @@ def test_damaged_shard_is_dropped_with_a_warning_and_recomputable(damage, reason
     c = C.get_cache()
     c.store("m", ["a", "b"], 0, "mean", [vec("a"), vec("b")])
     c.store("m", ["c"], 1, "mean", [vec("c")])
-    (victim,) = [p for p in shard_files(c.path) if p.parent.name == C.group_hash("m", 0, "mean")]
+    (victim,) = [p for p in shard_files(c.path) if p.parent.name == group_hash("m", 0, "mean")]
     damage(victim)
     with pytest.warns(CacheWarning, match=reason):
         assert c.lookup("m", ["a", "b"], 0, "mean") == [None, None]
@@ -375,7 +378,7 @@ def test_leftovers_of_a_killed_writer_are_invisible_and_cleaned(tmp_path):
     from lmprobe_jupyter.engine.cache import _shard
 
     meta = {"model_key": "m", "layer": 0, "pooling": "mean"}
-    key = C.entry_keys("m", 0, "mean", ["b"])[0].hex()
+    key = entry_keys("m", 0, "mean", ["b"])[0].hex()
     _shard.write_shard(folder / "orphan.safetensors", meta, [(key, "F32", (2,), b"\0" * 8)])
     (folder / ".tmp-deadbeef").write_bytes(b"partial")
     assert c.lookup("m", ["b"], 0, "mean") == [None]
@@ -462,7 +465,7 @@ def test_killed_writer_leaves_nothing_half_written_visible(tmp_path):
     assert len(hits) == rows
     for p, g in hits:
         np.testing.assert_array_equal(g, vec(p, n=2048))
-    assert sqlite3.connect(root / C.INDEX_NAME).execute("PRAGMA integrity_check").fetchone() == (
+    assert sqlite3.connect(root / INDEX_NAME).execute("PRAGMA integrity_check").fetchone() == (
         "ok",
     )
 
@@ -501,7 +504,7 @@ def test_cache_info_breakdown_and_reprs():
     assert m.bytes == sum(
         p.stat().st_size
         for p in shard_files(c.path)
-        if p.parent.name in {C.group_hash("m@1", 3, "mean"), C.group_hash("m@1", 7, "last_token")}
+        if p.parent.name in {group_hash("m@1", 3, "mean"), group_hash("m@1", 7, "last_token")}
     )
     text = repr(info)
     assert "entries        4" in text and "1 / 1 (50%)" in text
@@ -571,7 +574,8 @@ def test_probe_warmup_then_predict_hits_the_cache(tiny_model_path):
 # ---------------------------------------------------------------- damaged index pages
 _FRESH_PROCESS = r"""
 import json, sys, warnings
-from lmprobe_jupyter.engine.cache import store as C
+from lmprobe_jupyter.engine.cache import settings as C
+from lmprobe_jupyter.engine.cache.errors import CacheWarning
 from lmprobe_jupyter.engine.extraction.extractor import Extractor
 from lmprobe_jupyter.engine.probes.probe import Probe
 
@@ -585,7 +589,7 @@ with warnings.catch_warnings(record=True) as record:
     out["entries"] = C.cache_info().entries
     out["cleared"] = C.clear_cache()
     out["after_clear"] = C.cache_info().entries
-out["warnings"] = [str(w.message) for w in record if issubclass(w.category, C.CacheWarning)]
+out["warnings"] = [str(w.message) for w in record if issubclass(w.category, CacheWarning)]
 print("RESULT" + json.dumps(out))
 """
 
@@ -646,8 +650,8 @@ def test_damaged_index_pages_are_quarantined_and_rebuilt_in_a_fresh_process(
     ref = p.predict_proba(pos + neg)[:, 1]
     n_entries = C.cache_info().entries
     C.reset_cache()  # closes the index (checkpoints the WAL into the file)
-    index = tmp_path / "root" / "activations" / C.INDEX_NAME
-    assert not index.with_name(C.INDEX_NAME + "-wal").exists()
+    index = tmp_path / "root" / "activations" / INDEX_NAME
+    assert not index.with_name(INDEX_NAME + "-wal").exists()
     tables = ("entries", "entries_shard", "entries_group", "shards", "shards_group", "shards_lru")
     assert len(_zero_page_headers(index, tables)) == 6
     with pytest.raises(sqlite3.DatabaseError, match="malformed"):
@@ -659,7 +663,7 @@ def test_damaged_index_pages_are_quarantined_and_rebuilt_in_a_fresh_process(
     assert out["entries"] == n_entries and out["cleared"] == n_entries
     assert out["after_clear"] == 0
     assert len(out["warnings"]) == 1 and "rebuilt the index" in out["warnings"][0]
-    assert list(index.parent.glob(C.INDEX_NAME + ".corrupt-*"))  # kept for inspection
+    assert list(index.parent.glob(INDEX_NAME + ".corrupt-*"))  # kept for inspection
     # and the next process finds a healthy index: no warning at all
     again = _run_fresh(tiny_model_path, pos, neg, tmp_path / "root")
     assert again["warnings"] == [] and again["forward_calls"] > 0
@@ -741,9 +745,9 @@ def test_read_only_cache_is_read_and_management_fails_clearly(tmp_path, read_onl
     np.testing.assert_array_equal(got[0], vec("a"))
     np.testing.assert_array_equal(got[1], vec("b"))
     assert got[2] is None and info.entries == 2
-    with pytest.raises(C.CacheReadOnlyError, match=rf"cannot clear.*{root}.*is read-only"):
+    with pytest.raises(CacheReadOnlyError, match=rf"cannot clear.*{root}.*is read-only"):
         C.clear_cache()
-    with pytest.raises(C.CacheReadOnlyError, match="would have to evict"):
+    with pytest.raises(CacheReadOnlyError, match="would have to evict"):
         C.set_cache_limit(1e-9)
     C.set_cache_limit(1.0)  # a limit it already fits is fine
     assert C.cache_info().limit_bytes == 10**9
@@ -757,7 +761,7 @@ def test_read_only_cache_without_an_index_is_indexed_in_memory(tmp_path, read_on
     c = ActivationCache(root)
     c.store("m", ["a"], 3, "mean", [vec("a")])
     c.close()
-    for p in root.glob(C.INDEX_NAME + "*"):
+    for p in root.glob(INDEX_NAME + "*"):
         p.unlink()
     read_only(root)
     fresh = ActivationCache(root)
@@ -777,7 +781,7 @@ def test_second_process_meeting_the_damage_uses_the_rebuilt_index(tmp_path):
     assert first.info().entries == second.info().entries == 2  # both have it open
     first.close()
     second.close()
-    _zero_page_headers(root / C.INDEX_NAME, ("entries", "entries_shard", "entries_group"))
+    _zero_page_headers(root / INDEX_NAME, ("entries", "entries_shard", "entries_group"))
     first, second = ActivationCache(root), ActivationCache(root)
     first._db(), second._db()
     with pytest.warns(CacheWarning, match="rebuilt the index"):
@@ -787,7 +791,7 @@ def test_second_process_meeting_the_damage_uses_the_rebuilt_index(tmp_path):
         np.testing.assert_array_equal(second.lookup("m", ["b"], 0, "mean")[0], vec("b"))
         second.store("m", ["c"], 0, "mean", [vec("c")])
     np.testing.assert_array_equal(first.lookup("m", ["c"], 0, "mean")[0], vec("c"))
-    assert len(list(root.glob(C.INDEX_NAME + ".corrupt-*"))) == 1
+    assert len(list(root.glob(INDEX_NAME + ".corrupt-*"))) == 1
 
 
 def test_a_writer_switches_to_an_index_rebuilt_by_another_process(tmp_path):
@@ -803,8 +807,8 @@ def test_a_writer_switches_to_an_index_rebuilt_by_another_process(tmp_path):
     healer.info()
     healer.close()
     for suffix in ("", "-wal", "-shm"):  # what a quarantine does
-        if (root / f"{C.INDEX_NAME}{suffix}").exists():
-            os.replace(root / f"{C.INDEX_NAME}{suffix}", root / f"{C.INDEX_NAME}{suffix}.corrupt-0")
+        if (root / f"{INDEX_NAME}{suffix}").exists():
+            os.replace(root / f"{INDEX_NAME}{suffix}", root / f"{INDEX_NAME}{suffix}.corrupt-0")
     healer = ActivationCache(root)
     assert healer.info().entries == 1  # rebuilt from the shard
     bystander.store("m", ["b"], 0, "mean", [vec("b")])
@@ -871,7 +875,7 @@ def test_warmup_killed_late_keeps_the_chunks_it_committed(tmp_path, tiny_model_p
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    index = root / "activations" / C.INDEX_NAME
+    index = root / "activations" / INDEX_NAME
     committed, deadline = 0, time.time() + 240
     while time.time() < deadline and committed < 2 * 3 * 8:  # three chunks, two layers
         time.sleep(0.2)

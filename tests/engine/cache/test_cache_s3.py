@@ -9,8 +9,9 @@ import warnings
 import numpy as np
 import pytest
 
-from lmprobe_jupyter.engine.cache import store as C
-from lmprobe_jupyter.engine.cache.store import CacheWarning
+from lmprobe_jupyter.engine.cache import settings as C
+from lmprobe_jupyter.engine.cache.errors import CacheWarning
+from lmprobe_jupyter.engine.cache.keys import entry_keys, group_hash
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -71,7 +72,7 @@ def free_port() -> int:
 
 
 def vec(prompt: str) -> np.ndarray:
-    seed = int.from_bytes(C.entry_keys("check", 0, "p", [prompt])[0][:4], "little")
+    seed = int.from_bytes(entry_keys("check", 0, "p", [prompt])[0][:4], "little")
     return np.random.default_rng(seed).standard_normal(48).astype(np.float32)
 
 
@@ -309,7 +310,7 @@ def test_well_named_but_crafted_shard_is_verified_before_use(
     indexed."""
     from lmprobe_jupyter.engine.cache import _shard
 
-    ghash = C.group_hash("m", 0, "mean")
+    ghash = group_hash("m", 0, "mean")
     meta = {"model_key": "m", "layer": 0, "pooling": "mean", **meta_change}
     crafted = tmp_path / "crafted.safetensors"
     _shard.write_shard(crafted, meta, items)
@@ -323,7 +324,7 @@ def test_well_named_but_crafted_shard_is_verified_before_use(
 def test_oversized_object_is_not_downloaded_past_the_bound(s3, bucket, tmp_path):
     """A correctly named but huge object (planted to fill the disk) stops downloading at
     ``MAX_DOWNLOAD`` bytes and is rejected; nothing of it stays on disk."""
-    ghash = C.group_hash("m", 0, "mean")
+    ghash = group_hash("m", 0, "mean")
     key = f"team/cache/shards/{ghash}/{'d' * 32}.safetensors"
     _plant(s3, bucket, key, b"\0" * (3 << 20))
     b = use(s3, bucket, tmp_path / "b")

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmprobe_jupyter.engine.cache import store as cache_mod
+from lmprobe_jupyter.engine.cache import settings as cache_mod
 from lmprobe_jupyter.engine.cache import tools as cache_tools
-from lmprobe_jupyter.engine.cache.store import CacheWarning, clear_cache, get_cache
+from lmprobe_jupyter.engine.cache.errors import CacheWarning
+from lmprobe_jupyter.engine.cache.settings import clear_cache, get_cache
 from lmprobe_jupyter.engine.cache.tools import (
     clear_model_cache,
     discover_cached,

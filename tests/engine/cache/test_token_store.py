@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmprobe_jupyter.engine.cache import store as cache_mod
+from lmprobe_jupyter.engine.cache import settings as cache_mod
 from lmprobe_jupyter.engine.cache import token_store
+from lmprobe_jupyter.engine.cache.errors import CacheWarning
+from lmprobe_jupyter.engine.cache.keys import group_hash
 from lmprobe_jupyter.engine.cache.token_store import (
     TOKENS_KEY,
     StoredTokenSource,
@@ -15,7 +17,8 @@ from lmprobe_jupyter.engine.cache.token_store import (
 )
 from lmprobe_jupyter.engine.extraction.extractor import Extractor
 from lmprobe_jupyter.engine.extraction.runtime import ModelRuntime
-from lmprobe_jupyter.engine.probes.sequence_probes import ArrayTokenSource, MILProbe
+from lmprobe_jupyter.engine.probes.sequence_base import ArrayTokenSource
+from lmprobe_jupyter.engine.probes.sequence_probes import MILProbe
 
 POS = [
     "The dog barked at the postman this morning.",
@@ -43,7 +46,7 @@ def shard_files(cache_dir):
 
 
 def token_shards(cache_dir, model_key, layer):
-    group = cache_mod.group_hash(model_key, layer, TOKENS_KEY)
+    group = group_hash(model_key, layer, TOKENS_KEY)
     return sorted((cache_dir / "activations" / "shards" / group).glob("*.safetensors"))
 
 
@@ -126,7 +129,7 @@ def test_corrupt_shard_is_detected_and_re_extracted(tiny_probe, cache_dir):
         f.write_bytes(bytes(raw))
     cache_mod.reset_cache()  # as a new process would: nothing verified yet
     before = Extractor.forward_calls
-    with pytest.warns(cache_mod.CacheWarning, match="damaged"):
+    with pytest.warns(CacheWarning, match="damaged"):
         got = probe.predict_proba(TEXTS)
     assert Extractor.forward_calls > before  # re-extracted, not trusted
     np.testing.assert_allclose(got, want, atol=1e-6)
@@ -240,7 +243,7 @@ def test_lost_entries_are_extracted_again_with_a_warning(tiny_model_path):
     got = rt.token_source(TEXTS, [2])
     first = take_all(got.source)
     cache_mod.clear_cache()  # e.g. evicted by set_cache_limit while training
-    with pytest.warns(cache_mod.CacheWarning, match="extracted again"):
+    with pytest.warns(CacheWarning, match="extracted again"):
         again = take_all(got.source)
     assert got.source.refetched == len(TEXTS)
     for (a, _), (b, _) in zip(first, again):

@@ -67,7 +67,7 @@ def test_bad_text_options(kwargs, match):
 
 
 def test_activation_baseline_runs_through_the_nnsight_backend(tiny_model_path, monkeypatch):
-    from lmprobe_jupyter.engine.cache.store import set_cache_enabled
+    from lmprobe_jupyter.engine.cache.settings import set_cache_enabled
     from lmprobe_jupyter.engine.extraction import nnsight_backend as nb
 
     set_cache_enabled(False)

@@ -9,7 +9,7 @@ import pytest
 from lmtest_helpers import NEG, POS
 from sklearn.metrics import roc_auc_score
 
-from lmprobe_jupyter.engine.cache.store import cache_info, tokens_cached
+from lmprobe_jupyter.engine.cache.settings import cache_info, tokens_cached
 from lmprobe_jupyter.engine.evaluation.robustness import RobustnessReport, bootstrap_metrics
 from lmprobe_jupyter.engine.evaluation.transforms import apply_transform
 

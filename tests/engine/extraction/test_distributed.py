@@ -26,7 +26,7 @@ ray = pytest.importorskip("ray")
 
 from lmprobe_jupyter import Probe  # noqa: E402
 from lmprobe_jupyter.engine.cache import _shard  # noqa: E402
-from lmprobe_jupyter.engine.cache.store import (  # noqa: E402
+from lmprobe_jupyter.engine.cache.settings import (  # noqa: E402
     cache_info,
     get_cache,
     reset_cache,
@@ -40,7 +40,7 @@ from lmprobe_jupyter.engine.extraction.distributed import (  # noqa: E402
 )
 from lmprobe_jupyter.engine.extraction.extractor import Extractor  # noqa: E402
 from lmprobe_jupyter.engine.extraction.models import load_model  # noqa: E402
-from lmprobe_jupyter.engine.probes.pooling import pooling_key  # noqa: E402
+from lmprobe_jupyter.engine.extraction.pooling import pooling_key  # noqa: E402
 
 BUNDLED = "HuggingFaceTB/SmolLM2-135M-Instruct"
 

@@ -137,7 +137,7 @@ def test_bad_batch_size(tiny):
 
 
 def test_per_token_cached_only_when_asked(tiny):
-    from lmprobe_jupyter.engine.cache import store as cache
+    from lmprobe_jupyter.engine.cache import settings as cache
 
     ext = Extractor(tiny)
     first = ext.per_token(PROMPTS[:3], [1])
@@ -158,7 +158,7 @@ def test_per_token_cached_only_when_asked(tiny):
 
 
 def test_cold_and_warm_agree_with_a_float16_cache(tiny):
-    from lmprobe_jupyter.engine.cache import store as cache
+    from lmprobe_jupyter.engine.cache import settings as cache
 
     cache.set_cache_dtype("float16")
     try:

@@ -9,14 +9,14 @@ import pytest
 from lmtest_helpers import make_tiny_mixtral
 
 from lmprobe_jupyter.engine.extraction import models
-from lmprobe_jupyter.engine.extraction.bulk import (
+from lmprobe_jupyter.engine.extraction.extractor import Extractor
+from lmprobe_jupyter.engine.extraction.moe import ActivationType, NotMoEError, detect_moe_info
+from lmprobe_jupyter.engine.sharing.bulk import (
     extract,
     load_activations,
     load_manifest,
     load_router_logits,
 )
-from lmprobe_jupyter.engine.extraction.extractor import Extractor
-from lmprobe_jupyter.engine.extraction.moe import ActivationType, NotMoEError, detect_moe_info
 
 PROMPTS = ["the dog runs", "a cat sits on the mat", "hi", "experts route tokens here"]
 

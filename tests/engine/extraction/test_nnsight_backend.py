@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from lmprobe_jupyter import Probe
-from lmprobe_jupyter.engine.cache.store import clear_cache, get_cache
+from lmprobe_jupyter.engine.cache.settings import clear_cache, get_cache
 from lmprobe_jupyter.engine.extraction import nnsight_backend as nb
 from lmprobe_jupyter.engine.extraction.extractor import Extractor
 from lmprobe_jupyter.engine.extraction.models import decoder_layers, load_model

@@ -7,8 +7,8 @@ import pytest
 from lmtest_helpers import NEG, POS
 
 from lmprobe_jupyter.engine.evaluation.transforms import apply_transform
+from lmprobe_jupyter.engine.monitoring.calibration import prompt_scores
 from lmprobe_jupyter.engine.monitoring.drift import DriftReport
-from lmprobe_jupyter.engine.monitoring.live import prompt_scores
 
 REFERENCE = [f"{w} omega delta" for w in ("one", "two", "three", "four", "five")] + NEG * 3
 

@@ -15,7 +15,8 @@ import random
 import numpy as np
 import pytest
 
-from lmprobe_jupyter.engine.monitoring import live as monitoring
+from lmprobe_jupyter.engine.monitoring import calibration as monitoring
+from lmprobe_jupyter.engine.monitoring import live
 from lmprobe_jupyter.engine.probes.probe import Probe
 
 MISUSE = [
@@ -466,7 +467,7 @@ def test_token_pieces_keep_split_characters_whole(tiny_model_path):
 
     tok = AutoTokenizer.from_pretrained(tiny_model_path)
     ids = tok("héllo 日本語 🙂 ok")["input_ids"]
-    detok = monitoring._Detokenizer(tok)
+    detok = live._Detokenizer(tok)
     pieces = [detok.piece(ids[: k + 1], final=k == len(ids) - 1) for k in range(len(ids))]
     assert "".join(pieces) == tok.decode(ids) == "héllo 日本語 🙂 ok"
     assert "\ufffd" not in "".join(pieces)

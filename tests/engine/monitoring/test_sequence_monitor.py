@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmprobe_jupyter.engine.monitoring import live as monitoring
+from lmprobe_jupyter.engine.monitoring import calibration as monitoring
 from lmprobe_jupyter.engine.probes.scoring import token_matrix
 from lmprobe_jupyter.engine.probes.sequence_probes import AttentionProbe, MILProbe, MultiMaxProbe
 

@@ -263,7 +263,7 @@ def test_save_and_load_round_trip_without_pickle(three, tmp_path):
 def test_load_refuses_bad_folders(three, tmp_path):
     import json
 
-    from lmprobe_jupyter.engine.sharing.serialization import ProbeFormatError
+    from lmprobe_jupyter.engine.sharing.probe_format import ProbeFormatError
 
     path = ProbeEnsemble(three[:2]).fit(POS, NEG).save(tmp_path / "ens")
     meta = json.loads((path / "ensemble.json").read_text())
@@ -396,18 +396,18 @@ def saved_pair(three, tmp_path):
     ],
 )
 def test_load_refuses_malformed_ensemble_json(saved_pair, changes, match):
-    from lmprobe_jupyter.engine.sharing.serialization import ProbeFormatError
+    from lmprobe_jupyter.engine.sharing.probe_format import ProbeFormatError
 
     with pytest.raises(ProbeFormatError, match=match):
         ProbeEnsemble.load(saved_pair(**changes))
 
 
 def test_load_refuses_an_oversized_ensemble_json(saved_pair, monkeypatch):
-    from lmprobe_jupyter.engine.sharing import serialization
-    from lmprobe_jupyter.engine.sharing.serialization import ProbeFormatError
+    from lmprobe_jupyter.engine.sharing import probe_format
+    from lmprobe_jupyter.engine.sharing.probe_format import ProbeFormatError
 
     path = saved_pair()
-    monkeypatch.setattr(serialization, "MAX_JSON_BYTES", 100)
+    monkeypatch.setattr(probe_format, "MAX_JSON_BYTES", 100)
     with pytest.raises(ProbeFormatError, match="bytes; a probe description is at most 100"):
         ProbeEnsemble.load(path)
 

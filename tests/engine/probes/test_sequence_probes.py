@@ -7,17 +7,16 @@ import json
 import numpy as np
 import pytest
 
+from lmprobe_jupyter.engine.extraction.windows import aggregate_rows
+from lmprobe_jupyter.engine.probes.sequence_base import ArrayTokenSource, CallableTokenSource
 from lmprobe_jupyter.engine.probes.sequence_probes import (
-    ArrayTokenSource,
     AttentionProbe,
-    CallableTokenSource,
     MILProbe,
     MultiMaxProbe,
     make_sequence_probe,
     rolling_max_torch,
     sequence_probe_from_state,
 )
-from lmprobe_jupyter.engine.probes.windows import aggregate_rows
 
 D = 12
 

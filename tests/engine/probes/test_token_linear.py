@@ -11,7 +11,7 @@ from lmprobe_jupyter.engine.extraction.extractor import Extractor
 from lmprobe_jupyter.engine.extraction.runtime import ModelRuntime
 from lmprobe_jupyter.engine.probes import token_linear
 from lmprobe_jupyter.engine.probes.features import build_steps
-from lmprobe_jupyter.engine.probes.sequence_probes import ArrayTokenSource
+from lmprobe_jupyter.engine.probes.sequence_base import ArrayTokenSource
 from lmprobe_jupyter.engine.probes.token_linear import (
     TokenBatches,
     fit_token_logistic,

@@ -7,8 +7,8 @@ import pytest
 from lmtest_helpers import TEST_TEMPLATES, TRAIN_NEG, TRAIN_POS
 
 from lmprobe_jupyter import Probe
+from lmprobe_jupyter.engine.extraction.windows import aggregate_rows
 from lmprobe_jupyter.engine.probes.sequence_probes import AttentionProbe, MILProbe, MultiMaxProbe
-from lmprobe_jupyter.engine.probes.windows import aggregate_rows
 
 TEST_TEXTS = [t.format("dog") for t in TEST_TEMPLATES] + [t.format("cat") for t in TEST_TEMPLATES]
 TEST_Y = np.array([1] * 8 + [0] * 8)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lmprobe_jupyter import Probe
-from lmprobe_jupyter.engine.probes.windows import aggregate
+from lmprobe_jupyter.engine.extraction.windows import aggregate
 
 POS = ["alpha alpha alpha beta", "alpha beta alpha", "alpha gamma alpha", "beta alpha alpha"]
 NEG = ["omega omega omega delta", "omega delta omega", "delta omega omega", "omega sigma"]

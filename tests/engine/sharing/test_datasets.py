@@ -16,7 +16,7 @@ from lmtest_helpers import DOG_TEST as TEST
 from safetensors.numpy import load_file
 
 from lmprobe_jupyter import Probe
-from lmprobe_jupyter.engine.cache import store as cache_mod
+from lmprobe_jupyter.engine.cache import settings as cache_mod
 from lmprobe_jupyter.engine.extraction import models
 from lmprobe_jupyter.engine.extraction.extractor import Extractor
 from lmprobe_jupyter.engine.sharing.datasets import (

@@ -23,11 +23,8 @@ from lmtest_helpers import DOG_TEST as TEST
 from lmprobe_jupyter import Probe
 from lmprobe_jupyter.engine.extraction import models
 from lmprobe_jupyter.engine.sharing.hub import ProbeCard
-from lmprobe_jupyter.engine.sharing.serialization import (
-    ProbeFormatError,
-    UnsafeFormatError,
-    UntrustedPickleError,
-)
+from lmprobe_jupyter.engine.sharing.pickles import UntrustedPickleError
+from lmprobe_jupyter.engine.sharing.probe_format import ProbeFormatError, UnsafeFormatError
 
 
 @pytest.fixture

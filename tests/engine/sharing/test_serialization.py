@@ -16,12 +16,12 @@ from safetensors.numpy import load_file, save_file
 from lmprobe_jupyter import Probe
 from lmprobe_jupyter.engine.extraction.extractor import Extractor
 from lmprobe_jupyter.engine.probes.probe import NotFittedError
-from lmprobe_jupyter.engine.sharing import serialization
-from lmprobe_jupyter.engine.sharing.serialization import (
+from lmprobe_jupyter.engine.sharing import pickles, probe_format, safe_files
+from lmprobe_jupyter.engine.sharing.pickles import UntrustedPickleError
+from lmprobe_jupyter.engine.sharing.probe_format import (
     FORMAT_VERSION,
     ProbeFormatError,
     UnsafeFormatError,
-    UntrustedPickleError,
 )
 
 FORMATS = ["dir", "file.safetensors", "probe.pkl"]
@@ -206,7 +206,7 @@ def test_inconsistent_shapes_refused(tiny_fitted, tmp_path):
     # Manifest and hash rewritten consistently, but the arrays no longer fit together.
     def forge(d):
         d["arrays"]["pipeline_.classifier.coef_"]["shape"] = [1, 10]
-        d["arrays_sha256"] = serialization.arrays_digest(arrays)
+        d["arrays_sha256"] = probe_format.arrays_digest(arrays)
 
     _edit_json(tmp_path / "p", forge)
     with pytest.raises(ProbeFormatError, match="inconsistent with each other"):
@@ -289,7 +289,7 @@ def test_unpicklable_pooling_says_so(tiny_model_path, tmp_path, pool, kind):
     with pytest.raises(UnsafeFormatError, match=rf"{kind}.*pickle cannot store it either"):
         p.save(tmp_path / "p")
     with pytest.raises(
-        serialization.UnpicklableProbeError,
+        pickles.UnpicklableProbeError,
         match=rf"pooling is {kind}.*pickle cannot store.*named function at module level",
     ):
         p.save(tmp_path / "p.pkl")
@@ -344,7 +344,7 @@ def test_overwrite_is_atomic(tiny_fitted, tmp_path, monkeypatch):
     def crash(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(serialization, "_write_arrays", crash)
+    monkeypatch.setattr(safe_files, "_write_arrays", crash)
     with pytest.raises(OSError, match="disk full"):
         first.save(tmp_path / "p")
     assert Probe.load(tmp_path / "p").layers_ == [2]  # the earlier save is intact
@@ -387,7 +387,7 @@ def test_save_over_probe_interrupted(tiny_fitted, tmp_path, monkeypatch, fail_at
     tiny_fitted(layers=[1, 3]).save(folder)
     _add_user_files(folder)
     new = tiny_fitted(layers=[2])
-    real = serialization.os.replace
+    real = safe_files.os.replace
     calls = []
 
     def replace(src, dst):
@@ -396,10 +396,10 @@ def test_save_over_probe_interrupted(tiny_fitted, tmp_path, monkeypatch, fail_at
             raise KeyboardInterrupt("killed")
         return real(src, dst)
 
-    monkeypatch.setattr(serialization.os, "replace", replace)
+    monkeypatch.setattr(safe_files.os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
         new.save(folder)
-    monkeypatch.setattr(serialization.os, "replace", real)
+    monkeypatch.setattr(safe_files.os, "replace", real)
     # Killed after the arrays were renamed (json-rename), the pending JSON completes it.
     assert Probe.load(folder).layers_ == ([2] if fail_at == 3 else [1, 3])
     assert np.array_equal(
@@ -503,7 +503,7 @@ def _hostile_folder(folder, marker, *, with_hash: bool = True):
     folder.mkdir(parents=True)
     payload = pickle.dumps(_WritesMarker(marker))
     (folder / "probe.pkl").write_bytes(payload)
-    data = {"format": serialization.FORMAT, "format_version": FORMAT_VERSION}
+    data = {"format": probe_format.FORMAT, "format_version": FORMAT_VERSION}
     data["weights"] = "probe.pkl"
     if with_hash:
         data["pickle_sha256"] = hashlib.sha256(payload).hexdigest()

@@ -187,7 +187,7 @@ class ActivationBaseline(FittedBaseline):
     def validate_params(self) -> None:
         check_method(self.method, "activation")
         from ...extraction.layers import is_selection_spec, is_sweep_spec, validate_spec
-        from ...probes.pooling import validate_pooling
+        from ...extraction.pooling import validate_pooling
 
         validate_spec(self.layers)
         if is_selection_spec(self.layers) or is_sweep_spec(self.layers):
@@ -196,7 +196,7 @@ class ActivationBaseline(FittedBaseline):
                 "fixed layers (an int, a list of ints, 'middle', 'last' or 'all')"
             )
         validate_pooling(self.pooling)
-        from ...probes.pooling import pooling_stage
+        from ...extraction.pooling import pooling_stage
         from ...probes.probe import BACKENDS
 
         if pooling_stage(self.pooling, role="train") != "activation":

@@ -8,9 +8,10 @@ import warnings
 import numpy as np
 import pytest
 
-from lmprobe_jupyter.engine.cache import store as C
-from lmprobe_jupyter.engine.probes import pooling as P
-from lmprobe_jupyter.engine.probes.pooling import UNCACHED_PREFIX, pooling_key
+from lmprobe_jupyter.engine.cache import settings as C
+from lmprobe_jupyter.engine.cache.keys import UNCACHED_PREFIX
+from lmprobe_jupyter.engine.extraction import pooling as P
+from lmprobe_jupyter.engine.extraction.pooling import pooling_key
 
 PROMPTS = ["Hello there", "The cat sat on the mat.", "A third, longer prompt about dogs"]
 

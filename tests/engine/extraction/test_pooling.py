@@ -8,7 +8,7 @@ import pytest
 from lmtest_helpers import NEG, POS
 
 from lmprobe_jupyter import Extractor, Probe, load_model
-from lmprobe_jupyter.engine.probes import pooling as P
+from lmprobe_jupyter.engine.extraction import pooling as P
 
 TEXTS = ["alpha omega beta", "omega omega alpha gamma delta", "beta"]
 

@@ -16,15 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmprobe_jupyter.engine.extraction import bulk, models
-from lmprobe_jupyter.engine.extraction.bulk import (
+from lmprobe_jupyter.engine.extraction import models
+from lmprobe_jupyter.engine.extraction.extractor import Extractor
+from lmprobe_jupyter.engine.sharing import bulk
+from lmprobe_jupyter.engine.sharing.bulk import (
     consolidate_cache,
     extract,
     load_activations,
     load_manifest,
     push_extraction,
 )
-from lmprobe_jupyter.engine.extraction.extractor import Extractor
 from lmprobe_jupyter.engine.sharing.datasets import MissingPromptsError
 
 PROMPTS = [
@@ -54,7 +55,7 @@ def reference(tiny_model_path, tmp_path):
 _CHILD = textwrap.dedent(
     """
     import sys, time
-    from lmprobe_jupyter.engine.extraction import bulk
+    from lmprobe_jupyter.engine.sharing import bulk
     from lmprobe_jupyter.engine.extraction.extractor import Extractor
 
     model, out, prompts, labels = sys.argv[1], sys.argv[2], {prompts!r}, {labels!r}

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sharing.datasets import file_sha256
-from ..sharing.serialization import atomic_write
-from .profiling import operation
+from ..profiling import operation
+from .atomic import atomic_write
+from .datasets import file_sha256
 
 __all__ = [
     "ExtractionManifest",
@@ -333,7 +333,7 @@ def _check_resume(old: ExtractionManifest, new: ExtractionManifest, out: Path) -
 def _output_dir(output_dir, model_name: str) -> Path:
     if output_dir is not None:
         return Path(output_dir).expanduser()
-    from .models import cache_root
+    from ..extraction.models import cache_root
 
     return cache_root() / "extractions" / model_name.replace("/", "--")
 
@@ -344,7 +344,7 @@ def _backend_extractor(model_name, remote, backend, dtype, device, batch_size):
     if remote and backend != "nnsight":
         raise ValueError("remote=True runs on NDIF through nnsight: pass backend='nnsight'")
     if backend == "nnsight":
-        from .nnsight_backend import NNsightExtractor
+        from ..extraction.nnsight_backend import NNsightExtractor
 
         return NNsightExtractor(
             model_name,
@@ -354,8 +354,8 @@ def _backend_extractor(model_name, remote, backend, dtype, device, batch_size):
             batch_size=batch_size,
             progress=False,
         )
-    from .extractor import Extractor
-    from .models import load_model
+    from ..extraction.extractor import Extractor
+    from ..extraction.models import load_model
 
     loaded = load_model(model_name, device=device, dtype=dtype)
     return Extractor(loaded, batch_size=batch_size, progress=False, use_cache=False)
@@ -436,8 +436,8 @@ def extract(
     pathlib.Path
         The extraction directory.
     """
-    from ..probes.pooling import pooling_key
-    from .layers import resolve_layers
+    from ..extraction.layers import resolve_layers
+    from ..extraction.pooling import pooling_key
 
     with operation("extract"):
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
@@ -470,7 +470,7 @@ def extract(
         if extract_router:
             if backend != "local":
                 raise ValueError("extract_router=True needs backend='local'")
-            from .moe import require_routers
+            from ..extraction.moe import require_routers
 
             router_layers = sorted(require_routers(loaded))
         out = _output_dir(output_dir, str(model_name))
@@ -502,7 +502,7 @@ def extract(
             _write_manifest(out, m)
         done = {e.index for e in m.entries}
         todo = [i for i in range(m.n_batches) if i not in done]
-        from .extractor import progress_enabled
+        from ..extraction.extractor import progress_enabled
 
         batches = todo
         if progress_enabled(progress) and len(todo) > 1:
@@ -534,7 +534,7 @@ def extract(
 
 def _batch_tensors(ext, chunk: list[str], m: ExtractionManifest, pooling) -> dict[str, np.ndarray]:
     if m.extract_router:
-        from .moe import router_forward
+        from ..extraction.moe import router_forward
 
         hidden, router = router_forward(ext.loaded, chunk, m.layers, pooling, len(chunk))
     else:
@@ -585,7 +585,7 @@ def load_router_logits(directory, layer: int) -> list[np.ndarray]:
 
 
 def _select(prompts_all: list[str], prompts) -> list[int]:
-    from ..sharing.datasets import MissingPromptsError
+    from .datasets import MissingPromptsError
 
     where: dict[str, int] = {}
     for i, p in enumerate(prompts_all):
@@ -637,7 +637,7 @@ def load_activations(
     elif local.exists():
         raise FileNotFoundError(f"{str(local)!r} has no {MANIFEST_NAME}")
     else:
-        from ..sharing.datasets import fetch_info
+        from .datasets import fetch_info
 
         info, _ = fetch_info(str(dataset))
         stored_layers, stored_pooling, source = info["layers"], info["pooling"], str(dataset)
@@ -657,7 +657,7 @@ def load_activations(
     if all_prompts is not None:
         acts = _read_dir(local, m, wanted)
     else:
-        from ..sharing.datasets import load_activation_dataset
+        from .datasets import load_activation_dataset
 
         tensors, info = load_activation_dataset(str(dataset), wanted)
         acts = {layer: tensors[f"hidden.layer_{layer}"] for layer in wanted}
@@ -684,8 +684,8 @@ def push_extraction(
     key and published by :func:`~.datasets.push_dataset`, so the dataset is the one
     ``Probe(dataset=repo_id)`` and :func:`load_activations` read. Returns the dataset URL.
     """
-    from ..cache.store import get_cache
-    from ..sharing.datasets import push_dataset
+    from ..cache.settings import get_cache
+    from .datasets import push_dataset
 
     out = Path(directory).expanduser()
     m = load_manifest(out)
@@ -724,10 +724,10 @@ def consolidate_cache(
     many are not). The files have :func:`extract`'s format, so :func:`load_activations`
     and :func:`push_extraction` read them.
     """
-    from ..cache.store import get_cache
-    from ..sharing.datasets import MissingPromptsError
-    from .layers import resolve_layers
-    from .models import model_n_layers, resolve_model
+    from ..cache.settings import get_cache
+    from ..extraction.layers import resolve_layers
+    from ..extraction.models import model_n_layers, resolve_model
+    from .datasets import MissingPromptsError
 
     prompts = list(prompts)
     if not prompts or not all(isinstance(p, str) for p in prompts):

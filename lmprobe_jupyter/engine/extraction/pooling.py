@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from ..cache.keys import UNCACHED_PREFIX
+
 #: The reductions over tokens every stage offers.
 BASE_STRATEGIES = ("last_token", "first_token", "mean", "max", "min")
 #: Stage prefixes.
@@ -40,9 +42,6 @@ STAGES = ("activation", "score")
 #: Bare names, with their meaning from before stage prefixes existed.
 POOLINGS = ("last_token", "mean", "first_token", "all", "max", "min")
 TOKEN_LEVEL_INFERENCE = ("all", "max", "min")
-#: Key prefix of a callable pooling that cannot be keyed: the cache never stores or serves it.
-UNCACHED_PREFIX = "uncached:"
-
 _BARE_ACTIVATION = ("last_token", "first_token", "mean")
 
 

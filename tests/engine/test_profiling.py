@@ -11,8 +11,8 @@ import time
 import pytest
 
 from lmprobe_jupyter import Probe
-from lmprobe_jupyter.engine.extraction import profiling
-from lmprobe_jupyter.engine.extraction.profiling import (
+from lmprobe_jupyter.engine import profiling
+from lmprobe_jupyter.engine.profiling import (
     is_profiling,
     last_profile,
     operation,

@@ -82,7 +82,7 @@ class ProfileReport:
         return f"{self.name}: {self.total:.3f}s = {parts}"
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict | None:
-        from ...presentation.payload import repr_bundle
+        from ..presentation.payload import repr_bundle
 
         rows = [
             (k, f"{v:.3f}", self.calls.get(k, ""), f"{v / self.total if self.total else 0:.0%}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmprobe_jupyter.engine.probes.windows import (
+from lmprobe_jupyter.engine.extraction.windows import (
     Aggregation,
     aggregate,
     aggregate_rows,
