@@ -15,6 +15,36 @@ POS = ["alpha alpha alpha", "alpha beta alpha", "alpha gamma", "alpha alpha", "b
 NEG = ["omega omega omega", "omega delta", "delta omega omega", "omega omega", "omega sigma"]
 
 
+#: Prompts of mixed length (padding matters): extraction, distributed and device tests.
+MIXED_PROMPTS = [
+    "Hi",
+    "The quick brown fox jumps over the lazy dog.",
+    "A much longer prompt, with punctuation; several clauses, and a trailing question?",
+    "Short one",
+    "Numbers 1 2 3 4 5 6 7 8 9 10 11 12",
+]
+#: Prompts the backend-parity tests (transformers, nnsight, CUDA) extract.
+BACKEND_PROMPTS = [
+    "The capital of France is Paris.",
+    "hi",
+    "A much longer prompt, with punctuation, several words and numbers 1 2 3.",
+    "Dogs bark.",
+]
+#: A sentiment pair the backend-parity tests train probes on.
+SENTIMENT_POS = [
+    "I love this, it is wonderful",
+    "What a great day",
+    "This is excellent news",
+    "So happy",
+]
+SENTIMENT_NEG = [
+    "I hate this, it is awful",
+    "What a terrible day",
+    "This is horrible news",
+    "So sad",
+]
+
+
 def _save_tiny(
     path: Path,
     tokenizer_dir: Path,

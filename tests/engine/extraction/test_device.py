@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from lmtest_helpers import BACKEND_PROMPTS, SENTIMENT_NEG, SENTIMENT_POS
 
 from lmprobe_jupyter import Probe
 from lmprobe_jupyter.engine.extraction.extractor import Extractor
@@ -17,14 +18,8 @@ from lmprobe_jupyter.engine.extraction.models import load_model
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 BUNDLED = "HuggingFaceTB/SmolLM2-135M-Instruct"
-PROMPTS = [
-    "The capital of France is Paris.",
-    "hi",
-    "A much longer prompt, with punctuation, several words and numbers 1 2 3.",
-    "Dogs bark.",
-]
-POS = ["I love this, it is wonderful", "What a great day", "This is excellent news", "So happy"]
-NEG = ["I hate this, it is awful", "What a terrible day", "This is horrible news", "So sad"]
+PROMPTS = BACKEND_PROMPTS
+POS, NEG = SENTIMENT_POS, SENTIMENT_NEG
 TEST = ["I adore it", "I loathe it", "Fantastic work", "Dreadful work"]
 
 

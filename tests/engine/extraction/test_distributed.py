@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from lmtest_helpers import MIXED_PROMPTS
 
 # What lmprobe sets before it first imports Ray for a local instance; this module imports
 # Ray itself first, so it sets it too (every socket of the local instance on loopback).
@@ -48,12 +49,7 @@ BUNDLED = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # tests/ as a package).
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-PROMPTS = [
-    "Hi",
-    "The quick brown fox jumps over the lazy dog.",
-    "A much longer prompt, with punctuation; several clauses, and a trailing question?",
-    "Short one",
-    "Numbers 1 2 3 4 5 6 7 8 9 10 11 12",
+PROMPTS = MIXED_PROMPTS + [
     "How do I reset my router password without losing the settings I already configured?",
     "ok",
     "Summarise the plot of a novel about a lighthouse keeper in three sentences.",

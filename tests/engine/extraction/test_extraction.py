@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from lmtest_helpers import MIXED_PROMPTS
 
 from lmprobe_jupyter.engine.extraction.extractor import Extractor
 from lmprobe_jupyter.engine.extraction.models import decoder_layers, load_model
 
-PROMPTS = [
-    "Hi",
-    "The quick brown fox jumps over the lazy dog.",
-    "A much longer prompt, with punctuation; several clauses, and a trailing question?",
-    "Short one",
-    "Numbers 1 2 3 4 5 6 7 8 9 10 11 12",
-]
+PROMPTS = MIXED_PROMPTS
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from lmtest_helpers import BACKEND_PROMPTS, SENTIMENT_NEG, SENTIMENT_POS
 
 from lmprobe_jupyter import Probe
 from lmprobe_jupyter.engine.cache.settings import clear_cache, get_cache
@@ -23,15 +24,8 @@ from lmprobe_jupyter.engine.extraction.extractor import Extractor
 from lmprobe_jupyter.engine.extraction.models import decoder_layers, load_model
 
 BUNDLED = "HuggingFaceTB/SmolLM2-135M-Instruct"
-PROMPTS = [
-    "The capital of France is Paris.",
-    "hi",
-    "A much longer prompt, with punctuation, several words and numbers 1 2 3.",
-    "Dogs bark.",
-    "Is this sentence true or false?",
-]
-POS = ["I love this, it is wonderful", "What a great day", "This is excellent news", "So happy"]
-NEG = ["I hate this, it is awful", "What a terrible day", "This is horrible news", "So sad"]
+PROMPTS = BACKEND_PROMPTS + ["Is this sentence true or false?"]
+POS, NEG = SENTIMENT_POS, SENTIMENT_NEG
 
 
 def _nnsight_config():
