@@ -526,6 +526,19 @@ def test_reopened_notebook_draws_every_output_without_a_kernel(
         )
         _assert_reopened(page, "dark")
         page.locator(".jp-NotebookPanel").screenshot(path=str(IMAGES / "reopened_dark.png"))
+
+        # high contrast: every drawing still readable at 4.5:1
+        lab.put(
+            "/lab/api/settings/@jupyterlab/apputils-extension:themes",
+            {"raw": '{"theme": "JupyterLab Dark High Contrast"}'},
+        )
+        page.goto(lab.notebook_url("reopen.ipynb"))
+        page.wait_for_selector(
+            'body[data-jp-theme-name="JupyterLab Dark High Contrast"]',
+            state="attached",
+            timeout=60000,
+        )
+        _assert_reopened(page, "dark high contrast")
     finally:
         if not page.is_closed():
             page.screenshot(path=str(tmp_path / "reopened.png"), full_page=True)
