@@ -602,3 +602,51 @@ def test_bad_saved_outputs_give_inline_messages(lab, browser, tmp_path):
         assert page.evaluate("1 + 1") == 2
     finally:
         page.screenshot(path=str(tmp_path / "bad.png"))
+
+
+@pytest.mark.browser
+def test_notebook7_draws_saved_outputs_without_a_kernel(lab, browser):
+    """Notebook 7 (the classic-style UI on the same server) loads the same extension."""
+    import nbformat
+
+    from lmprobe_jupyter.presentation import payload as schema
+
+    bundles = [
+        schema.mimebundle(
+            "sweep",
+            html="<b>sweep</b>",
+            text="sweep",
+            layers=[0, 1, 2],
+            test_scores=[0.5, 0.9, 0.7],
+            best_layer=1,
+            best_by="test",
+        ),
+        schema.mimebundle(
+            "tokens",
+            html="<b>tokens</b>",
+            text="tokens",
+            texts=[(["<b>bold?</b>", " fine"], [0.9, None])],
+        ),
+        schema.mimebundle(
+            "battery", html="<b>b</b>", text="b", rows=[{"name": "bow", "score": 0.6}]
+        ),
+    ]
+    nb = nbformat.v4.new_notebook()
+    for bundle in bundles:
+        cell = nbformat.v4.new_code_cell("pass")
+        out = {"output_type": "display_data", "metadata": {}, "data": bundle}
+        cell.outputs = [nbformat.from_dict(out)]
+        nb.cells.append(cell)
+    nbformat.write(nb, str(lab.root / "nb7.ipynb"))
+    page = browser.new_page(viewport={"width": 1280, "height": 1600})
+    try:
+        page.goto(f"{lab.base}/notebooks/nb7.ipynb?token=lmprobe-test-token")
+        for kind in ("sweep", "tokens", "battery"):
+            _wait(page, page.locator(f".lmpx.lmpx-kind-{kind}"), 90)
+        assert page.locator(".lmpx-kind-sweep svg circle.lmpx-point").count() == 3
+        toks = page.locator(".lmpx-kind-tokens .lmpx-tokbody .lmpx-tok").all_text_contents()
+        assert toks == ["<b>bold?</b>", " fine"]  # shown as text, not parsed as HTML
+        assert page.locator(".lmpx-error").count() == 0
+        assert "fallback" not in page.locator("body").inner_text()
+    finally:
+        page.close()
