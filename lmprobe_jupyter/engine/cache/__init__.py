@@ -8,5 +8,6 @@ and raises), ``_shard`` (immutable self-describing safetensors shards), ``_s3`` 
 backend), ``_events`` (hit/miss logs), ``tools`` (lmprobe 0.10's cache tools),
 ``token_store`` (per-token activations on disk, read a minibatch at a time),
 ``activation_store`` (pooled vectors held in memory). The bottom layer of the engine:
-imports nothing else of it but ``progress`` and ``inputs``.
+imports nothing else of the engine but its root modules (``inputs``, ``progress``,
+``profiling``).
 """

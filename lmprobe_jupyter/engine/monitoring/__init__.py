@@ -1,4 +1,6 @@
-"""Monitoring: calibrated thresholds, flagging, live per-token scores while a model
-generates (``live``), and whether a threshold still holds on new traffic (``drift``).
-Uses ``probes`` and ``extraction``.
+"""Monitoring: thresholds with a known false-positive rate, scores during generation.
+
+``calibration`` (calibrate, flag, prompt scores over long inputs, metrics at the
+threshold), ``live`` (per-token scores while a model generates), ``drift`` (does a
+calibrated threshold still hold on new traffic). Uses ``probes``, ``extraction``.
 """

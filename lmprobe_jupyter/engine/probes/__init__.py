@@ -4,10 +4,10 @@
 (its fitting paths and cross-validation refits), ``inference`` (its base class: model
 access, predict, token scores),
 ``classifiers`` (names to sklearn estimators), ``features`` (preprocessing between
-extraction and the classifier), ``pooling`` and ``windows`` (how token activations or
-token scores become one per prompt), ``scoring`` (per-token rows, prompt-level outputs),
-``token_probes`` / ``sequence_probes`` / ``token_linear`` (token-level probes: attention,
-MultiMax, MIL, every-token linear from the token store), ``span_data`` (span-labelled
+extraction and the classifier), ``scoring`` (per-token rows, prompt-level outputs),
+``token_probes`` / ``sequence_base`` / ``sequence_probes`` / ``token_linear`` (token-level
+probes: attention, MultiMax, MIL, every-token linear from the token store), ``span_data``
+(span-labelled
 training texts), ``ensemble`` (``ProbeEnsemble``).
 Uses ``extraction`` and ``cache``; evaluation, monitoring and sharing are imported lazily
 by the ``Probe`` methods that delegate to them.

@@ -7,5 +7,5 @@ fitted probe <-> ``probe.json`` content), ``safe_files`` (probe folders and sing
 ``.safetensors`` files on disk), ``pickles`` (pickle with trust checks, pre-re-layout
 pickles), ``atomic`` (durable writes). ``hub`` (push/pull probes and cards on the
 HuggingFace Hub), ``datasets`` (activation datasets on the Hub, probes trained without the
-model). Uses ``probes``, ``extraction``, ``cache``.
+model), ``bulk`` (resumable bulk extraction into a directory of shards). Uses ``probes``, ``extraction``, ``cache``.
 """
