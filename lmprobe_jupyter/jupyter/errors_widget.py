@@ -21,6 +21,7 @@ import traitlets
 
 from ..presentation import STATIC_DIR
 from ..presentation.payload import repr_bundle
+from .widgets import add_static_copies
 
 __all__ = ["ACTIONS", "ErrorsWidget"]
 
@@ -150,18 +151,10 @@ class ErrorsWidget(anywidget.AnyWidget):
         return render_errors(self.analysis)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict, dict] | None:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        if bundle is None:
-            return None
-        data, metadata = bundle
-        data = dict(data)
-        data["text/html"] = self._repr_html_()
-        # drawn by the JupyterLab extension when the notebook is reopened without a kernel
+        # the JSON is what the JupyterLab extension draws when reopened without a kernel
         saved = repr_bundle(
             "errors",
             props=self.analysis.to_props(max_rows=self.max_rows),
             highlights=self.analysis.computed_highlights,
         )
-        if saved:
-            data.update(saved)
-        return data, metadata
+        return add_static_copies(super()._repr_mimebundle_(**kwargs), self._repr_html_(), saved)

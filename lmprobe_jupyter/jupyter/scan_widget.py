@@ -19,6 +19,7 @@ import traitlets
 
 from ..presentation import STATIC_DIR
 from ..presentation import payload as schema
+from .widgets import add_static_copies
 
 __all__ = ["ScanWidget", "show_scan"]
 
@@ -49,15 +50,13 @@ class ScanWidget(anywidget.AnyWidget):
         return self.image._repr_html_()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict, dict] | None:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        if bundle is None:
-            return None
-        data, metadata = bundle
-        data = dict(data)
-        data["text/html"] = self.image._repr_html_()
-        data["image/png"] = base64.b64encode(self.image.png()).decode()
-        data[schema.MIME_TYPE] = schema.payload("scan", props=self.props)
-        return data, metadata
+        extra = {
+            "image/png": base64.b64encode(self.image.png()).decode(),
+            schema.MIME_TYPE: schema.payload("scan", props=self.props),
+        }
+        return add_static_copies(
+            super()._repr_mimebundle_(**kwargs), self.image._repr_html_(), extra
+        )
 
 
 def show_scan(scan: Any, prompt: Any = 0, signal: str = "residual", cell: int = 14) -> ScanWidget:

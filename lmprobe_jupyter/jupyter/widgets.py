@@ -23,6 +23,7 @@ from ..presentation import payload as schema
 
 __all__ = [
     "BatteryWidget",
+    "add_static_copies",
     "SweepCurveWidget",
     "TokenHighlightWidget",
     "best_by_cv",
@@ -32,6 +33,18 @@ __all__ = [
 ]
 
 _STATIC = presentation.STATIC_DIR
+
+
+def add_static_copies(
+    bundle: tuple[dict, dict] | None, html: str, extra: dict | None = None
+) -> tuple[dict, dict] | None:
+    """A widget's mimebundle plus the copies that show without its live model: the
+    self-contained ``text/html`` and ``extra`` (the JSON payload the JupyterLab extension
+    draws, a PNG)."""
+    if bundle is None:
+        return None
+    data, metadata = bundle
+    return {**data, "text/html": html, **(extra or {})}, metadata
 
 
 class HTMLBackedWidget(anywidget.AnyWidget):
@@ -67,16 +80,12 @@ class HTMLBackedWidget(anywidget.AnyWidget):
         return self._static_html()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict, dict] | None:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        if bundle is None:
-            return None
-        data, metadata = bundle
-        data = dict(data)
-        data["text/html"] = self._static_html()
         saved = self._payload()
-        if saved is not None:
-            data[schema.MIME_TYPE] = saved
-        return data, metadata
+        return add_static_copies(
+            super()._repr_mimebundle_(**kwargs),
+            self._static_html(),
+            None if saved is None else {schema.MIME_TYPE: saved},
+        )
 
 
 class TokenHighlightWidget(HTMLBackedWidget):
