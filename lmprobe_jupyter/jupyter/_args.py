@@ -10,6 +10,7 @@ user sees one line and no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -320,3 +321,23 @@ def user_list(user_ns: Mapping[str, Any], name: str, flag: str, strings: bool = 
                     f"{flag} {name}[{i}] is a {type(item).__name__}, every prompt must be a str"
                 )
     return items
+
+
+def out_name(name: str | None) -> str | None:
+    """The ``-o/--out`` variable name, checked (None: bind nothing)."""
+    if name is not None and not name.isidentifier():
+        raise UsageError(f"-o/--out expects a variable name, got {name!r}")
+    return name
+
+
+@contextlib.contextmanager
+def user_errors(what: str, *kinds: type[BaseException]):
+    """Turn the engine's input errors (``kinds``) raised inside into a one-line
+    ``UsageError`` prefixed with ``what`` (the magic's name)."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except kinds as exc:
+        msg = " ".join(str(exc).strip("'\"").split()) or type(exc).__name__
+        raise UsageError(f"{what}: {msg}") from None

@@ -41,8 +41,7 @@ class ErrorsMagics(Magics):
     def probe_errors(self, line: str) -> Any:
         """Table of a probe's mistakes with relabel / exclude / refit (widget)."""
         args = parse_argstring(self.probe_errors, line)
-        if args.out is not None and not args.out.isidentifier():
-            raise UsageError(f"-o/--out expects a variable name, got {args.out!r}")
+        _args.out_name(args.out)
         ns = self.shell.user_ns
         probe = _args.user_object(ns, args.probe, "PROBE")
         if not hasattr(probe, "errors"):
@@ -50,7 +49,7 @@ class ErrorsMagics(Magics):
         prompts = _args.user_list(ns, args.prompts, "PROMPTS")
         labels = _args.user_list(ns, args.labels, "--labels", strings=False)
         metadata = _args.user_object(ns, args.metadata, "--metadata") if args.metadata else None
-        try:
+        with _args.user_errors("probe_errors", ValueError, TypeError, KeyError, IndexError):
             analysis = probe.errors(
                 prompts,
                 labels,
@@ -59,9 +58,6 @@ class ErrorsMagics(Magics):
                 band=args.band,
                 n_highlight=args.highlight,
             )
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
-            msg = " ".join(str(exc).strip("'\"").split()) or type(exc).__name__
-            raise UsageError(f"probe_errors: {msg}") from None
         if args.out:
             ns[args.out] = analysis
         if args.static:

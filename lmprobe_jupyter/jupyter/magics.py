@@ -66,12 +66,6 @@ def _user_errors(what: str) -> Iterator[None]:
         raise UsageError(f"{what}: {msg}") from None
 
 
-def _out_name(name: str | None) -> str | None:
-    if name is not None and not name.isidentifier():
-        raise UsageError(f"-o/--out expects a variable name, got {name!r}")
-    return name
-
-
 def _labels_for(positive: Sequence[str], negative: Sequence[str]) -> list[int]:
     return [1] * len(positive) + [0] * len(negative)
 
@@ -231,7 +225,7 @@ class ProbeMagics(Magics, Configurable):
         ``selected_layer``.
         """
         args = parse_argstring(self.probe_sweep, line)
-        out = _out_name(args.out)
+        out = _args.out_name(args.out)
         positive, negative = self._contrastive(args, cell)  # type: ignore[misc]
         test = self._test_set(args, required=False)
         if args.cv < 2 and test is None:
@@ -273,7 +267,7 @@ class ProbeMagics(Magics, Configurable):
         model and layers. Binds the results to ``-o`` (default ``battery``).
         """
         args = parse_argstring(self.probe_battery, line)
-        out = _out_name(args.out)
+        out = _args.out_name(args.out)
         probe = self._probe(args.probe)
         positive, negative = self._contrastive(args, cell)  # type: ignore[misc]
         test, labels = self._test_set(args, required=True)  # type: ignore[misc]
@@ -309,7 +303,7 @@ class ProbeMagics(Magics, Configurable):
         colours tokens blue (low) to red (high) and marks those over the threshold.
         """
         args = parse_argstring(self.probe_tokens, line)
-        out = _out_name(args.out)
+        out = _args.out_name(args.out)
         probe = self._probe(args.probe)
         texts: list[str] = []
         if args.text:
@@ -342,7 +336,7 @@ class ProbeMagics(Magics, Configurable):
     def probe_eval(self, line: str) -> Any:
         """Metrics of a fitted probe on a held-out set: a table plus the ROC curve."""
         args = parse_argstring(self.probe_eval, line)
-        out = _out_name(args.out)
+        out = _args.out_name(args.out)
         probe = self._probe(args.probe)
         test, labels = self._test_set(args, required=True)  # type: ignore[misc]
         with _user_errors("probe_eval"):
@@ -376,7 +370,7 @@ class ProbeMagics(Magics, Configurable):
         ``--chat-template false`` sends the bare text.
         """
         args = parse_argstring(self.probe_monitor, line)
-        out = _out_name(args.out)
+        out = _args.out_name(args.out)
         probe = self._probe(args.probe)
         prompt = " ".join(_args.unquote(t) for t in args.prompt)
         if cell is not None and cell.strip():

@@ -44,8 +44,7 @@ class RobustnessMagics(Magics):
     def probe_robustness(self, line: str) -> Any:
         """Score a probe on transformed copies of a held-out set (AUROC, TPR@FPR, CIs)."""
         args = parse_argstring(self.probe_robustness, line)
-        if args.out is not None and not args.out.isidentifier():
-            raise UsageError(f"-o/--out expects a variable name, got {args.out!r}")
+        _args.out_name(args.out)
         ns = self.shell.user_ns
         probe = _args.user_object(ns, args.probe, "PROBE")
         if not hasattr(probe, "robustness_report"):
@@ -53,7 +52,7 @@ class RobustnessMagics(Magics):
         prompts = _args.user_list(ns, args.prompts, "PROMPTS")
         labels = _args.user_list(ns, args.labels, "--labels", strings=False)
         transforms = _args.unquote(args.transforms) if args.transforms else None
-        try:
+        with _args.user_errors("probe_robustness", ValueError, TypeError, KeyError):
             report = probe.robustness_report(
                 prompts,
                 labels,
@@ -63,9 +62,6 @@ class RobustnessMagics(Magics):
                 n_bootstrap=args.bootstrap,
                 n_worst=args.worst,
             )
-        except (ValueError, TypeError, KeyError) as exc:
-            msg = " ".join(str(exc).strip("'\"").split()) or type(exc).__name__
-            raise UsageError(f"probe_robustness: {msg}") from None
         if args.out:
             ns[args.out] = report
         return report

@@ -54,10 +54,10 @@ class ScanMagics(Magics):
     def probe_scan(self, line: str) -> Any:
         """Scan a corpus (residual, attention and MLP contributions at every layer)."""
         args = parse_argstring(self.probe_scan, line)
-        if args.out is not None and not args.out.isidentifier():
-            raise UsageError(f"-o/--out expects a variable name, got {args.out!r}")
+        _args.out_name(args.out)
         ns = self.shell.user_ns
-        try:
+        errors = (ValueError, TypeError, KeyError, IndexError, FileNotFoundError)
+        with _args.user_errors("probe_scan", *errors):
             scan = self._scan(args, ns)
             if args.out:
                 ns[args.out] = scan
@@ -68,11 +68,6 @@ class ScanMagics(Magics):
                     else None
                 )
             image = scan.plot(_show_target(args.show), signal=args.signal)
-        except UsageError:
-            raise
-        except (ValueError, TypeError, KeyError, IndexError, FileNotFoundError) as exc:
-            msg = " ".join(str(exc).strip("'\"").split()) or type(exc).__name__
-            raise UsageError(f"probe_scan: {msg}") from None
         if args.static:
             return image
         from .scan_widget import ScanWidget
