@@ -107,9 +107,9 @@ class MassMeanAugmenter(TransformerMixin, BaseEstimator):
 
 
 def validate_preprocessing(preprocessing, pca_components) -> None:
-    if preprocessing is not None and preprocessing not in PREPROCESSING:
+    if preprocessing is not None and preprocessing not in (*PREPROCESSING, "auto"):
         raise ValueError(
-            f"preprocessing={preprocessing!r} is not one of None, "
+            f"preprocessing={preprocessing!r} is not one of 'auto', None, "
             f"{', '.join(map(repr, PREPROCESSING))}"
         )
     if pca_components is not None and (not isinstance(pca_components, int) or pca_components < 1):

@@ -93,14 +93,71 @@ def fit_prompts(probe, X, y, labels, remote, sample_weight) -> dict:
                 f"training prompt ({len(prompts)},)"
             )
     _check_compute_backend(probe)
+    from . import background
     from .token_probes import uses_sequence_probe
 
     if uses_sequence_probe(probe):
         _check_no_sample_weight(probe, sample_weight)
+        words = background.document_words(probe, prompts, labels)
+        if words is not None:
+            texts, y = background.bag_training_set(prompts, labels, words, probe.random_state)
+            state = fit_sequence(probe, texts, y, remote)
+            return _with_background(state, prompts, labels, len(texts))
         return fit_sequence(probe, prompts, labels, remote)
     if streams_token_fit(probe, labels):
         return fit_token_stream(probe, prompts, labels, sample_weight, remote)
     return fit_pooled(probe, prompts, labels, sample_weight, remote)
+
+
+def _with_background(state: dict, prompts, labels, n_texts: int) -> dict:
+    """A fit on prompts plus background documents, described as a fit on the prompts:
+    ``training_data`` (what ``cross_validate`` refits per fold, on the prompts alone) and
+    ``n_train_`` are the prompts'; ``n_background_documents_`` counts the documents."""
+    state.update(
+        train_data=(prompts, labels),
+        n_train_=len(prompts),
+        n_background_documents_=n_texts - len(prompts),
+    )
+    return state
+
+
+# ---------------------------------------------------------------------- defaults
+#: Defaults of a probe trained on every token with ``classifier="logistic_regression"``
+#: (``train_pooling="all"``, or a score aggregation such as ``rolling_max:16``), under the
+#: user's own ``classifier_kwargs``. Each token is a training row: tens of strongly
+#: correlated rows per prompt, so sklearn's ``C=1`` fits the training prompts' tokens
+#: (and does not converge in 2,000 iterations); token counts differ by class, so the
+#: classes are balanced. ``bench/token_defaults.py`` measured these against sklearn's
+#: defaults on six StrongREJECT categories (README, "Token-level probes at defaults").
+TOKEN_LOGISTIC_DEFAULTS = {"C": 5e-4, "class_weight": "balanced"}
+
+
+def trains_token_logistic(probe) -> bool:
+    """Whether ``probe`` trains an sklearn logistic regression on every token."""
+    return (
+        probe.train_pooling_ == "all"
+        and probe.task == "classification"
+        and isinstance(probe.classifier, str)
+        and probe.classifier == "logistic_regression"
+        and probe.compute_backend == "sklearn"
+    )
+
+
+def classifier_kwargs_of(probe) -> dict | None:
+    """``probe.classifier_kwargs`` over the defaults of its kind of training
+    (:data:`TOKEN_LOGISTIC_DEFAULTS` for an every-token logistic regression)."""
+    if trains_token_logistic(probe):
+        return {**TOKEN_LOGISTIC_DEFAULTS, **(probe.classifier_kwargs or {})}
+    return probe.classifier_kwargs
+
+
+def preprocessing_of(probe) -> str | None:
+    """``probe.preprocessing`` with ``"auto"`` resolved: ``"standard"`` for an every-token
+    logistic regression (one scale for every feature, so one ``C`` fits any layer and
+    model), else None."""
+    if probe.preprocessing == "auto":
+        return "standard" if trains_token_logistic(probe) else None
+    return probe.preprocessing
 
 
 # ---------------------------------------------------------------------- pooled
@@ -117,7 +174,7 @@ def fit_matrix(
     steps = build_steps(
         n_layers,
         probe.normalize_layers,
-        probe.preprocessing,
+        preprocessing_of(probe),
         probe.pca_components,
         len(X),
         probe.random_state,
@@ -126,7 +183,7 @@ def fit_matrix(
     build = build_classifier
     if probe.compute_backend == "cuml" and isinstance(probe.classifier, str):
         build = build_cuml_classifier
-    clf = build(probe.classifier, probe.task, probe.random_state, probe.classifier_kwargs)
+    clf = build(probe.classifier, probe.task, probe.random_state, classifier_kwargs_of(probe))
     sample_weight = check_sample_weight(clf, sample_weight, len(X))
     fit_params = {} if sample_weight is None else {"classifier__sample_weight": sample_weight}
     pipe = Pipeline([*steps, ("classifier", clf)])
@@ -264,7 +321,7 @@ def streams_token_fit(probe, labels=None) -> bool:
         and probe.task == "classification"
         and probe.classifier == "logistic_regression"
         and probe.compute_backend == "sklearn"
-        and probe.preprocessing in (None, "standard")
+        and preprocessing_of(probe) in (None, "standard")
         and not probe.mass_mean_augment
         and not is_selection_spec(probe.layers)
         and probe.extraction_options()["executor"] == "local"
@@ -289,7 +346,7 @@ def fit_token_stream(probe, prompts, labels, sample_weight, remote, spans=None) 
     t0 = time.perf_counter()
     labels = np.asarray(labels)
     clf = build_classifier(
-        probe.classifier, probe.task, probe.random_state, probe.classifier_kwargs
+        probe.classifier, probe.task, probe.random_state, classifier_kwargs_of(probe)
     )
     sample_weight = check_sample_weight(clf, sample_weight, len(labels))
     prepared = _prepared(probe, prompts)
@@ -377,7 +434,7 @@ def streamed_pipeline(probe, clf, inputs, idx, labels, n_layers, sample_weight=N
     steps = build_steps(
         n_layers,
         probe.normalize_layers,
-        probe.preprocessing,
+        preprocessing_of(probe),
         probe.pca_components,
         len(idx),
         probe.random_state,

@@ -93,9 +93,16 @@ class Probe(ProbeInference):
     dtype : {"auto", "float32", "float16", "bfloat16"} or None, default "auto"
         ``"auto"``: bfloat16 where the device runs it natively (CUDA, AMX/AVX512-BF16 CPUs), else float32; ``"float32"`` for exact reference numbers.
     normalize_layers : bool or "per_layer", default True
-    preprocessing : {"standard", "pca", "standard+pca"} or None
+    preprocessing : {"auto", "standard", "pca", "standard+pca"} or None, default "auto"
+        ``"auto"``: ``"standard"`` for a probe trained on every token with the
+        ``logistic_regression`` classifier (``train_pooling="all"``, or a score aggregation
+        such as ``pooling="rolling_max:16"``), else None. See ``classifier_kwargs``.
     pca_components : int or None
     classifier_kwargs : dict or None
+        Keyword arguments of the classifier. A probe trained on every token with the
+        ``logistic_regression`` classifier uses ``C=5e-4`` and ``class_weight="balanced"``
+        unless these set them (:data:`.fitting.TOKEN_LOGISTIC_DEFAULTS`: every token of a prompt is a
+        training row, so the rows are many and alike; measured in ``bench/token_defaults.py``).
     fast_auto_top_k : int, default 3
     auto_candidates : list of float or int, or None
     auto_alpha : float, default 0.01
@@ -125,6 +132,15 @@ class Probe(ProbeInference):
         NaN in ``token_scores``, masked in ``"all"`` arrays, skipped by every reduction.
         True scores them too (also in the live ``monitor``). Training with
         ``train_pooling="all"`` (and sequence probes) uses the same tokens.
+    background : {"auto", None}, default "auto"
+        ``"auto"``: an attention probe (``classifier="attention"``) of two classes is
+        also trained on its training prompts placed inside ordinary
+        text (Python's documentation, shipped with CPython), each document labelled as
+        its prompt: the probe learns to find the request in long text
+        (:mod:`.background`; measured in ``bench/token_defaults.py``). It extracts ~450
+        more tokens per training prompt (at most 512 prompts); ``n_background_documents_``
+        says how many a fit used. None: train on the prompts alone. Other probes ignore
+        it (every-token logistic probes: ``fit_spans`` with ``background_documents``).
     """
 
     def __init__(
@@ -144,7 +160,7 @@ class Probe(ProbeInference):
         backend: str = "local",
         dtype: str | None = "auto",
         normalize_layers=True,
-        preprocessing: str | None = None,
+        preprocessing: str | None = "auto",
         pca_components: int | None = None,
         classifier_kwargs: dict | None = None,
         fast_auto_top_k: int = 3,
@@ -157,6 +173,7 @@ class Probe(ProbeInference):
         max_retries: int | None = None,
         compute_backend: str = "sklearn",
         score_special_tokens: bool = False,
+        background: str | None = "auto",
     ) -> None:
         self.model = model
         self.dataset = dataset
@@ -186,6 +203,7 @@ class Probe(ProbeInference):
         self.max_retries = max_retries
         self.compute_backend = compute_backend
         self.score_special_tokens = score_special_tokens
+        self.background = background
 
     # ------------------------------------------------------------------ sklearn API
     @classmethod
@@ -326,6 +344,9 @@ class Probe(ProbeInference):
         validate_normalize(self.normalize_layers)
         validate_preprocessing(self.preprocessing, self.pca_components)
         resolve_poolings(self.pooling, self.train_pooling, self.inference_pooling)
+        from .background import validate_background
+
+        validate_background(self.background)
         if not isinstance(self.fast_auto_top_k, int) or self.fast_auto_top_k < 1:
             raise ValueError(f"fast_auto_top_k={self.fast_auto_top_k!r} must be a positive int")
         if self.layers == "auto":
@@ -424,7 +445,7 @@ class Probe(ProbeInference):
     def _forget_token_fit(self) -> None:
         """Drop what an earlier streamed every-token fit left (a refit another way must not
         be cross-validated, or described, as one)."""
-        for name in ("_token_fit", "train_passes_", "n_train_tokens_"):
+        for name in ("_token_fit", "train_passes_", "n_train_tokens_", "n_background_documents_"):
             self.__dict__.pop(name, None)
 
     def _learn(self, state: dict) -> Probe:

@@ -93,7 +93,7 @@ def check_sequence_options(probe, *, from_activations: bool = False) -> None:
         bad.append(f"task={probe.task!r} (sequence probes are binary classifiers)")
     if is_selection_spec(probe.layers):
         bad.append(f"layers={probe.layers!r} (layer selection fits pooled probes)")
-    if probe.preprocessing is not None:
+    if probe.preprocessing not in (None, "auto"):
         bad.append(f"preprocessing={probe.preprocessing!r} (sequence probes standardize tokens)")
     if probe.mass_mean_augment:
         bad.append("mass_mean_augment=True")

@@ -54,7 +54,7 @@ FAST = dict(max_epochs=60, patience=8, learning_rate=0.05, random_state=0)
 PROBES = [
     pytest.param(lambda: MILProbe(window=1, **FAST), id="mil-w1"),
     pytest.param(lambda: MILProbe(window=3, **FAST), id="mil-w3"),
-    pytest.param(lambda: AttentionProbe(n_heads=2, **FAST), id="attention"),
+    pytest.param(lambda: AttentionProbe(n_heads=2, window=None, **FAST), id="attention"),
     pytest.param(lambda: AttentionProbe(n_heads=2, window=4, **FAST), id="attention-w4"),
     pytest.param(lambda: MultiMaxProbe(n_heads=3, **FAST), id="multimax"),
 ]
@@ -106,7 +106,7 @@ def test_contribution_rules_by_hand(data):
     np.testing.assert_allclose(
         mil.decision_function(xt[:5], mask=mt[:5]), aggregate_rows(rows, "rolling_max:4")
     )
-    att = AttentionProbe(n_heads=2, **FAST).fit(xs[:40], y[:40], mask=ms[:40])
+    att = AttentionProbe(n_heads=2, window=None, **FAST).fit(xs[:40], y[:40], mask=ms[:40])
     r = att.token_scores(xt[:1], mask=mt[:1])[0]
     x0 = (xt[0].astype(np.float64) - att.mean_) / att.scale_
     a = x0[1:] @ att.params_["q"]
@@ -118,6 +118,14 @@ def test_contribution_rules_by_hand(data):
     s = x0[1:] @ mm.params_["w"] + mm.params_["c"]
     assert np.count_nonzero(r[1:]) <= 3  # at most one token per head
     np.testing.assert_allclose(np.nansum(r), s.max(0) @ mm.params_["beta"], atol=1e-10)
+
+
+def test_attention_defaults_read_windows_with_a_strong_penalty():
+    """Measured best inside long text (bench/token_defaults.py): a softmax within windows
+    of 16 tokens, l2=0.1; the other sequence probes keep l2=1e-3."""
+    att = AttentionProbe()
+    assert (att.window, att.l2, att.n_heads) == (16, 0.1, 4)
+    assert MultiMaxProbe().l2 == MILProbe().l2 == 1e-3
 
 
 def test_rolling_max_torch_matches_windows():

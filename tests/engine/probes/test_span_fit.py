@@ -13,6 +13,7 @@ from sklearn.pipeline import Pipeline
 
 from lmprobe_jupyter import Probe, background_documents, context_documents
 from lmprobe_jupyter.engine.probes.features import build_steps
+from lmprobe_jupyter.engine.probes.fitting import TOKEN_LOGISTIC_DEFAULTS
 from lmprobe_jupyter.engine.probes.span_data import check_spans, span_owners
 
 POS = ["alpha alpha alpha beta", "alpha beta alpha", "alpha gamma alpha", "beta alpha alpha"]
@@ -204,7 +205,10 @@ def test_only_tokens_inside_spans_are_trained_on(tiny_probe):
     ref = Pipeline(
         [
             *build_steps(2, True, "standard", None, 8, 0),
-            ("classifier", LogisticRegression(max_iter=2000, random_state=0)),
+            (
+                "classifier",
+                LogisticRegression(max_iter=2000, random_state=0, **TOKEN_LOGISTIC_DEFAULTS),
+            ),
         ]
     ).fit(X, y)
     np.testing.assert_allclose(

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from lmprobe_jupyter.engine.extraction.extractor import Extractor
 from lmprobe_jupyter.engine.extraction.runtime import ModelRuntime
 from lmprobe_jupyter.engine.probes import token_linear
 from lmprobe_jupyter.engine.probes.features import build_steps
+from lmprobe_jupyter.engine.probes.fitting import TOKEN_LOGISTIC_DEFAULTS
 from lmprobe_jupyter.engine.probes.sequence_base import ArrayTokenSource
 from lmprobe_jupyter.engine.probes.token_linear import (
     TokenBatches,
@@ -119,7 +121,10 @@ def test_probe_trains_every_token_without_the_token_matrix(tiny_probe, monkeypat
     ref = Pipeline(
         [
             *build_steps(2, True, "standard", None, 8, 0),
-            ("classifier", LogisticRegression(max_iter=2000, random_state=0)),
+            (
+                "classifier",
+                LogisticRegression(max_iter=2000, random_state=0, **TOKEN_LOGISTIC_DEFAULTS),
+            ),
         ]
     ).fit(X, y)
     np.testing.assert_allclose(
@@ -180,9 +185,13 @@ def test_cross_validate_refits_per_fold_and_scores_held_out_tokens(tiny_probe):
             X = np.concatenate([pairs[i][0][pairs[i][1]] for i in idx])
             return X, np.repeat(LABELS[idx], [int(pairs[i][1].sum()) for i in idx])
 
-        est = LogisticRegression(max_iter=2000).fit(*tokens(tr))
+        scaler = StandardScaler().fit(tokens(tr)[0])  # preprocessing='auto'
+        X, y = tokens(tr)
+        est = LogisticRegression(max_iter=2000, **TOKEN_LOGISTIC_DEFAULTS).fit(
+            scaler.transform(X), y
+        )
         Xt, yt = tokens(te)
-        want.append(float(np.mean(est.predict(Xt) == yt)))
+        want.append(float(np.mean(est.predict(scaler.transform(Xt)) == yt)))
     # a token whose logit lies within the solvers' tolerance of 0 may flip
     n_held = min(
         len(tokens(te)[1]) for _, te in stratified_folds(LABELS, 2, 3).split(LABELS, LABELS)
@@ -223,6 +232,40 @@ def test_multiclass_every_token_fits_in_memory(tiny_probe):
     labels = [0, 0, 1, 1, 2, 2, 0, 1]
     probe = tiny_probe(**EVERY).fit(TEXTS, labels=labels)
     assert probe.training_activations is not None and list(probe.classes_) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(pooling="rolling_max:16"), dict(train_pooling="all"), dict(pooling="score:mean")],
+    ids=["rolling_max", "all", "score-mean"],
+)
+def test_every_token_logistic_defaults(tiny_probe, kw):
+    """Trained on every token, the default logistic regression is standardized, strongly
+    penalized and class-balanced (TOKEN_LOGISTIC_DEFAULTS), streamed or in memory."""
+    probe = tiny_probe(**kw).fit(POS, NEG)
+    clf = probe.classifier_
+    assert clf.C == TOKEN_LOGISTIC_DEFAULTS["C"] == 5e-4
+    assert clf.class_weight == "balanced"
+    assert "standard" in probe.pipeline_.named_steps
+    assert probe.preprocessing == "auto"  # the parameter as given; resolved at fit
+
+
+def test_every_token_defaults_yield_to_the_users_settings(tiny_probe):
+    probe = tiny_probe(
+        **EVERY, preprocessing=None, classifier_kwargs={"C": 0.3, "max_iter": 500}
+    ).fit(POS, NEG)
+    assert probe.classifier_.C == 0.3  # the user's C
+    assert probe.classifier_.class_weight == "balanced"  # a default the user left alone
+    assert probe.classifier_.max_iter == 500
+    assert "standard" not in probe.pipeline_.named_steps
+    no_weights = tiny_probe(**EVERY, classifier_kwargs={"class_weight": None}).fit(POS, NEG)
+    assert no_weights.classifier_.class_weight is None
+
+
+def test_pooled_probes_keep_sklearns_defaults(tiny_probe):
+    probe = tiny_probe(pooling="mean").fit(POS, NEG)
+    assert probe.classifier_.C == 1.0 and probe.classifier_.class_weight is None
+    assert "standard" not in probe.pipeline_.named_steps  # "auto" is None for them
 
 
 def test_max_iter_reached_warns(tiny_probe):

@@ -189,3 +189,22 @@ def test_show_tokens_centres_the_colour_scale_on_zero(attention_probe):
     top = max(float(np.nanmax(np.abs(r.scores))) for r in rows)
     assert (w.threshold, w.vmin, w.vmax) == (0.0, pytest.approx(-top), pytest.approx(top))
     assert "contribution" in w.note
+
+
+def test_default_rolling_probe_converges_and_learns_held_out_dog_vs_cat():
+    """``Probe(pooling="rolling_max:16")`` at its defaults (every token, standardized,
+    C=5e-4): the fit converges (sklearn's C=1 did not in 2,000 iterations on six
+    StrongREJECT categories) and the probe ranks held-out texts it never saw."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import roc_auc_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        probe = Probe(pooling="rolling_max:16", device="cpu", dtype="float32", random_state=0).fit(
+            TRAIN_POS, TRAIN_NEG
+        )
+    assert probe.classifier_.C == 5e-4 and probe.train_passes_ > 1
+    # measured 0.97 (16 held-out texts; chance 0.5)
+    assert roc_auc_score(TEST_Y, probe.predict_proba(TEST_TEXTS)[:, 1]) >= 0.9
