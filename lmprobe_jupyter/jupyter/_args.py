@@ -198,7 +198,6 @@ PROBE_OPTIONS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "normalize_layers": (_normalize, "true, false or per_layer"),
     "preprocessing": (_optional(_string), "auto, standard, pca, standard+pca or none"),
     "pca_components": (_optional(_parse_int), "PCA components (int)"),
-    "background": (_optional(_string), "auto or none (train token-level probes in text)"),
     "classifier_kwargs": (_parse_dict, "C=0.1,max_iter=500 or JSON"),
     "fast_auto_top_k": (_parse_int, "layers kept by fast_auto"),
     "auto_candidates": (_optional(_number_list), "0.25,0.5,0.75 (fractions or indices)"),
@@ -213,6 +212,7 @@ PROBE_OPTIONS: dict[str, tuple[Callable[[str, str], Any], str]] = {
         parse_bool,
         "score the first token (attention sink) and special tokens too (true/false)",
     ),
+    "background": (_optional(_string), "auto or none (attention probes also train in prose)"),
 }
 
 _BOOL_OPTIONS = ("remote", "chat_template", "progress", "mass_mean_augment", "score_special_tokens")

@@ -11,6 +11,7 @@ recorded SHA-256 is checked before unpickling (:func:`pickle_weights`, :func:`lo
 from __future__ import annotations
 
 import hashlib
+import inspect
 import pickle
 from pathlib import Path
 
@@ -148,6 +149,11 @@ def load_pickle(path: Path, expected_sha256: str | None = None, *, probe_cls):
     probe = RelayoutUnpickler(io.BytesIO(payload)).load()
     if not isinstance(probe, probe_cls):
         raise ProbeFormatError(f"{path} holds a {type(probe).__name__}, not a Probe")
+    # a constructor option added after the pickle was written takes its default, as it
+    # does when a probe.json without it loads
+    for name, param in inspect.signature(probe_cls.__init__).parameters.items():
+        if name != "self" and name not in probe.__dict__:
+            probe.__dict__[name] = param.default
     return probe
 
 
