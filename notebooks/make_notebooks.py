@@ -1103,9 +1103,24 @@ train_labels = [1] * len(MISUSE) + [0] * len(BENIGN)
 test_prompts = [text for text, _ in SAFETY_TEST + SAFETY_TRICKY]
 test_labels = [label for _, label in SAFETY_TEST + SAFETY_TRICKY]
 
-probe = Probe(layers=16, pooling="rolling_max:16", random_state=0).fit(train_prompts, train_labels)
+# sklearn's C=1 on unscaled activations (the token-level default before this release): a probe
+# that a jailbreak wrapper visibly breaks, so the report has something to find. Today's
+# defaults (standardized, C=5e-4) already hold against the wrappers: see the note below.
+SETUP = dict(layers=16, pooling="rolling_max:16", preprocessing=None,
+             classifier_kwargs={"C": 1.0, "class_weight": None}, random_state=0)
+probe = Probe(**SETUP).fit(train_prompts, train_labels)
 clean = probe.evaluate(test_prompts, test_labels, n_bootstrap=500)
 print(f"clean held-out AUROC {clean['auroc']:.3f} (95% CI {clean['auroc_ci'][0]:.2f}-{clean['auroc_ci'][1]:.2f})")
+"""),
+    md("""
+**About `SETUP`.** This tutorial pins the every-token probe's settings from before this
+release (sklearn's `C=1`, no standardization), because that probe breaks under a role-play
+wrapper and a learner can watch augmentation repair it.
+`Probe(layers=16, pooling="rolling_max:16")` at today's defaults (standardized, `C=5e-4`,
+class-balanced) already holds against the wrappers on this test set (role-play 0.927
+against clean 0.965); its weakest rows are character tricks (leetspeak 0.792, homoglyphs
+0.833), which augmentation with those tricks did *not* repair at these defaults (leetspeak
+0.653): try it, and see the README's "Token-level probes at defaults".
 """),
     md("""
 ## The transforms
@@ -1169,7 +1184,7 @@ from lmprobe_jupyter import augment
 fix_with = report.weakest(3)
 aug_prompts, aug_labels = augment(train_prompts, train_labels, fix_with, seed=1)
 print(f"training on {len(aug_prompts)} prompts: the 40 originals plus {', '.join(fix_with)} copies")
-fixed = Probe(layers=16, pooling="rolling_max:16", random_state=0).fit(aug_prompts, aug_labels)
+fixed = Probe(**SETUP).fit(aug_prompts, aug_labels)
 """),
     code("""
 %probe_robustness fixed test_prompts --labels test_labels --bootstrap 500 -o fixed_report
